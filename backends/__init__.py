@@ -1,0 +1,1 @@
+"""Engine adapters behind the gateway: one module per engine, one `Backend` protocol."""

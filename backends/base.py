@@ -1,0 +1,98 @@
+"""The `Backend` protocol every engine adapter implements, and the values it exchanges.
+
+An adapter is one module with one class that satisfies `Backend` structurally (no base class)
+and a factory registered by its `kind` in `backends.registry`. Adapters raise only the errors of
+`gateway.errors`, translating their transport's errors at their own boundary.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Route(enum.Enum):
+    """The OpenAI operations a backend serves, by their public path."""
+
+    CHAT = "/v1/chat/completions"
+    COMPLETIONS = "/v1/completions"
+
+    @property
+    def path(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """One client request, validated, as handed to a backend.
+
+    `raw` is the client's JSON body exactly as received: adapters that can forward it untouched
+    (the OpenAI-over-HTTP engines) do so; `payload` is the same body parsed, for adapters that
+    must translate it (Triton) or change a field (the served model name).
+    """
+
+    route: Route
+    raw: bytes
+    payload: Mapping[str, Any]
+    public_model: str
+    request_id: str
+    stream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A finished non-streaming answer: the OpenAI JSON body the client receives."""
+
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A backend's readiness as its engine reports it."""
+
+    ready: bool
+    detail: str = ""
+    served_model: str | None = None
+
+
+class EventStream(Protocol):
+    """Server-sent events from an opened stream: each item is one or more whole events."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Backend(Protocol):
+    """An inference engine behind the gateway.
+
+    Example::
+
+        backend = registry.create("vllm", VllmSettings(url="http://127.0.0.1:8000"))
+        completion = await backend.complete(request)
+        events = await backend.stream(request)  # raises before the first byte, or iterates
+        async for chunk in events:
+            ...
+        await backend.close()
+    """
+
+    name: str
+
+    async def complete(self, request: UpstreamRequest) -> Completion: ...
+
+    async def stream(self, request: UpstreamRequest) -> EventStream: ...
+
+    async def health(self) -> Health: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCard:
+    """One entry of `/v1/models`."""
+
+    id: str
+    owned_by: str = "pika-gateway"
+    backends: tuple[str, ...] = field(default=())

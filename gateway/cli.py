@@ -1,0 +1,96 @@
+"""The `gateway` command: `gateway serve`, and the local demo stack."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from gateway.settings import Settings, describe_errors
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway (uvicorn, uvloop, httptools)")
+    serve.add_argument("--host", help="address to bind (GATEWAY_HOST)")
+    serve.add_argument("--port", type=int, help="port to bind (GATEWAY_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (GATEWAY_WORKERS)")
+
+    check = commands.add_parser("check-config", help="validate the configuration and print it")
+    check.set_defaults(command="check-config")
+
+    demo = commands.add_parser(
+        "demo", help="the local stack: a tiny model on real vLLM, the gateway, a first request"
+    )
+    demo.add_argument("--port", type=int, default=8080, help="the gateway's port")
+    demo.add_argument("--keep-running", action="store_true", help="serve until Ctrl-C")
+
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from gateway.devstack.demo import run_demo
+
+        return run_demo(port=args.port, keep_running=args.keep_running)
+
+    settings = load_settings()
+    if settings is None:
+        return 2
+    if args.command == "check-config":
+        print(settings.model_dump_json(indent=2))
+        return 0
+    overrides = {
+        key: value
+        for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers))
+        if value is not None
+    }
+    return serve_forever(settings.model_copy(update=overrides))
+
+
+def load_settings() -> Settings | None:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print(f"gateway: invalid configuration\n{describe_errors(exc)}", file=sys.stderr)
+        return None
+
+
+def serve_forever(settings: Settings) -> int:
+    import uvicorn
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if settings.workers > 1:
+        # Each worker process builds its own app (and pools) from the same environment.
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level=settings.log_level,
+        )
+        return 0
+    from gateway.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=settings.log_level,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

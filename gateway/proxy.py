@@ -1,0 +1,214 @@
+"""The hot path: OpenAI requests in, one backend call, the answer relayed as it comes.
+
+Runs as plain ASGI (no framework) because a framework's request handling costs about half of
+the gateway's throughput (benchmarks/upstream_client). Every failure is a `GatewayError`
+rendered here, as JSON before the response has started and as an SSE event after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from dataclasses import dataclass
+from time import perf_counter
+
+from backends.base import Backend, EventStream, Route, UpstreamRequest
+from gateway.asgi import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    json_headers,
+    read_body,
+    request_id_from,
+    until_disconnect,
+)
+from gateway.auth import KeyCheck
+from gateway.errors import GatewayError
+from gateway.metrics import Metrics
+from gateway.parsing import parse_body
+from gateway.routing import Router
+
+log = logging.getLogger("gateway.proxy")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+DONE_EVENT = b"data: [DONE]\n\n"
+CLIENT_CLOSED = 499  # nginx's status for "client closed the request", for metrics only
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What the gateway knows about one request while serving it."""
+
+    route: Route
+    request_id: str
+    started: float
+    backend: str = "none"
+    upstream_wait: float = 0.0
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        overhead_ms = (perf_counter() - self.started - self.upstream_wait) * 1000.0
+        return [
+            (b"x-request-id", self.request_id.encode()),
+            (b"x-gateway-backend", self.backend.encode()),
+            (b"x-gateway-overhead-ms", f"{overhead_ms:.3f}".encode()),
+        ]
+
+
+class Proxy:
+    """Serves `/v1/chat/completions` and `/v1/completions`."""
+
+    def __init__(self, router: Router, keys: KeyCheck, metrics: Metrics, max_body: int) -> None:
+        self._router = router
+        self._keys = keys
+        self._metrics = metrics
+        self._max_body = max_body
+
+    async def __call__(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        authorization = request_id = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value
+            elif key == b"x-request-id":
+                request_id = value
+        exchange = Exchange(route, request_id_from(request_id), perf_counter())
+        status = CLIENT_CLOSED
+        try:
+            status = await self._serve(exchange, authorization, receive, send)
+        except ClientDisconnected:
+            status = CLIENT_CLOSED
+        except Exception as exc:  # a bug: answer 500, keep serving, log no request content
+            log.error(
+                "unexpected %s serving %s\n%s",
+                type(exc).__name__,
+                exchange.request_id,
+                _frames(exc),
+            )
+            status = 500
+            await self._try_send_error(send, exchange, GatewayError("internal gateway error"))
+        finally:
+            elapsed = perf_counter() - exchange.started
+            self._metrics.observe(
+                exchange.backend,
+                route.path,
+                status,
+                elapsed,
+                max(elapsed - exchange.upstream_wait, 0.0),
+            )
+
+    async def _serve(
+        self, exchange: Exchange, authorization: bytes | None, receive: Receive, send: Send
+    ) -> int:
+        try:
+            self._keys.verify(authorization)
+            raw = await read_body(receive, self._max_body)
+            payload, request = parse_body(exchange.route, raw)
+            backend = await self._router.backend_for(request.model)
+            exchange.backend = backend.name
+            upstream = UpstreamRequest(
+                exchange.route, raw, payload, request.model, exchange.request_id, request.stream
+            )
+            in_flight = self._metrics.in_flight.labels(backend.name, exchange.route.path)
+            in_flight.inc()
+            try:
+                if request.stream:
+                    return await self._relay_stream(backend, upstream, exchange, receive, send)
+                return await self._relay_completion(backend, upstream, exchange, receive, send)
+            finally:
+                in_flight.dec()
+        except GatewayError as exc:
+            await _send_error(send, exchange, exc)
+            return exc.status_code
+
+    async def _relay_completion(
+        self,
+        backend: Backend,
+        upstream: UpstreamRequest,
+        exchange: Exchange,
+        receive: Receive,
+        send: Send,
+    ) -> int:
+        waited = perf_counter()
+        completion = await until_disconnect(backend.complete(upstream), receive)
+        exchange.upstream_wait = perf_counter() - waited
+        body = completion.body
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": json_headers(len(body), exchange.headers()),
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return 200
+
+    async def _relay_stream(
+        self,
+        backend: Backend,
+        upstream: UpstreamRequest,
+        exchange: Exchange,
+        receive: Receive,
+        send: Send,
+    ) -> int:
+        waited = perf_counter()
+        events = await until_disconnect(backend.stream(upstream), receive)
+        exchange.upstream_wait = perf_counter() - waited
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": SSE_HEADERS + exchange.headers(),
+            }
+        )
+        pump = asyncio.ensure_future(_pump(events, send))
+        try:
+            await until_disconnect(pump, receive)
+        finally:
+            await events.aclose()
+        return 200
+
+    async def _try_send_error(self, send: Send, exchange: Exchange, exc: GatewayError) -> None:
+        # If the response had started, nothing more can be said to this client.
+        with contextlib.suppress(Exception):
+            await _send_error(send, exchange, exc)
+
+
+async def _pump(events: EventStream, send: Send) -> None:
+    """Sends each event as it arrives; an error mid-stream becomes an SSE error event."""
+    error: GatewayError | None = None
+    try:
+        async for chunk in events:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except GatewayError as exc:
+        error = exc
+    except Exception as exc:  # a bug in an adapter: the client still gets a clean end
+        log.error("unexpected %s in a stream\n%s", type(exc).__name__, _frames(exc))
+        error = GatewayError("internal gateway error")
+    if error is not None:
+        body = error.to_sse() + DONE_EVENT
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _frames(exc: BaseException) -> str:
+    """Where an exception came from, without its message (which may quote request text)."""
+    return "".join(traceback.format_tb(exc.__traceback__))
+
+
+async def _send_error(send: Send, exchange: Exchange, exc: GatewayError) -> None:
+    body = exc.to_json()
+    extra = [(name.lower().encode(), value.encode()) for name, value in exc.headers.items()]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": exc.status_code,
+            "headers": json_headers(len(body), exchange.headers() + extra),
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

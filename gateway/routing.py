@@ -1,0 +1,53 @@
+"""Which backend serves a request, and which model names clients may send."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from backends.base import Backend, Health
+from gateway.errors import BackendUnavailable, NotFound
+from gateway.settings import Settings
+
+
+class Router:
+    """Maps public model names to the primary backend.
+
+    With `GATEWAY_MODELS` unset the public name is the primary's served name, read from the
+    engine when it first answers: clients keep the name they already send to vLLM.
+    """
+
+    def __init__(self, settings: Settings, backends: Mapping[str, Backend]) -> None:
+        self.backends = backends
+        self.primary = backends[settings.primary]
+        self._configured = frozenset(settings.models)
+        self._served: dict[str, str] = {}
+
+    def note_health(self, name: str, health: Health) -> None:
+        if health.served_model:
+            self._served[name] = health.served_model
+
+    async def public_models(self) -> list[str]:
+        if self._configured:
+            return sorted(self._configured)
+        served = await self._primary_served()
+        return [served]
+
+    async def backend_for(self, model: str) -> Backend:
+        if self._configured:
+            if model in self._configured:
+                return self.primary
+        elif model == await self._primary_served():
+            return self.primary
+        raise NotFound(f"the model '{model}' does not exist", param="model", code="model_not_found")
+
+    async def _primary_served(self) -> str:
+        served = self._served.get(self.primary.name)
+        if served is None:
+            health = await self.primary.health()
+            self.note_health(self.primary.name, health)
+            served = health.served_model
+        if served is None:
+            raise BackendUnavailable(
+                f"backend '{self.primary.name}' has not said which model it serves: {health.detail}"
+            )
+        return served

@@ -1,0 +1,122 @@
+"""A fake OpenAI upstream, only for what a real engine cannot show on demand.
+
+The last user message (or the prompt) picks the behaviour: `hang`, `slow:<seconds>`,
+`status:<code>`, `garbage`, `stall-after-headers`, `malformed-sse`, `reset-mid-stream`;
+anything else gets a normal answer. Real-engine behaviour is tested against real vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+MODEL = "fake-model"
+
+
+def _answer(text: str) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    )
+
+
+def _chunk(text: str) -> bytes:
+    chunk = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": MODEL,
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+    }
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+class FakeUpstream:
+    """A raw ASGI app; `calls` counts requests, `cancelled` counts streams cut by the client."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.cancelled = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if path == "/health":
+            await _send(send, 200, b"")
+            return
+        if path == "/v1/models":
+            await _send(send, 200, orjson.dumps({"object": "list", "data": [{"id": MODEL}]}))
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        self.calls += 1
+        request = orjson.loads(body)
+        await self._behave(_cue(request), bool(request.get("stream")), send)
+
+    async def _behave(self, cue: str, stream: bool, send: Any) -> None:
+        if cue == "hang":
+            await asyncio.sleep(3600)
+        elif cue.startswith("slow:"):
+            await asyncio.sleep(float(cue.removeprefix("slow:")))
+        elif cue.startswith("status:"):
+            status = int(cue.removeprefix("status:"))
+            error = {"error": {"message": f"fake {status}", "type": "BadRequestError",
+                               "param": "messages", "code": status}}
+            await _send(send, status, orjson.dumps(error))
+            return
+        elif cue == "garbage":
+            await _send(send, 200, b"<html>not json")
+            return
+        if not stream:
+            await _send(send, 200, _answer("hello from fake"))
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        if cue == "stall-after-headers":
+            await asyncio.sleep(3600)
+        for piece in ("hello", " from", " fake"):
+            await send({"type": "http.response.body", "body": _chunk(piece), "more_body": True})
+        if cue == "malformed-sse":
+            await send({"type": "http.response.body", "body": b"data: {broken", "more_body": False})
+            return
+        if cue == "reset-mid-stream":
+            raise ConnectionResetError("fake reset")
+        try:
+            for _ in range(int(cue.removeprefix("long:")) if cue.startswith("long:") else 0):
+                await asyncio.sleep(0.01)
+                await send({"type": "http.response.body", "body": _chunk("."), "more_body": True})
+        except OSError:
+            self.cancelled += 1
+            return
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+def _cue(request: dict[str, Any]) -> str:
+    if "messages" in request:
+        return str(request["messages"][-1].get("content", ""))
+    return str(request.get("prompt", ""))
+
+
+async def _send(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
