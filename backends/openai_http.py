@@ -78,7 +78,8 @@ class OpenAIHTTPBackend:
             # A cheap check (microseconds) that spares clients a 200 they cannot parse.
             orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise BackendProtocolError(f"backend '{self.name}' answered with invalid JSON") from None
+            message = f"backend '{self.name}' answered with invalid JSON"
+            raise BackendProtocolError(message) from None
         return Completion(_rename_model(data, served, request.public_model, count=1))
 
     async def stream(self, request: UpstreamRequest) -> EventStream:

@@ -8,6 +8,7 @@ anything else gets a normal answer. Real-engine behaviour is tested against real
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import orjson
@@ -70,17 +71,24 @@ class FakeUpstream:
             more = message.get("more_body", False)
         self.calls += 1
         request = orjson.loads(body)
-        await self._behave(_cue(request), bool(request.get("stream")), send)
+        await self._behave(_cue(request), bool(request.get("stream")), receive, send)
 
-    async def _behave(self, cue: str, stream: bool, send: Any) -> None:
+    async def _behave(self, cue: str, stream: bool, receive: Any, send: Any) -> None:
         if cue == "hang":
-            await asyncio.sleep(3600)
-        elif cue.startswith("slow:"):
-            await asyncio.sleep(float(cue.removeprefix("slow:")))
+            await _idle(receive, 3600)
+            return
+        if cue.startswith("slow:"):
+            await _idle(receive, float(cue.removeprefix("slow:")))
         elif cue.startswith("status:"):
             status = int(cue.removeprefix("status:"))
-            error = {"error": {"message": f"fake {status}", "type": "BadRequestError",
-                               "param": "messages", "code": status}}
+            error = {
+                "error": {
+                    "message": f"fake {status}",
+                    "type": "BadRequestError",
+                    "param": "messages",
+                    "code": status,
+                }
+            }
             await _send(send, status, orjson.dumps(error))
             return
         elif cue == "garbage":
@@ -89,10 +97,16 @@ class FakeUpstream:
         if not stream:
             await _send(send, 200, _answer("hello from fake"))
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         if cue == "stall-after-headers":
-            await asyncio.sleep(3600)
+            await _idle(receive, 3600)
+            return
         for piece in ("hello", " from", " fake"):
             await send({"type": "http.response.body", "body": _chunk(piece), "more_body": True})
         if cue == "malformed-sse":
@@ -100,14 +114,22 @@ class FakeUpstream:
             return
         if cue == "reset-mid-stream":
             raise ConnectionResetError("fake reset")
-        try:
-            for _ in range(int(cue.removeprefix("long:")) if cue.startswith("long:") else 0):
-                await asyncio.sleep(0.01)
-                await send({"type": "http.response.body", "body": _chunk("."), "more_body": True})
-        except OSError:
-            self.cancelled += 1
-            return
+        # uvicorn's send() stays silent once the client is gone; receive() is what tells.
+        gone = asyncio.ensure_future(receive())
+        for _ in range(int(cue.removeprefix("long:")) if cue.startswith("long:") else 0):
+            await asyncio.sleep(0.01)
+            if gone.done():
+                self.cancelled += 1
+                return
+            await send({"type": "http.response.body", "body": _chunk("."), "more_body": True})
+        gone.cancel()
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+async def _idle(receive: Any, seconds: float) -> None:
+    """Waits, but no longer than the client does (so the server can shut down)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(receive(), seconds)
 
 
 def _cue(request: dict[str, Any]) -> str:
@@ -117,6 +139,11 @@ def _cue(request: dict[str, Any]) -> str:
 
 
 async def _send(send: Any, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,210 @@
+"""The hot path against a fake upstream: only what a real engine cannot show on demand
+(hangs, garbage, resets, cut streams) plus the gateway's own rules (headers, auth, limits).
+The same behaviours against real vLLM are in tests/integration."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from backends.vllm import VllmSettings
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.support.fake_upstream import MODEL, FakeUpstream
+from tests.support.servers import ThreadedServer
+
+Fake = tuple[FakeUpstream, ThreadedServer]
+
+
+def gateway_for(upstream_url: str, **overrides: object) -> ThreadedServer:
+    backend = VllmSettings(url=upstream_url, read_timeout=1.0, total_timeout=5.0)
+    settings = Settings(backends={"vllm": backend}, primary="vllm", **overrides)  # type: ignore[arg-type]
+    return ThreadedServer(create_app(settings))
+
+
+@pytest.fixture(scope="module")
+def gateway(fake_upstream: Fake) -> Iterator[ThreadedServer]:
+    with gateway_for(fake_upstream[1].url, max_body_bytes=4096) as server:
+        yield server
+
+
+@pytest.fixture
+def client(gateway: ThreadedServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0)
+
+
+def ask(client: openai.OpenAI, cue: str, **kwargs: object) -> object:
+    return client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": cue}],
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def test_answer_carries_gateway_headers(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-request-id": "req-123"},
+    )
+    assert raw.headers["x-request-id"] == "req-123"
+    assert raw.headers["x-gateway-backend"] == "vllm"
+    assert 0.0 < float(raw.headers["x-gateway-overhead-ms"]) < 1000.0
+    assert raw.parse().choices[0].message.content == "hello from fake"
+
+
+def test_unsafe_request_id_is_replaced(gateway: ThreadedServer) -> None:
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        content=b"{}",
+        headers={"x-request-id": "a b\tc"},
+    )
+    assert response.headers["x-request-id"] != "a b\tc"
+    assert len(response.headers["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize(
+    ("cue", "error", "status"),
+    [
+        ("status:400", openai.BadRequestError, 400),
+        ("status:422", openai.UnprocessableEntityError, 422),
+        ("status:500", openai.InternalServerError, 502),
+        ("status:503", openai.InternalServerError, 503),
+        ("garbage", openai.InternalServerError, 502),
+        ("hang", openai.InternalServerError, 504),
+    ],
+)
+def test_upstream_failures_map_to_typed_errors(
+    client: openai.OpenAI, cue: str, error: type[openai.APIStatusError], status: int
+) -> None:
+    with pytest.raises(error) as caught:
+        ask(client, cue)
+    assert caught.value.status_code == status
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert set(body) == {"message", "type", "param", "code"}
+    assert "Traceback" not in str(body)
+
+
+def test_upstream_4xx_keeps_its_message(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client, "status:400")
+    assert caught.value.message.endswith("fake 400")
+
+
+def test_unreachable_backend_is_503() -> None:
+    with gateway_for("http://127.0.0.1:9", models=[MODEL]) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as caught:
+            ask(client, "hi")
+        assert caught.value.status_code == 503
+        assert httpx.get(server.url + "/ready").status_code == 503
+        assert httpx.get(server.url + "/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("cue", "message"),
+    [
+        ("stall-after-headers", "did not answer in time"),
+        ("malformed-sse", "mid-event"),
+        ("reset-mid-stream", "broke the connection"),
+    ],
+)
+def test_failure_after_stream_start_is_an_sse_error(
+    client: openai.OpenAI, cue: str, message: str
+) -> None:
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in ask(client, cue, stream=True):  # type: ignore[attr-defined]
+            received.append(chunk)
+    assert message in caught.value.message
+
+
+def test_client_disconnect_stops_the_upstream_stream(
+    client: openai.OpenAI, fake_upstream: Fake
+) -> None:
+    app = fake_upstream[0]
+    before = app.cancelled
+    stream = ask(client, "long:500", stream=True)
+    for index, _ in enumerate(stream):  # type: ignore[attr-defined]
+        if index == 3:
+            break
+    stream.close()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 3
+    while app.cancelled == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert app.cancelled == before + 1
+
+
+def test_client_disconnect_cancels_a_pending_completion(gateway: ThreadedServer) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "slow:0.5"}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=0.1)
+    time.sleep(0.6)
+    metrics = httpx.get(gateway.url + "/metrics").text
+    assert 'status="499"' in metrics
+
+
+def test_body_too_large_is_413(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(client, "x" * 10_000)
+    assert caught.value.status_code == 413
+
+
+def test_unknown_model_is_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.code == "model_not_found"
+
+
+def test_unknown_route_is_openai_404(gateway: ThreadedServer) -> None:
+    response = httpx.get(gateway.url + "/v1/nothing")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert response.headers["x-request-id"]
+
+
+def test_api_keys_are_required_when_set(fake_upstream: Fake) -> None:
+    with gateway_for(fake_upstream[1].url, api_keys=["k1"]) as server:
+        anonymous = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            ask(anonymous, "hi")
+        with pytest.raises(openai.AuthenticationError):
+            anonymous.models.list()
+        keyed = openai.OpenAI(base_url=server.url + "/v1", api_key="k1", max_retries=0)
+        assert ask(keyed, "hi").choices[0].message.content == "hello from fake"  # type: ignore[attr-defined]
+        assert [model.id for model in keyed.models.list()] == [MODEL]
+
+
+def test_public_names_map_to_the_served_name(fake_upstream: Fake) -> None:
+    with gateway_for(fake_upstream[1].url, models=["pika-tagger", "phi-3-mini"]) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        assert sorted(m.id for m in client.models.list()) == ["phi-3-mini", "pika-tagger"]
+        answer = client.chat.completions.create(
+            model="phi-3-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert answer.model == "phi-3-mini"
+        chunks = list(
+            client.chat.completions.create(
+                model="phi-3-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        )
+        assert {chunk.model for chunk in chunks} == {"phi-3-mini"}
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+
+
+def test_metrics_count_requests_and_overhead(
+    client: openai.OpenAI, gateway: ThreadedServer
+) -> None:
+    ask(client, "hi")
+    text = httpx.get(gateway.url + "/metrics").text
+    assert (
+        'gateway_requests_total{backend="vllm",route="/v1/chat/completions",status="200"}' in text
+    )
+    assert "gateway_overhead_seconds_bucket" in text
+    assert "gateway_in_flight_requests" in text
