@@ -21,7 +21,8 @@ def test_valid_chat_with_vllm_extensions() -> None:
         chat(
             '"top_k": 1, "min_tokens": 2, "repetition_penalty": 1.1, "seed": 7, "stop": ["x"],'
             '"logprobs": true, "structured_outputs": {"choice": ["a", "b"]},'
-            '"response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": {}}},'
+            '"response_format": {"type": "json_schema",'
+            ' "json_schema": {"name": "t", "schema": {}}},'
             '"stream": true, "stream_options": {"include_usage": true}'
         ),
     )
