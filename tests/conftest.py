@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.servers import ThreadedServer
+
+if TYPE_CHECKING:
+    from gateway.devstack.vllm_engine import VllmEngine
+
+CACHE = Path(__file__).resolve().parent.parent / ".cache"
+TINY_MODEL = "tiny-phi3"
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +23,24 @@ def fake_upstream() -> Iterator[tuple[FakeUpstream, ThreadedServer]]:
     app = FakeUpstream()
     with ThreadedServer(app) as server:
         yield app, server
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """The tiny Phi-3-shaped model every engine serves, built once into the repo's cache."""
+    from gateway.devstack.tiny_model import build_tiny_model
+
+    return build_tiny_model(CACHE / "tiny-phi3")
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir: Path) -> Iterator[VllmEngine]:
+    """Real vLLM (CPU build) serving the tiny model: started once per test run."""
+    from gateway.devstack.vllm_engine import VllmEngine
+
+    engine = VllmEngine(tiny_model_dir, served_name=TINY_MODEL, log_path=CACHE / "vllm.log")
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()

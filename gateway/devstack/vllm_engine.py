@@ -175,6 +175,25 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is left in the group.
+
+    Zombies count as dead: orphans here can wait a long time for init to reap them.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return _group_signalable(pgid)
+    for stat_file in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state not in ("Z", "X"):
+            return True
+    return False
+
+
+def _group_signalable(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
