@@ -11,16 +11,18 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from backends import trtllm_serve, vllm
+from backends import triton, trtllm_serve, vllm
 from backends.base import Backend
 
 BackendSettings = Annotated[
-    vllm.VllmSettings | trtllm_serve.TrtllmServeSettings, Field(discriminator="kind")
+    vllm.VllmSettings | trtllm_serve.TrtllmServeSettings | triton.TritonSettings,
+    Field(discriminator="kind"),
 ]
 
 FACTORIES: dict[str, Callable[[str, Any], Backend]] = {
     "vllm": vllm.create,
     "trtllm-serve": trtllm_serve.create,
+    "triton": triton.create,
 }
 
 

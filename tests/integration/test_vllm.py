@@ -59,8 +59,13 @@ def both(direct: openai.OpenAI, via: openai.OpenAI, call: str, **kwargs: Any) ->
 
 def test_chat_equals_direct(direct: openai.OpenAI, via_gateway: openai.OpenAI) -> None:
     mine, theirs = both(
-        direct, via_gateway, "chat.completions.create",
-        model=TINY_MODEL, messages=MESSAGES, temperature=0, max_tokens=24,
+        direct,
+        via_gateway,
+        "chat.completions.create",
+        model=TINY_MODEL,
+        messages=MESSAGES,
+        temperature=0,
+        max_tokens=24,
     )
     assert theirs.choices[0].message.content == mine.choices[0].message.content
     assert theirs.choices[0].finish_reason == mine.choices[0].finish_reason
@@ -70,8 +75,13 @@ def test_chat_equals_direct(direct: openai.OpenAI, via_gateway: openai.OpenAI) -
 
 def test_completion_equals_direct(direct: openai.OpenAI, via_gateway: openai.OpenAI) -> None:
     mine, theirs = both(
-        direct, via_gateway, "completions.create",
-        model=TINY_MODEL, prompt="Pika nói: xin chào", temperature=0, max_tokens=16,
+        direct,
+        via_gateway,
+        "completions.create",
+        model=TINY_MODEL,
+        prompt="Pika nói: xin chào",
+        temperature=0,
+        max_tokens=16,
     )
     assert theirs.choices[0].text == mine.choices[0].text
     assert theirs.usage == mine.usage
@@ -81,7 +91,11 @@ def test_streamed_chat_equals_direct_and_keeps_usage(
     direct: openai.OpenAI, via_gateway: openai.OpenAI
 ) -> None:
     kwargs = dict(
-        model=TINY_MODEL, messages=MESSAGES, temperature=0, max_tokens=24, stream=True,
+        model=TINY_MODEL,
+        messages=MESSAGES,
+        temperature=0,
+        max_tokens=24,
+        stream=True,
         stream_options={"include_usage": True},
     )
     mine, theirs = both(direct, via_gateway, "chat.completions.create", **kwargs)
@@ -97,15 +111,26 @@ def test_streamed_completion_equals_direct(
     direct: openai.OpenAI, via_gateway: openai.OpenAI
 ) -> None:
     mine, theirs = both(
-        direct, via_gateway, "completions.create",
-        model=TINY_MODEL, prompt="Một, hai, ba", temperature=0, max_tokens=12, stream=True,
+        direct,
+        via_gateway,
+        "completions.create",
+        model=TINY_MODEL,
+        prompt="Một, hai, ba",
+        temperature=0,
+        max_tokens=12,
+        stream=True,
     )
     assert "".join(c.choices[0].text for c in theirs) == "".join(c.choices[0].text for c in mine)
 
 
 def test_stream_relays_done_marker(gateway: ThreadedServer) -> None:
-    body = {"model": TINY_MODEL, "messages": MESSAGES, "max_tokens": 5, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": TINY_MODEL,
+        "messages": MESSAGES,
+        "max_tokens": 5,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
@@ -118,8 +143,13 @@ def test_json_schema_response_format_equals_direct(
 ) -> None:
     response_format = {"type": "json_schema", "json_schema": {"name": "mood", "schema": SCHEMA}}
     mine, theirs = both(
-        direct, via_gateway, "chat.completions.create",
-        model=TINY_MODEL, messages=MESSAGES, temperature=0, max_tokens=40,
+        direct,
+        via_gateway,
+        "chat.completions.create",
+        model=TINY_MODEL,
+        messages=MESSAGES,
+        temperature=0,
+        max_tokens=40,
         response_format=response_format,
     )
     assert theirs.choices[0].message.content == mine.choices[0].message.content
@@ -130,8 +160,13 @@ def test_vllm_structured_outputs_choice_equals_direct(
     direct: openai.OpenAI, via_gateway: openai.OpenAI
 ) -> None:
     mine, theirs = both(
-        direct, via_gateway, "chat.completions.create",
-        model=TINY_MODEL, messages=MESSAGES, temperature=0, max_tokens=10,
+        direct,
+        via_gateway,
+        "chat.completions.create",
+        model=TINY_MODEL,
+        messages=MESSAGES,
+        temperature=0,
+        max_tokens=10,
         extra_body={"structured_outputs": {"choice": ["vui", "buồn", "tự hào"]}},
     )
     assert theirs.choices[0].message.content == mine.choices[0].message.content
@@ -142,8 +177,14 @@ def test_vllm_sampling_extensions_pass_through(
     direct: openai.OpenAI, via_gateway: openai.OpenAI
 ) -> None:
     mine, theirs = both(
-        direct, via_gateway, "chat.completions.create",
-        model=TINY_MODEL, messages=MESSAGES, temperature=0.8, seed=42, max_tokens=12,
+        direct,
+        via_gateway,
+        "chat.completions.create",
+        model=TINY_MODEL,
+        messages=MESSAGES,
+        temperature=0.8,
+        seed=42,
+        max_tokens=12,
         extra_body={"top_k": 5, "min_tokens": 12, "repetition_penalty": 1.3},
     )
     assert theirs.choices[0].message.content == mine.choices[0].message.content
@@ -182,8 +223,9 @@ def test_cut_stream_stops_vllm_generating(
     def finished_by_length() -> float:
         return vllm_engine.metric("vllm:request_success_total", {"finished_reason": "length"})
 
-    long = dict(model=TINY_MODEL, messages=MESSAGES, max_tokens=2000,
-                extra_body={"ignore_eos": True})
+    long = dict(
+        model=TINY_MODEL, messages=MESSAGES, max_tokens=2000, extra_body={"ignore_eos": True}
+    )
     before = finished_by_length()
     stream = via_gateway.chat.completions.create(stream=True, **long)
     for index, _ in enumerate(stream):

@@ -1,0 +1,366 @@
+"""TensorRT-LLM on NVIDIA Triton, through `tritonclient`'s asyncio gRPC client.
+
+Requests are OpenAI chat or completion bodies; the adapter renders the chat template as vLLM
+would, maps fields to the model's discovered inputs (`triton_interface`, `triton_request`),
+runs one gRPC stream per request, and answers with the same OpenAI shapes vLLM returns.
+
+Example::
+
+    GATEWAY_BACKENDS='{"trt": {"kind": "triton", "url": "127.0.0.1:8001",
+                               "model": "tensorrt_llm_bls", "tokenizer_dir": "/models/phi3"}}'
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import grpc
+from pydantic import Field, model_validator
+from tokenizers import Tokenizer
+from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from backends.base import Completion, EventStream, Health, UpstreamRequest
+from backends.chat_template import ChatTemplate
+from backends.openai_shapes import Shapes, Usage
+from backends.settings import BackendSettingsBase
+from backends.text_stream import CumulativeText, StopStrings
+from backends.triton_interface import ModelInterface, StreamText
+from backends.triton_request import Generation, generation, inputs_for, prompt_of
+from gateway.errors import (
+    BackendProtocolError,
+    BackendTimeout,
+    BackendUnavailable,
+    GatewayError,
+    UnsupportedParameter,
+    UpstreamRejected,
+)
+
+OUTPUTS = ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason")
+DONE = b"data: [DONE]\n\n"
+
+
+class TritonSettings(BackendSettingsBase):
+    """A TensorRT-LLM model served by Triton (`ensemble`, `tensorrt_llm_bls`, LLM-API model)."""
+
+    kind: Literal["triton"] = "triton"
+    url: str = Field(default="127.0.0.1:8001", description="Triton's gRPC address, host:port.")
+    model: str | None = Field(default="ensemble", description="The Triton model name.")
+    tokenizer_dir: Path | None = Field(
+        default=None, description="HF tokenizer dir: chat template, special tokens, counting."
+    )
+    chat_template: Literal["phi3", "chatml"] | None = Field(
+        default=None, description="A built-in template, when there is no tokenizer_dir."
+    )
+    default_max_tokens: int = Field(default=256, ge=1, description="When a request has none.")
+    context_length: int = Field(default=4096, ge=16, description="Prompt plus answer, tokens.")
+    stream_text: StreamText = Field(
+        default="auto", description="Streamed text_output: new text, or all text so far."
+    )
+
+    @model_validator(mode="after")
+    def _template_source(self) -> TritonSettings:
+        if (self.tokenizer_dir is None) == (self.chat_template is None):
+            raise ValueError("set exactly one of tokenizer_dir and chat_template")
+        if self.tokenizer_dir is not None and not (self.tokenizer_dir / "tokenizer.json").is_file():
+            raise ValueError(f"{self.tokenizer_dir} has no tokenizer.json")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One response of the engine."""
+
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+    finish_reason: str | None
+    final: bool
+
+
+class TritonBackend:
+    """One gRPC channel per backend; the model's interface is read once, at first use."""
+
+    def __init__(self, name: str, settings: TritonSettings) -> None:
+        self.name = name
+        self._settings = settings
+        self._model_name = settings.model or "ensemble"
+        self._client = InferenceServerClient(settings.url)
+        self._interface: ModelInterface | None = None
+        self._tokenizer: Tokenizer | None = None
+        if settings.tokenizer_dir is not None:
+            self._template = ChatTemplate.from_tokenizer_dir(settings.tokenizer_dir)
+            self._tokenizer = Tokenizer.from_file(str(settings.tokenizer_dir / "tokenizer.json"))
+        else:
+            self._template = ChatTemplate.builtin(settings.chat_template or "phi3")
+        self._end_id = (
+            self._tokenizer.token_to_id(self._template.end_token) if self._tokenizer else None
+        )
+
+    async def complete(self, request: UpstreamRequest) -> Completion:
+        interface, plan, prompt_tokens = await self._plan(request)
+        answer = Answer(interface, plan, prompt_tokens)
+        async for piece in self._responses(interface, plan, request.request_id):
+            answer.feed(piece)
+            if answer.stopped:
+                break
+        answer.feed_rest()
+        shapes = Shapes(request.route, request.request_id, request.public_model)
+        text = "".join(answer.parts)
+        return Completion(shapes.completion(text, answer.finish_reason(), self._usage(answer)))
+
+    async def stream(self, request: UpstreamRequest) -> EventStream:
+        interface, plan, prompt_tokens = await self._plan(request)
+        if not interface.decoupled:
+            raise UnsupportedParameter(
+                f"Triton model '{interface.model}' is not decoupled, so it cannot stream",
+                param="stream",
+            )
+        responses = self._responses(interface, plan, request.request_id)
+        first = await anext(responses)  # errors before the first byte become statuses
+        shapes = Shapes(request.route, request.request_id, request.public_model)
+        return self._events(responses, first, Answer(interface, plan, prompt_tokens), shapes)
+
+    async def health(self) -> Health:
+        try:
+            if not await self._client.is_model_ready(self._model_name):
+                return Health(False, f"Triton model '{self._model_name}' is not ready")
+            await self._model()
+        except (InferenceServerException, grpc.RpcError) as exc:
+            return Health(False, f"Triton is unreachable: {_status(exc)}")
+        except GatewayError as exc:
+            return Health(False, exc.message)
+        return Health(True, "ok", self._model_name)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _model(self) -> ModelInterface:
+        if self._interface is None:
+            try:
+                config = await self._client.get_model_config(self._model_name, as_json=True)
+            except (InferenceServerException, grpc.RpcError) as exc:
+                raise self._error(exc) from None
+            try:
+                self._interface = ModelInterface.from_config(
+                    config["config"], self._settings.stream_text
+                )
+            except ValueError as exc:
+                raise BackendProtocolError(str(exc)) from None
+        return self._interface
+
+    async def _plan(
+        self, request: UpstreamRequest
+    ) -> tuple[ModelInterface, Generation, int | None]:
+        interface = await self._model()
+        prompt = prompt_of(request.route, request.payload)
+        if prompt is None:
+            prompt = self._template.render(request.payload["messages"])
+        prompt_tokens = self._count(prompt, special=True)
+        room = self._settings.context_length - (prompt_tokens or 0)
+        plan = generation(
+            request.payload, prompt, room, self._settings.default_max_tokens, interface
+        )
+        return interface, plan, prompt_tokens
+
+    async def _responses(
+        self, interface: ModelInterface, plan: Generation, request_id: str
+    ) -> AsyncGenerator[Piece, None]:
+        """The engine's responses to one request, over one gRPC stream, until the final one."""
+        inputs = []
+        for name, datatype, array in inputs_for(interface, plan, self._end_id):
+            tensor = InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        outputs = [InferRequestedOutput(name) for name in OUTPUTS if name in interface.outputs]
+        if not interface.decoupled:
+            try:
+                result = await self._client.infer(
+                    self._model_name, inputs, outputs=outputs, request_id=request_id,
+                    client_timeout=self._settings.total_timeout,
+                )  # fmt: skip
+            except (InferenceServerException, grpc.RpcError) as exc:
+                raise self._error(exc) from None
+            yield _piece(result, final=True)
+            return
+
+        async def one_request() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": self._model_name, "inputs": inputs, "outputs": outputs,
+                   "request_id": request_id}  # fmt: skip
+
+        stream = self._client.stream_infer(
+            one_request(), stream_timeout=self._settings.total_timeout
+        )
+        try:
+            while True:
+                try:
+                    result, error = await asyncio.wait_for(
+                        anext(stream), self._settings.read_timeout
+                    )
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise BackendTimeout(f"backend '{self.name}' did not answer in time") from None
+                except grpc.RpcError as exc:
+                    raise self._error(exc) from None
+                if error is not None:
+                    raise self._error(error)
+                piece = _piece(result, final=_is_final(result))
+                yield piece
+                if piece.final:
+                    return
+        finally:
+            stream.cancel()  # stops the engine when the client went away
+
+    async def _events(
+        self,
+        responses: AsyncGenerator[Piece, None],
+        first: Piece,
+        answer: Answer,
+        shapes: Shapes,
+    ) -> AsyncGenerator[bytes, None]:
+        try:
+            yield shapes.chunk("", role=True) if shapes.route.name == "CHAT" else b""
+            piece: Piece | None = first
+            while piece is not None:
+                text = answer.feed(piece)
+                if text:
+                    yield shapes.chunk(text)
+                if answer.stopped:
+                    break
+                piece = await anext(responses, None)
+            rest = answer.feed_rest()
+            if rest:
+                yield shapes.chunk(rest)
+            yield shapes.chunk(None, answer.finish_reason())
+            usage = self._usage(answer)
+            if answer.plan.include_usage and usage is not None:
+                yield shapes.usage_chunk(usage)
+            yield DONE
+        finally:
+            await responses.aclose()
+
+    def _usage(self, answer: Answer) -> Usage | None:
+        prompt_tokens = answer.input_tokens
+        completion_tokens = answer.output_tokens
+        if completion_tokens is None:
+            completion_tokens = self._count("".join(answer.parts), special=False)
+        if prompt_tokens is None or completion_tokens is None:
+            return None
+        return Usage(prompt_tokens, completion_tokens)
+
+    def _count(self, text: str, special: bool) -> int | None:
+        if self._tokenizer is None:
+            return None
+        return len(self._tokenizer.encode(text, add_special_tokens=special).ids)
+
+    def _error(self, exc: InferenceServerException | grpc.RpcError) -> GatewayError:
+        status = _status(exc)
+        message = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
+        if "UNAVAILABLE" in status or "NOT_FOUND" in status or "RESOURCE_EXHAUSTED" in status:
+            return BackendUnavailable(f"backend '{self.name}' is unavailable: {status}")
+        if "DEADLINE_EXCEEDED" in status:
+            return BackendTimeout(f"backend '{self.name}' did not answer in time")
+        if "INVALID_ARGUMENT" in status:
+            return UpstreamRejected(400, f"Triton rejected the request: {message}")
+        return BackendProtocolError(f"backend '{self.name}' failed: {message}")
+
+
+class Answer:
+    """Collects an engine's responses into OpenAI text, usage and finish reason."""
+
+    def __init__(self, interface: ModelInterface, plan: Generation, prompt_tokens: int | None):
+        self.plan = plan
+        self.parts: list[str] = []
+        self.input_tokens = prompt_tokens
+        self.output_tokens: int | None = None
+        self._cumulative = CumulativeText() if interface.cumulative else None
+        self._stops = StopStrings(plan.stops)
+        self._echo = None if interface.has("exclude_input") else plan.prompt
+        self._deltas = 0
+        self._engine_reason: str | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self._stops.stopped
+
+    def feed(self, piece: Piece) -> str:
+        text = piece.text
+        if self._echo is not None and text.startswith(self._echo):
+            text, self._echo = text[len(self._echo) :], None
+        if self._cumulative is not None:
+            text = self._cumulative.delta(text, final=piece.final)
+        elif piece.text or not piece.final:
+            self._deltas += 1  # one response per generated token in delta mode
+        if piece.input_tokens is not None:
+            self.input_tokens = piece.input_tokens
+        if piece.output_tokens is not None:
+            self.output_tokens = piece.output_tokens
+        elif self._cumulative is None and self.plan.stream:
+            self.output_tokens = self._deltas
+        self._engine_reason = piece.finish_reason or self._engine_reason
+        visible = self._stops.feed(text)
+        self.parts.append(visible)
+        return visible
+
+    def feed_rest(self) -> str:
+        rest = self._stops.flush()
+        self.parts.append(rest)
+        return rest
+
+    def finish_reason(self) -> str:
+        if self._stops.stopped:
+            return "stop"
+        if self._engine_reason in ("stop", "length"):
+            return self._engine_reason
+        if self.output_tokens is not None and self.output_tokens >= self.plan.max_tokens:
+            return "length"
+        return "stop"
+
+
+def _piece(result: InferResult, final: bool) -> Piece:
+    return Piece(
+        text=_text(result, "text_output"),
+        input_tokens=_int(result, "num_input_tokens"),
+        output_tokens=_int(result, "num_output_tokens"),
+        finish_reason=_text(result, "finish_reason") or None,
+        final=final,
+    )
+
+
+def _text(result: InferResult, name: str) -> str:
+    array = result.as_numpy(name)
+    if array is None or array.size == 0:
+        return ""
+    value = array.reshape(-1)[0]
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _int(result: InferResult, name: str) -> int | None:
+    array = result.as_numpy(name)
+    if array is None or array.size == 0:
+        return None
+    return int(array.reshape(-1)[0])
+
+
+def _is_final(result: InferResult) -> bool:
+    parameters = result.get_response().parameters
+    return "triton_final_response" in parameters and bool(
+        parameters["triton_final_response"].bool_param
+    )
+
+
+def _status(exc: InferenceServerException | grpc.RpcError) -> str:
+    if isinstance(exc, InferenceServerException):
+        return str(exc.status() or "")
+    code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
+    return str(code or "")
+
+
+def create(name: str, settings: TritonSettings) -> TritonBackend:
+    return TritonBackend(name, settings)
