@@ -249,7 +249,12 @@ class TritonBackend:
         prompt_tokens = answer.input_tokens
         completion_tokens = answer.output_tokens
         if completion_tokens is None:
-            completion_tokens = self._count("".join(answer.parts), special=False)
+            # The model reports no count (the LLM-API model): re-encode the text. Re-encoding
+            # can differ from the generated ids, but never exceeds what was allowed.
+            counted = self._count("".join(answer.parts), special=False)
+            if answer.finish_reason() == "length":
+                counted = answer.plan.max_tokens
+            completion_tokens = None if counted is None else min(counted, answer.plan.max_tokens)
         if prompt_tokens is None or completion_tokens is None:
             return None
         return Usage(prompt_tokens, completion_tokens)
@@ -283,6 +288,8 @@ class Answer:
         self._stops = StopStrings(plan.stops)
         self._echo = None if interface.has("exclude_input") else plan.prompt
         self._deltas = 0
+        self._counted = 0
+        self._snapshot: str | None = None
         self._engine_reason: str | None = None
 
     @property
@@ -294,12 +301,17 @@ class Answer:
         if self._echo is not None and text.startswith(self._echo):
             text, self._echo = text[len(self._echo) :], None
         if self._cumulative is not None:
+            self._snapshot = text
             text = self._cumulative.delta(text, final=piece.final)
         elif piece.text or not piece.final:
             self._deltas += 1  # one response per generated token in delta mode
         if piece.input_tokens is not None:
             self.input_tokens = piece.input_tokens
-        if piece.output_tokens is not None:
+        if piece.output_tokens is not None and self.plan.stream:
+            # Streamed responses count only their own new tokens.
+            self._counted += piece.output_tokens
+            self.output_tokens = self._counted
+        elif piece.output_tokens is not None:
             self.output_tokens = piece.output_tokens
         elif self._cumulative is None and self.plan.stream:
             self.output_tokens = self._deltas
@@ -310,6 +322,11 @@ class Answer:
 
     def feed_rest(self) -> str:
         rest = self._stops.flush()
+        if self._snapshot is not None:
+            # An engine that cut a stop string itself may end shorter than an earlier snapshot;
+            # held-back text beyond its final answer was never part of the answer.
+            shown = sum(len(part) for part in self.parts)
+            rest = rest[: max(0, len(self._snapshot) - shown)]
         self.parts.append(rest)
         return rest
 

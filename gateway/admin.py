@@ -76,7 +76,7 @@ def build_admin(gateway: Gateway) -> FastAPI:
         """The model names clients may send (OpenAI `list` shape)."""
         runtime = gateway.runtime()
         runtime.keys.verify(request.headers.get("authorization", "").encode() or None)
-        names = await runtime.router.public_models()
+        names = await runtime.router.public_models() + sorted(gateway.tasks)  # task aliases
         return {
             "object": "list",
             "data": [

@@ -21,6 +21,8 @@ from gateway.metrics import Metrics
 from gateway.proxy import Proxy
 from gateway.routing import Router
 from gateway.settings import Settings
+from gateway.task_config import TaskConfigError
+from gateway.tasks import Task, load_tasks
 
 log = logging.getLogger("gateway")
 
@@ -46,6 +48,7 @@ class Gateway:
         self.settings = settings
         self.metrics = Metrics()
         self.keys = KeyCheck(settings.key_digests())
+        self.tasks = enabled_tasks(settings)
         self.admin = build_admin(self)
         self._runtime: Runtime | None = None
 
@@ -78,7 +81,9 @@ class Gateway:
             log.info(
                 "backend %s (%s): %s", name, "ready" if health.ready else "not ready", health.detail
             )
-        proxy = Proxy(router, self.keys, self.metrics, self.settings.max_body_bytes)
+        proxy = Proxy(
+            router, self.keys, self.metrics, self.settings.max_body_bytes, tasks=self.tasks
+        )
         self._runtime = Runtime(backends, router, proxy, self.keys, self.metrics, int(time.time()))
 
     async def stop(self) -> None:
@@ -101,6 +106,17 @@ class Gateway:
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def enabled_tasks(settings: Settings) -> dict[str, Task]:
+    """The task aliases to serve, read once at start; a bad task file stops the gateway."""
+    if not settings.tasks_enabled:
+        return {}
+    tasks = load_tasks(settings.tasks_dir)
+    clash = sorted(set(tasks) & set(settings.models))
+    if clash:
+        raise TaskConfigError(f"task aliases also in GATEWAY_MODELS: {', '.join(clash)}")
+    return tasks
 
 
 def _with_gateway_headers(scope: Scope, send: Send) -> Send:

@@ -1,4 +1,4 @@
-"""The `gateway` command: `gateway serve`, and the local demo stack."""
+"""The `gateway` command: `gateway serve`, `gateway eval`, and the local demo stack."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from gateway import evaluation
 from gateway.settings import Settings, describe_errors
+from gateway.task_config import TaskConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +32,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8080, help="the gateway's port")
     demo.add_argument("--keep-running", action="store_true", help="serve until Ctrl-C")
 
+    evaluate = commands.add_parser(
+        "eval", help="score a labelled dataset on one or more targets (gateway or engine)"
+    )
+    evaluation.add_arguments(evaluate)
+
     args = parser.parse_args(argv)
+    if args.command == "eval":
+        return evaluation.run(args)
     if args.command == "demo":
         from gateway.devstack.demo import run_demo
 
@@ -52,10 +61,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def load_settings() -> Settings | None:
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         print(f"gateway: invalid configuration\n{describe_errors(exc)}", file=sys.stderr)
         return None
+    try:
+        from gateway.app import enabled_tasks
+
+        enabled_tasks(settings)  # a bad task file is a configuration error too
+    except TaskConfigError as exc:
+        print(f"gateway: invalid task\n{exc}", file=sys.stderr)
+        return None
+    return settings
 
 
 def serve_forever(settings: Settings) -> int:

@@ -11,8 +11,12 @@ import asyncio
 import contextlib
 import logging
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Any
+
+import orjson
 
 from backends.base import Backend, EventStream, Route, UpstreamRequest
 from gateway.asgi import (
@@ -26,10 +30,11 @@ from gateway.asgi import (
     until_disconnect,
 )
 from gateway.auth import KeyCheck
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.metrics import Metrics
 from gateway.parsing import parse_body
 from gateway.routing import Router
+from gateway.tasks import PROMPT_VERSION_HEADER, Task
 
 log = logging.getLogger("gateway.proxy")
 
@@ -51,6 +56,7 @@ class Exchange:
     started: float
     backend: str = "none"
     upstream_wait: float = 0.0
+    debug: bytes | None = None  # the x-gateway-debug header, read by task aliases only
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         overhead_ms = (perf_counter() - self.started - self.upstream_wait) * 1000.0
@@ -64,20 +70,30 @@ class Exchange:
 class Proxy:
     """Serves `/v1/chat/completions` and `/v1/completions`."""
 
-    def __init__(self, router: Router, keys: KeyCheck, metrics: Metrics, max_body: int) -> None:
+    def __init__(
+        self,
+        router: Router,
+        keys: KeyCheck,
+        metrics: Metrics,
+        max_body: int,
+        tasks: Mapping[str, Task] | None = None,
+    ) -> None:
         self._router = router
         self._keys = keys
         self._metrics = metrics
         self._max_body = max_body
+        self._tasks = tasks or {}
 
     async def __call__(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
-        authorization = request_id = None
+        authorization = request_id = debug = None
         for key, value in scope["headers"]:
             if key == b"authorization":
                 authorization = value
             elif key == b"x-request-id":
                 request_id = value
-        exchange = Exchange(route, request_id_from(request_id), perf_counter())
+            elif key == b"x-gateway-debug":
+                debug = value
+        exchange = Exchange(route, request_id_from(request_id), perf_counter(), debug=debug)
         status = CLIENT_CLOSED
         try:
             status = await self._serve(exchange, authorization, receive, send)
@@ -109,6 +125,11 @@ class Proxy:
             self._keys.verify(authorization)
             raw = await read_body(receive, self._max_body)
             payload, request = parse_body(exchange.route, raw)
+            # --- task aliases (gateway/tasks.py): one dict lookup for every other request ---
+            task = self._tasks.get(request.model)
+            if task is not None:
+                return await self._serve_task(task, payload, exchange, receive, send)
+            # --- end of task aliases ---
             backend = await self._router.backend_for(request.model)
             exchange.backend = backend.name
             upstream = UpstreamRequest(
@@ -125,6 +146,45 @@ class Proxy:
         except GatewayError as exc:
             await _send_error(send, exchange, exc)
             return exc.status_code
+
+    async def _serve_task(
+        self, task: Task, payload: dict[str, Any], exchange: Exchange, receive: Receive, send: Send
+    ) -> int:
+        """A task alias: the task builds the primary's request and reads its one-code answer.
+
+        Raises `InvalidRequest` (400) for a body the task cannot take, a stream included, and
+        `BackendProtocolError` (502) when the model's answer is not one of the task's codes.
+        """
+        if exchange.route is not Route.CHAT:
+            raise InvalidRequest(
+                f"the task '{task.alias}' is served on /v1/chat/completions", param="model"
+            )
+        body = task.build(payload, model=task.alias)  # the backend maps the name it serves
+        backend = self._router.primary
+        exchange.backend = backend.name
+        upstream = UpstreamRequest(
+            Route.CHAT, orjson.dumps(body), body, task.alias, exchange.request_id, False
+        )
+        in_flight = self._metrics.in_flight.labels(backend.name, exchange.route.path)
+        in_flight.inc()
+        try:
+            waited = perf_counter()
+            completion = await until_disconnect(backend.complete(upstream), receive)
+            exchange.upstream_wait = perf_counter() - waited
+        finally:
+            in_flight.dec()
+        result = task.result(completion.body)
+        answer = result.body(include_raw=exchange.debug == b"raw")
+        headers = [*exchange.headers(), (PROMPT_VERSION_HEADER.encode(), task.version.encode())]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": json_headers(len(answer), headers),
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+        return 200
 
     async def _relay_completion(
         self,

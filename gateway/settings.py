@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level; request text and keys are never logged."
     )
+    # Task aliases (gateway/tasks.py): off unless asked for, so no new model name appears on
+    # /v1/models of an existing deployment by surprise.
+    tasks_enabled: bool = Field(
+        default=False, description="Serve the task aliases defined under tasks_dir."
+    )
+    tasks_dir: Path = Field(
+        default=Path("prompts"), description="Folder with one <task>/task.toml per task alias."
+    )
 
     @model_validator(mode="after")
     def _primary_is_configured(self) -> Settings:
@@ -69,6 +77,8 @@ class Settings(BaseSettings):
             )
         if self.api_keys_file is not None and not self.api_keys_file.is_file():
             raise ValueError(f"GATEWAY_API_KEYS_FILE={self.api_keys_file} is not a readable file")
+        if self.tasks_enabled and not self.tasks_dir.is_dir():
+            raise ValueError(f"GATEWAY_TASKS_DIR={self.tasks_dir} is not a directory")
         return self
 
     def key_digests(self) -> list[bytes]:

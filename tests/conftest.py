@@ -12,6 +12,7 @@ from tests.support.fake_upstream import FakeUpstream
 from tests.support.servers import ThreadedServer
 
 if TYPE_CHECKING:
+    from gateway.devstack.triton_engine import TritonEngine
     from gateway.devstack.vllm_engine import VllmEngine
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
@@ -39,6 +40,20 @@ def vllm_engine(tiny_model_dir: Path) -> Iterator[VllmEngine]:
     from gateway.devstack.vllm_engine import VllmEngine
 
     engine = VllmEngine(tiny_model_dir, served_name=TINY_MODEL, log_path=CACHE / "vllm.log")
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_engine(tiny_model_dir: Path) -> Iterator[TritonEngine]:
+    """Real Triton (PyTriton's tritonserver) hosting TensorRT-LLM-shaped models on the same
+    tiny weights: `ensemble`, `tensorrt_llm_bls` and the LLM-API `tensorrt_llm`."""
+    from gateway.devstack.triton_engine import TritonEngine
+
+    engine = TritonEngine(tiny_model_dir, log_path=CACHE / "triton.log")
     engine.start()
     try:
         yield engine

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +31,8 @@ class Reply:
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir: Path) -> Iterator[TritonEngine]:
-    engine = TritonEngine(tiny_model_dir, log_path=tiny_model_dir.parent / "triton.log")
-    engine.start()
-    try:
-        yield engine
-    finally:
-        engine.stop()
+def engine(triton_engine: TritonEngine) -> TritonEngine:
+    return triton_engine
 
 
 @pytest.fixture(scope="module")
