@@ -49,6 +49,32 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.shadow_sampled = Counter(
+            "gateway_shadow_sampled", "Requests sampled for shadowing.", registry=self.registry
+        )
+        self.shadow_completed = Counter(
+            "gateway_shadow_completed",
+            "Shadow pairs completed (both legs answered or failed).",
+            registry=self.registry,
+        )
+        self.shadow_dropped = Counter(
+            "gateway_shadow_dropped",
+            "Sampled requests not shadowed, by reason (queue_full, shutdown, ...).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.shadow_failed = Counter(
+            "gateway_shadow_failed",
+            "Shadow or noise calls that failed (error, timeout).",
+            registry=self.registry,
+        )
+        self.shadow_agreement = Counter(
+            "gateway_shadow_agreement",
+            "Completed pairs whose answers are identical (agree) or not (disagree).",
+            ["result"],
+            registry=self.registry,
+        )
+
     def observe(
         self, backend: str, route: str, status: int, seconds: float, overhead: float
     ) -> None:

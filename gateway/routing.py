@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import random
+from collections.abc import Callable, Mapping
 
 from backends.base import Backend, Health
 from gateway.errors import BackendUnavailable, NotFound
@@ -16,11 +18,25 @@ class Router:
     engine when it first answers: clients keep the name they already send to vLLM.
     """
 
-    def __init__(self, settings: Settings, backends: Mapping[str, Backend]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Mapping[str, Backend],
+        draw: Callable[[], float] = random.random,
+    ) -> None:
         self.backends = backends
         self.primary = backends[settings.primary]
+        self.canary = backends[settings.canary] if settings.canary else None
+        self._canary_share = settings.canary_percent / 100.0 if self.canary else 0.0
+        self._draw = draw
         self._configured = frozenset(settings.models)
         self._served: dict[str, str] = {}
+
+    def serving(self, user: str | None) -> Backend:
+        """The primary, or the canary for its share of users (the same user, the same side)."""
+        if self._canary_share <= 0.0 or self.canary is None:
+            return self.primary
+        return self.canary if canary_bucket(user, self._draw) < self._canary_share else self.primary
 
     def note_health(self, name: str, health: Health) -> None:
         if health.served_model:
@@ -51,3 +67,11 @@ class Router:
                 f"backend '{self.primary.name}' has not said which model it serves: {health.detail}"
             )
         return served
+
+
+def canary_bucket(user: str | None, draw: Callable[[], float] = random.random) -> float:
+    """A user's fixed place in [0, 1), so a user stays on one side; anonymous requests draw."""
+    if not user:
+        return draw()
+    digest = hashlib.blake2b(user.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
