@@ -1,16 +1,32 @@
-"""Everything off the hot path, on FastAPI: models, health, readiness and metrics."""
+"""Everything off the hot path, on FastAPI: models, health, readiness, metrics, the report."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import time
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException
 
-from gateway.errors import GatewayError, InvalidRequest, NotFound
+from gateway.errors import (
+    AuthenticationFailed,
+    BackendUnavailable,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+)
+from gateway.gate import GateRule, rule_from
+from gateway.pairs import PairRecord
+from gateway.records import StoreError
+from gateway.report_command import parse_since
+from gateway.shadow_report import summarize
+from gateway.shadow_report_render import render
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -90,7 +106,56 @@ def build_admin(gateway: Gateway) -> FastAPI:
             ],
         }
 
+    @app.get("/admin/report")
+    async def shadow_report(
+        request: Request, fmt: str = Query("json", alias="format"), since: str | None = None
+    ) -> Response:
+        """The shadow report and cutover verdict of the stored pairs (as `gateway report`)."""
+        settings = gateway.settings
+        check_admin(settings.admin_token, request.headers.get("authorization"))
+        if fmt not in MEDIA_TYPES:
+            raise InvalidRequest(f"format must be one of {', '.join(MEDIA_TYPES)}", param="format")
+        try:
+            start = None if since is None else parse_since(since, time.time())
+        except ValueError as exc:
+            raise InvalidRequest(str(exc).replace("--since", "since"), param="since") from None
+        try:
+            pairs = await gateway.recorder.store.read(start)
+        except StoreError as exc:
+            raise BackendUnavailable("the records store cannot be read", code="records") from exc
+        body = await asyncio.to_thread(_report, pairs, rule_from(settings), fmt, since)
+        return Response(body, media_type=MEDIA_TYPES[fmt], headers={"cache-control": "no-store"})
+
     return app
+
+
+MEDIA_TYPES = {
+    "json": "application/json",
+    "html": "text/html; charset=utf-8",
+    "text": "text/plain; charset=utf-8",
+}
+
+
+def check_admin(token: SecretStr | None, authorization: str | None) -> None:
+    """Admin routes need `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`. Without a configured
+    token they do not exist (404), so an unconfigured gateway shows no admin surface."""
+    if token is None:
+        raise NotFound("no such route: admin routes are off (GATEWAY_ADMIN_TOKEN is unset)")
+    presented = b""
+    if authorization is not None and authorization[:7].lower() == "bearer ":
+        presented = authorization[7:].strip().encode()
+    # Digests of equal length, so the comparison's time says nothing about the token.
+    expected = hashlib.sha256(token.get_secret_value().encode()).digest()
+    if not hmac.compare_digest(expected, hashlib.sha256(presented).digest()):
+        raise AuthenticationFailed(
+            "an admin token is required: send 'Authorization: Bearer <GATEWAY_ADMIN_TOKEN>'",
+            code="invalid_admin_token",
+            headers={"www-authenticate": "Bearer"},
+        )
+
+
+def _report(pairs: list[PairRecord], rule: GateRule, fmt: str, since: str | None) -> str:
+    return render(summarize(pairs, rule, {"since": since}), fmt)
 
 
 async def _check(probe: Any) -> Any:

@@ -7,10 +7,17 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Any
+
+from pydantic import ValidationError
 
 from backends import registry
 from backends.base import Backend, Route
@@ -19,8 +26,10 @@ from gateway.asgi import Message, Receive, Scope, Send, request_id_from
 from gateway.auth import KeyCheck
 from gateway.metrics import Metrics
 from gateway.proxy import Proxy
+from gateway.records import Recorder, open_store
 from gateway.routing import Router
-from gateway.settings import Settings
+from gateway.settings import Settings, describe_errors
+from gateway.shadow import ShadowConfig, ShadowLeg
 from gateway.task_config import TaskConfigError
 from gateway.tasks import Task, load_tasks
 
@@ -31,14 +40,19 @@ HOT_ROUTES = {route.path: route for route in Route}
 
 @dataclass(slots=True)
 class Runtime:
-    """What exists only while the app runs: backends (with their pools) and the router."""
+    """What one configuration builds: backends (with their pools), router, shadow, proxy.
 
+    A reload builds a new one and swaps it in; the old one serves its requests to the end.
+    """
+
+    settings: Settings
     backends: dict[str, Backend]
     router: Router
     proxy: Proxy
     keys: KeyCheck
     metrics: Metrics
     started_at: int
+    shadow: ShadowLeg | None = None
 
 
 class Gateway:
@@ -50,7 +64,9 @@ class Gateway:
         self.keys = KeyCheck(settings.key_digests())
         self.tasks = enabled_tasks(settings)
         self.admin = build_admin(self)
+        self.recorder = Recorder(open_store(settings.records_url), settings)
         self._runtime: Runtime | None = None
+        self._background: set[asyncio.Task[Any]] = set()
 
     def runtime(self) -> Runtime:
         if self._runtime is None:
@@ -71,26 +87,75 @@ class Gateway:
             await self.admin(scope, receive, send)
 
     async def start(self) -> None:
-        backends: dict[str, Backend] = {
-            name: registry.create(name, config) for name, config in self.settings.backends.items()
-        }
-        router = Router(self.settings, backends)
-        for name, backend in backends.items():
-            health = await backend.health()
-            router.note_health(name, health)
-            log.info(
-                "backend %s (%s): %s", name, "ready" if health.ready else "not ready", health.detail
+        self._runtime = await self._build(self.settings)
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            # Only the main thread may own signals; tests run the app in other threads.
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, lambda: self._in_background(self.reload())
             )
-        proxy = Proxy(
-            router, self.keys, self.metrics, self.settings.max_body_bytes, tasks=self.tasks
-        )
-        self._runtime = Runtime(backends, router, proxy, self.keys, self.metrics, int(time.time()))
 
     async def stop(self) -> None:
+        """Shutdown: finish shadow calls (bounded), store every accepted record, close pools."""
         if self._runtime is not None:
-            for backend in self._runtime.backends.values():
-                await backend.close()
+            await self._retire(self._runtime, wait_idle=False)
             self._runtime = None
+        await self.recorder.close()
+
+    async def reload(self) -> bool:
+        """Re-reads the configuration (environment and .env) and swaps it in without dropping
+        in-flight requests. A bad configuration is logged and the running one kept."""
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            log.error("reload refused, configuration invalid:\n%s", describe_errors(exc))
+            return False
+        old = self._runtime
+        self.keys = KeyCheck(settings.key_digests())
+        self.tasks = enabled_tasks(settings)
+        self.settings = settings
+        self._runtime = await self._build(settings)
+        log.info("configuration reloaded: primary %s", settings.primary)
+        if old is not None:
+            self._in_background(self._retire(old, wait_idle=True))
+        return True
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)  # a reference, so the task is not collected mid-flight
+        task.add_done_callback(self._background.discard)
+
+    async def _build(self, settings: Settings) -> Runtime:
+        backends: dict[str, Backend] = {
+            name: registry.create(name, config) for name, config in settings.backends.items()
+        }
+        router = Router(settings, backends)
+        names = list(backends)
+        for name, health in zip(
+            names, await asyncio.gather(*(backends[n].health() for n in names)), strict=True
+        ):
+            router.note_health(name, health)
+            log.info("backend %s: %s", name, "ready" if health.ready else health.detail)
+        shadow = None
+        if settings.shadow is not None:
+            shadow = ShadowLeg(
+                router.primary, backends[settings.shadow], shadow_config(settings),
+                self.recorder, self.metrics,
+            )  # fmt: skip
+        proxy = Proxy(router, self.keys, self.metrics, settings.max_body_bytes, self.tasks, shadow)
+        return Runtime(
+            settings, backends, router, proxy, self.keys, self.metrics, int(time.time()), shadow
+        )
+
+    async def _retire(self, runtime: Runtime, wait_idle: bool) -> None:
+        if wait_idle:  # requests that started on the old configuration finish on it
+            deadline = time.monotonic() + runtime.settings.shadow_timeout + 600
+            # Polling an int keeps the hot path free of per-request events.
+            while runtime.proxy.active and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        if runtime.shadow is not None:
+            await runtime.shadow.close(runtime.settings.shadow_timeout)
+        for backend in runtime.backends.values():
+            await backend.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -145,3 +210,14 @@ def _with_gateway_headers(scope: Scope, send: Send) -> Send:
 def create_app(settings: Settings | None = None) -> Gateway:
     """The app for `uvicorn --factory`; settings come from the environment when not given."""
     return Gateway(settings if settings is not None else Settings())
+
+
+def shadow_config(settings: Settings) -> ShadowConfig:
+    return ShadowConfig(
+        rate=settings.shadow_rate,
+        noise_rate=settings.noise_rate,
+        max_in_flight=settings.shadow_max_in_flight,
+        queue=settings.shadow_queue,
+        timeout=settings.shadow_timeout,
+        keep_text=settings.records_text == "full",
+    )

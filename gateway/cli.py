@@ -1,15 +1,16 @@
-"""The `gateway` command: `gateway serve`, `gateway eval`, and the local demo stack."""
+"""The `gateway` command: `serve`, `eval`, `report`, `purge`, and the local demo stack."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from gateway import evaluation
+from gateway import evaluation, report_command
 from gateway.settings import Settings, describe_errors
 from gateway.task_config import TaskConfigError
 
@@ -37,6 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     evaluation.add_arguments(evaluate)
 
+    purge = commands.add_parser("purge", help="delete stored shadow pairs older than the retention")
+    purge.add_argument(
+        "--days", type=int, help="keep this many days (GATEWAY_RECORDS_RETENTION_DAYS)"
+    )
+
+    report = commands.add_parser(
+        "report", help="the shadow report and cutover verdict (exit 0 PASS, 1 FAIL, 2 error)"
+    )
+    report_command.add_arguments(report)
+
     args = parser.parse_args(argv)
     if args.command == "eval":
         return evaluation.run(args)
@@ -51,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(settings.model_dump_json(indent=2))
         return 0
+    if args.command == "purge":
+        return purge_records(settings, args.days)
+    if args.command == "report":
+        return report_command.run(args, settings)
     overrides = {
         key: value
         for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers))
@@ -73,6 +88,30 @@ def load_settings() -> Settings | None:
         print(f"gateway: invalid task\n{exc}", file=sys.stderr)
         return None
     return settings
+
+
+def purge_records(settings: Settings, days: int | None) -> int:
+    from gateway import records
+
+    days = settings.records_retention_days if days is None else days
+    if days < 1:
+        print("gateway: --days must be at least 1", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        store = records.open_store(settings.records_url)
+        try:
+            return await records.purge(store, days)
+        finally:
+            await store.close()
+
+    try:
+        count = asyncio.run(run())
+    except records.StoreError as exc:
+        print(f"gateway: purge failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"gateway: purged {count} pairs older than {days} days")
+    return 0
 
 
 def serve_forever(settings: Settings) -> int:

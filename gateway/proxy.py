@@ -34,6 +34,7 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.metrics import Metrics
 from gateway.parsing import parse_body
 from gateway.routing import Router
+from gateway.shadow import Mirror, PrimaryOutcome, ShadowLeg
 from gateway.tasks import PROMPT_VERSION_HEADER, Task
 
 log = logging.getLogger("gateway.proxy")
@@ -57,6 +58,8 @@ class Exchange:
     backend: str = "none"
     upstream_wait: float = 0.0
     debug: bytes | None = None  # the x-gateway-debug header, read by task aliases only
+    user: bytes | None = None  # the x-gateway-user header: canary stickiness without `user`
+    mirror: Mirror | None = None  # set when this request is shadowed
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         overhead_ms = (perf_counter() - self.started - self.upstream_wait) * 1000.0
@@ -77,15 +80,18 @@ class Proxy:
         metrics: Metrics,
         max_body: int,
         tasks: Mapping[str, Task] | None = None,
+        shadow: ShadowLeg | None = None,
     ) -> None:
         self._router = router
         self._keys = keys
         self._metrics = metrics
         self._max_body = max_body
         self._tasks = tasks or {}
+        self._shadow = shadow
+        self.active = 0  # requests being served, so a reload knows when this proxy is idle
 
     async def __call__(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
-        authorization = request_id = debug = None
+        authorization = request_id = debug = user = None
         for key, value in scope["headers"]:
             if key == b"authorization":
                 authorization = value
@@ -93,8 +99,13 @@ class Proxy:
                 request_id = value
             elif key == b"x-gateway-debug":
                 debug = value
-        exchange = Exchange(route, request_id_from(request_id), perf_counter(), debug=debug)
+            elif key == b"x-gateway-user":
+                user = value
+        exchange = Exchange(
+            route, request_id_from(request_id), perf_counter(), debug=debug, user=user
+        )
         status = CLIENT_CLOSED
+        self.active += 1
         try:
             status = await self._serve(exchange, authorization, receive, send)
         except ClientDisconnected:
@@ -109,6 +120,9 @@ class Proxy:
             status = 500
             await self._try_send_error(send, exchange, GatewayError("internal gateway error"))
         finally:
+            self.active -= 1
+            if exchange.mirror is not None:  # a no-op when the relay already handed it over
+                exchange.mirror.finish(PrimaryOutcome(status, exchange.started, perf_counter()))
             elapsed = perf_counter() - exchange.started
             self._metrics.observe(
                 exchange.backend,
@@ -130,11 +144,14 @@ class Proxy:
             if task is not None:
                 return await self._serve_task(task, payload, exchange, receive, send)
             # --- end of task aliases ---
-            backend = await self._router.backend_for(request.model)
+            await self._router.backend_for(request.model)  # a known model, or 404
+            backend = self._router.serving(_user(payload, exchange.user))
             exchange.backend = backend.name
             upstream = UpstreamRequest(
                 exchange.route, raw, payload, request.model, exchange.request_id, request.stream
             )
+            if self._shadow is not None and backend is self._shadow.primary:
+                exchange.mirror = self._shadow.mirror(upstream)
             in_flight = self._metrics.in_flight.labels(backend.name, exchange.route.path)
             in_flight.inc()
             try:
@@ -144,6 +161,10 @@ class Proxy:
             finally:
                 in_flight.dec()
         except GatewayError as exc:
+            if exchange.mirror is not None:
+                outcome = PrimaryOutcome(exc.status_code, exchange.started, perf_counter())
+                outcome.error = exc.message
+                exchange.mirror.finish(outcome)
             await _send_error(send, exchange, exc)
             return exc.status_code
 
@@ -160,11 +181,15 @@ class Proxy:
                 f"the task '{task.alias}' is served on /v1/chat/completions", param="model"
             )
         body = task.build(payload, model=task.alias)  # the backend maps the name it serves
-        backend = self._router.primary
+        backend = self._router.serving(_user(payload, exchange.user))
         exchange.backend = backend.name
         upstream = UpstreamRequest(
             Route.CHAT, orjson.dumps(body), body, task.alias, exchange.request_id, False
         )
+        if self._shadow is not None and backend is self._shadow.primary:
+            exchange.mirror = self._shadow.mirror(
+                upstream, parse=task.expand, prompt_version=task.version
+            )
         in_flight = self._metrics.in_flight.labels(backend.name, exchange.route.path)
         in_flight.inc()
         try:
@@ -173,6 +198,10 @@ class Proxy:
             exchange.upstream_wait = perf_counter() - waited
         finally:
             in_flight.dec()
+        if exchange.mirror is not None:
+            exchange.mirror.finish(
+                PrimaryOutcome(200, waited, perf_counter(), body=completion.body)
+            )
         result = task.result(completion.body)
         answer = result.body(include_raw=exchange.debug == b"raw")
         headers = [*exchange.headers(), (PROMPT_VERSION_HEADER.encode(), task.version.encode())]
@@ -198,6 +227,8 @@ class Proxy:
         completion = await until_disconnect(backend.complete(upstream), receive)
         exchange.upstream_wait = perf_counter() - waited
         body = completion.body
+        if exchange.mirror is not None:
+            exchange.mirror.finish(PrimaryOutcome(200, waited, perf_counter(), body=body))
         await send(
             {
                 "type": "http.response.start",
@@ -226,11 +257,14 @@ class Proxy:
                 "headers": SSE_HEADERS + exchange.headers(),
             }
         )
-        pump = asyncio.ensure_future(_pump(events, send))
+        chunks: list[tuple[float, bytes]] | None = [] if exchange.mirror is not None else None
+        pump = asyncio.ensure_future(_pump(events, send, chunks))
         try:
             await until_disconnect(pump, receive)
         finally:
             await events.aclose()
+        if exchange.mirror is not None and chunks is not None:
+            exchange.mirror.finish(PrimaryOutcome(200, waited, perf_counter(), chunks=chunks))
         return 200
 
     async def _try_send_error(self, send: Send, exchange: Exchange, exc: GatewayError) -> None:
@@ -239,11 +273,18 @@ class Proxy:
             await _send_error(send, exchange, exc)
 
 
-async def _pump(events: EventStream, send: Send) -> None:
-    """Sends each event as it arrives; an error mid-stream becomes an SSE error event."""
+async def _pump(
+    events: EventStream, send: Send, capture: list[tuple[float, bytes]] | None = None
+) -> None:
+    """Sends each event as it arrives; an error mid-stream becomes an SSE error event.
+
+    `capture` keeps (arrival time, chunk) for a shadowed request, to be read off the hot path.
+    """
     error: GatewayError | None = None
     try:
         async for chunk in events:
+            if capture is not None:
+                capture.append((perf_counter(), chunk))
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except GatewayError as exc:
         error = exc
@@ -252,6 +293,8 @@ async def _pump(events: EventStream, send: Send) -> None:
         error = GatewayError("internal gateway error")
     if error is not None:
         body = error.to_sse() + DONE_EVENT
+        if capture is not None:
+            capture.append((perf_counter(), body))
         await send({"type": "http.response.body", "body": body, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
 
@@ -272,3 +315,11 @@ async def _send_error(send: Send, exchange: Exchange, exc: GatewayError) -> None
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _user(payload: Mapping[str, Any], header: bytes | None) -> str | None:
+    """Who is asking, for canary stickiness: the OpenAI `user` field, else a header."""
+    user = payload.get("user")
+    if isinstance(user, str) and user:
+        return user
+    return header.decode("latin-1") if header else None

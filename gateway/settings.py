@@ -10,11 +10,13 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backends.registry import FACTORIES, BackendSettings
 from backends.vllm import VllmSettings
+from gateway.gate import Metric
+from gateway.records import check_url
 
 
 def _default_backends() -> dict[str, BackendSettings]:
@@ -65,6 +67,105 @@ class Settings(BaseSettings):
     tasks_dir: Path = Field(
         default=Path("prompts"), description="Folder with one <task>/task.toml per task alias."
     )
+
+    shadow: str | None = Field(
+        default=None, description="A backend that gets a copy of sampled traffic (the candidate)."
+    )
+    shadow_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Fraction of requests mirrored to the shadow."
+    )
+    shadow_max_in_flight: int = Field(
+        default=32, ge=1, description="Most shadow calls running at once, per process."
+    )
+    shadow_queue: int = Field(
+        default=128, ge=0, description="Sampled requests that may wait for a slot; more drop."
+    )
+    shadow_timeout: float = Field(default=30.0, gt=0, description="Seconds per shadow call.")
+    noise_rate: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of shadowed requests also re-sent to the primary (noise floor).",
+    )
+    canary: str | None = Field(
+        default=None, description="A backend that serves a share of live traffic."
+    )
+    canary_percent: float = Field(
+        default=0.0, ge=0.0, le=100.0, description="Share of users the canary serves, sticky."
+    )
+
+    # Shadow pair storage (gateway/records.py). Text is kept only as hashes unless asked for:
+    # the requests are children's writing, personal data.
+    records_url: str = Field(
+        default="sqlite:///var/shadow.db",
+        description="Where pairs are stored: sqlite:///<path> or postgresql://user:pass@host/db.",
+    )
+    records_retention_days: int = Field(
+        default=30, ge=1, description="`gateway purge` deletes pairs older than this many days."
+    )
+    records_text: Literal["full", "hashes"] = Field(
+        default="hashes",
+        description="`hashes`: store text hashes and short labels only; `full`: the text too.",
+    )
+    records_queue: int = Field(
+        default=10000, ge=1, description="Pairs waiting to be written; more are dropped, counted."
+    )
+    records_batch: int = Field(default=200, ge=1, description="Most pairs written at once.")
+
+    # The cutover gate (gateway/gate.py): `gateway report` exits 1 when the candidate fails it.
+    gate_min_pairs: int = Field(
+        default=200, ge=1, description="Compared shadow pairs the gate needs before it can pass."
+    )
+    gate_min_noise_pairs: int = Field(
+        default=20, ge=1, description="Primary-vs-primary pairs the noise floor needs."
+    )
+    gate_agreement: Metric = Field(
+        default="exact", description="The agreement measure the gate compares to the noise floor."
+    )
+    gate_max_agreement_drop: float = Field(
+        default=0.02, ge=0.0, le=1.0, description="How far below the noise floor agreement may be."
+    )
+    gate_max_p95_ratio: float = Field(
+        default=1.10, gt=0.0, description="Candidate p95 (e2e, TTFT) at most this times primary's."
+    )
+    gate_max_error_rate: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="Candidate errors on requests primary answered."
+    )
+    gate_max_schema_violations: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="Candidate answers breaking the requested schema."
+    )
+    gate_max_parity_flagged: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Pairs where the candidate ran another request."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for /admin/*; unset: those routes answer 404."
+    )
+
+    @field_validator("records_url")
+    @classmethod
+    def _records_url_names_a_store(cls, url: str) -> str:
+        check_url(url)
+        return url
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_is_long(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return token
+
+    @model_validator(mode="after")
+    def _roles_are_configured(self) -> Settings:
+        for role in ("shadow", "canary"):
+            name = getattr(self, role)
+            if name is not None and name not in self.backends:
+                raise ValueError(
+                    f"GATEWAY_{role.upper()}={name!r} is not one of GATEWAY_BACKENDS "
+                    f"({', '.join(sorted(self.backends))})"
+                )
+        if self.shadow is not None and self.shadow == self.primary:
+            raise ValueError("GATEWAY_SHADOW must differ from GATEWAY_PRIMARY")
+        return self
 
     @model_validator(mode="after")
     def _primary_is_configured(self) -> Settings:

@@ -16,7 +16,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import Any, Protocol
@@ -98,13 +98,13 @@ class ShadowLeg:
     def mirror(
         self,
         upstream: UpstreamRequest,
-        params: Params,
         parse: Parser | None = None,
         prompt_version: str | None = None,
     ) -> Mirror | None:
         """Starts the shadow of one request, or returns None (not sampled, or dropped)."""
         if self._config.rate <= 0.0 or self._draw() >= self._config.rate:
             return None
+        params = params_of(upstream.payload)
         self._metrics.shadow_sampled.inc()
         if self._running + self._waiting >= self._config.max_in_flight + self._config.queue:
             self._metrics.shadow_dropped.labels("queue_full").inc()
@@ -217,7 +217,7 @@ class ShadowLeg:
         self._sink.record(pair)
 
 
-def params_of(payload: dict[str, Any]) -> Params:
+def params_of(payload: Mapping[str, Any]) -> Params:
     """The decoding parameters a request asked for, for the parity check."""
     response_format = payload.get("response_format") or {}
     schema = None

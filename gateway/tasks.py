@@ -103,14 +103,14 @@ class Task:
             shared.append({"role": "user", "content": self.render(example.exchange)})
             shared.append({"role": "assistant", "content": example.answer})
         self._shared = tuple(shared)
-        decoding = config.decoding
-        self._decoding: dict[str, Any] = {
-            "temperature": decoding.temperature,
-            "max_tokens": decoding.max_tokens,
-            # vLLM reads it as is; the Triton adapter turns a choice into its guided regex.
-            "structured_outputs": {"choice": list(self.codes)},
+        # Everything that decides what a client gets: a prompt edit without a version bump
+        # still shows as a new fingerprint in eval reports.
+        canonical = {
+            "shared": shared,
+            "exchange": config.prompt.exchange,
+            "decoding": config.decoding.model_dump(),
+            "codes": config.output.codes,
         }
-        canonical = {"shared": shared, "exchange": config.prompt.exchange, **self._decoding}
         digest = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS))
         self.fingerprint = digest.hexdigest()[:12]
 
@@ -124,7 +124,14 @@ class Task:
         exchange = self.exchange_of(payload.get("messages"))
         messages = [dict(message) for message in self._shared]
         messages.append({"role": "user", "content": self.render(exchange)})
-        return {"model": model, "messages": messages, **self._decoding}
+        return {
+            "model": model,
+            "messages": messages,
+            "temperature": self.config.decoding.temperature,
+            "max_tokens": self.config.decoding.max_tokens,
+            # vLLM reads it as is; the Triton adapter turns a choice into its guided regex.
+            "structured_outputs": {"choice": list(self.codes)},
+        }
 
     def render(self, exchange: Mapping[str, str]) -> str:
         """The exchange as the final user message; values are inserted, never interpreted."""

@@ -1,0 +1,167 @@
+"""Shadow traffic on real engines: isolation from the candidate, pairs recorded, the report.
+
+The primary is real vLLM. Candidates are the real Triton engine, or the fake upstream for what
+no real engine does on demand (hang, garbage, a chosen error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from backends.registry import BackendSettings
+from backends.triton import TritonSettings
+from backends.vllm import VllmSettings
+from gateway.app import create_app
+from gateway.compare import compare
+from gateway.devstack.triton_engine import TritonEngine
+from gateway.devstack.vllm_engine import VllmEngine
+from gateway.gate import GateRule
+from gateway.pairs import PairRecord
+from gateway.records import open_store
+from gateway.settings import Settings
+from gateway.shadow_report import summarize
+from tests.conftest import TINY_MODEL
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.servers import ThreadedServer
+
+PUBLIC = "phi-3-mini"
+Fake = tuple[FakeUpstream, ThreadedServer]
+
+
+@contextmanager
+def gateway(
+    primary: BackendSettings, candidate: BackendSettings | None, store: Path, **extra: Any
+) -> Iterator[openai.OpenAI]:
+    backends = {"vllm": primary}
+    if candidate is not None:
+        backends["cand"] = candidate
+    settings = Settings(
+        backends=backends, primary="vllm", models=[PUBLIC], shadow="cand" if candidate else None,
+        shadow_rate=1.0 if candidate else 0.0, records_url=f"sqlite:///{store}",
+        records_text="full", **extra,
+    )  # fmt: skip
+    with ThreadedServer(create_app(settings)) as server:
+        yield openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+
+
+def pairs(store: Path) -> list[PairRecord]:
+    async def read() -> list[PairRecord]:
+        records = open_store(f"sqlite:///{store}")
+        try:
+            return await records.read()
+        finally:
+            await records.close()
+
+    return asyncio.run(read())
+
+
+def ask(client: openai.OpenAI, content: str, **kwargs: Any) -> tuple[Any, float, dict[str, str]]:
+    started = time.monotonic()
+    raw = client.chat.completions.with_raw_response.create(
+        model=PUBLIC, messages=[{"role": "user", "content": content}], temperature=0,
+        max_tokens=8, **kwargs,
+    )  # fmt: skip
+    return raw.parse(), time.monotonic() - started, dict(raw.headers)
+
+
+@pytest.mark.parametrize(
+    ("cue", "candidate_status"),
+    [("down", 503), ("slow:3", 504), ("hang", 504), ("status:500", 502), ("garbage", 502),
+     ("status:400", 400)],
+)  # fmt: skip
+def test_the_client_never_depends_on_the_candidate(
+    cue: str, candidate_status: int, vllm_engine: VllmEngine, fake_upstream: Fake, tmp_path: Path
+) -> None:
+    primary = VllmSettings(url=vllm_engine.url, model=TINY_MODEL)
+    url = "http://127.0.0.1:9" if cue == "down" else fake_upstream[1].url
+    candidate = VllmSettings(url=url, model="fake-model")
+    with gateway(primary, None, tmp_path / "none.db") as plain:
+        expected, _, expected_headers = ask(plain, cue)
+    store = tmp_path / "pairs.db"
+    with gateway(primary, candidate, store, shadow_timeout=1.0) as shadowed:
+        answer, seconds, headers = ask(shadowed, cue)
+    assert answer.choices[0].message.content == expected.choices[0].message.content
+    assert answer.usage == expected.usage
+    assert set(headers) == set(expected_headers)
+    assert headers["x-gateway-backend"] == "vllm"
+    assert seconds < 0.9  # the candidate takes at least its 1 s timeout (or errors)
+    recorded = [pair for pair in pairs(store) if pair.kind == "shadow"]
+    assert len(recorded) == 1
+    assert recorded[0].candidate.status == candidate_status
+    assert recorded[0].primary.text == expected.choices[0].message.content
+
+
+def test_streamed_requests_are_streamed_to_the_candidate_too(
+    vllm_engine: VllmEngine, triton_engine: TritonEngine, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    primary = VllmSettings(url=vllm_engine.url, model=TINY_MODEL)
+    candidate = TritonSettings(
+        url=triton_engine.grpc_url, model="tensorrt_llm_bls", tokenizer_dir=tiny_model_dir,
+        context_length=2048, stream_text="cumulative",
+    )  # fmt: skip
+    store = tmp_path / "pairs.db"
+    with gateway(primary, candidate, store) as client:
+        chunks = list(client.chat.completions.create(
+            model=PUBLIC, messages=[{"role": "user", "content": "Xin chào"}], temperature=0,
+            max_tokens=8, stream=True, stream_options={"include_usage": True},
+        ))  # fmt: skip
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    (pair,) = [pair for pair in pairs(store) if pair.kind == "shadow"]
+    assert pair.params.stream
+    assert pair.primary.text == streamed
+    assert pair.primary.ttft_ms is not None
+    assert pair.candidate.ttft_ms is not None
+    assert pair.candidate.status == 200
+    assert pair.candidate.backend == "cand"
+
+
+def test_shadow_end_to_end_report_matches_the_pairs(
+    vllm_engine: VllmEngine, triton_engine: TritonEngine, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A few hundred requests through the gateway in shadow mode, then the report."""
+    primary = VllmSettings(url=vllm_engine.url, model=TINY_MODEL)
+    candidate = TritonSettings(
+        url=triton_engine.grpc_url, model="tensorrt_llm_bls", tokenizer_dir=tiny_model_dir,
+        context_length=2048, stream_text="cumulative",
+    )  # fmt: skip
+    store = tmp_path / "pairs.db"
+    prompts = [f"Pika ơi, {i} + {i % 7} bằng mấy?" for i in range(200)]
+    with gateway(primary, candidate, store, noise_rate=0.2, shadow_max_in_flight=8) as client:
+
+        def one(prompt: str) -> str:
+            return ask(client, prompt)[0].choices[0].message.content or ""
+
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(one, prompts))
+    recorded = pairs(store)  # the gateway has shut down: its queue was drained
+    shadow = [pair for pair in recorded if pair.kind == "shadow"]
+    noise = [pair for pair in recorded if pair.kind == "noise"]
+    assert len(shadow) == len(prompts)
+    assert 15 <= len(noise) <= 70  # 20% of 200, loosely
+    assert sorted(pair.primary.text or "" for pair in shadow) == sorted(answers)
+    assert all(pair.candidate.status == 200 for pair in shadow)
+
+    summary = summarize(recorded, GateRule(min_pairs=100))
+    # The report's numbers, recomputed by hand from the pairs.
+    compared = [pair for pair in shadow if compare(pair).status == "compared"]
+    same = sum(pair.primary.text == pair.candidate.text for pair in compared)
+    assert summary["pairs"]["shadow"] == len(shadow)
+    assert summary["agreement"]["exact"]["n"] == len(compared)
+    assert summary["agreement"]["exact"]["successes"] == same
+    noise_compared = [pair for pair in noise if compare(pair).status == "compared"]
+    noise_same = sum(pair.primary.text == pair.candidate.text for pair in noise_compared)
+    assert summary["noise_floor"]["exact"]["successes"] == noise_same
+    primary_e2e = sorted(pair.primary.e2e_ms or 0.0 for pair in shadow)
+    assert summary["backends"]["primary"]["e2e_ms"]["n"] == len(primary_e2e)
+    print(f"\nshadow e2e: {same}/{len(compared)} identical answers, noise floor "
+          f"{noise_same}/{len(noise_compared)}; verdict "
+          f"{'PASS' if summary['verdict']['passed'] else 'FAIL'}")  # fmt: skip
