@@ -65,6 +65,7 @@ class Gateway:
         self.tasks = enabled_tasks(settings)
         self.admin = build_admin(self)
         self.recorder = Recorder(open_store(settings.records_url), settings)
+        self.metrics.watch_records(self.recorder)
         self._runtime: Runtime | None = None
         self._background: set[asyncio.Task[Any]] = set()
 

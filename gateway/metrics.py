@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -10,6 +13,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # Upstream latency spans engines' range (ms to minutes); overhead is measured in microseconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -83,5 +88,36 @@ class Metrics:
         self.latency.labels(backend, route, code).observe(seconds)
         self.overhead.labels(route).observe(overhead)
 
+    def watch_records(self, recorder: RecorderCounts) -> None:
+        """Exposes the shadow-record writer's counters, read at scrape time."""
+        self.registry.register(_RecordsCollector(recorder))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RecorderCounts(Protocol):
+    written: int
+    dropped: int
+    failed: int
+
+    @property
+    def pending(self) -> int: ...
+
+
+class _RecordsCollector(Collector):
+    def __init__(self, recorder: RecorderCounts) -> None:
+        self._recorder = recorder
+
+    def collect(self) -> Iterator[Metric]:
+        counts = CounterMetricFamily(
+            "gateway_shadow_records", "Shadow pairs by fate: written, dropped, failed.",
+            labels=["result"],
+        )  # fmt: skip
+        for result in ("written", "dropped", "failed"):
+            counts.add_metric([result], getattr(self._recorder, result))
+        yield counts
+        yield GaugeMetricFamily(
+            "gateway_shadow_records_pending", "Pairs waiting to be written.",
+            value=self._recorder.pending,
+        )  # fmt: skip

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -114,6 +115,14 @@ def test_streamed_requests_are_streamed_to_the_candidate_too(
             model=PUBLIC, messages=[{"role": "user", "content": "Xin chào"}], temperature=0,
             max_tokens=8, stream=True, stream_options={"include_usage": True},
         ))  # fmt: skip
+        metrics_url = str(client.base_url).removesuffix("/").removesuffix("/v1") + "/metrics"
+        deadline = time.monotonic() + 10
+        while "gateway_shadow_completed_total 1.0" not in (text := httpx.get(metrics_url).text):
+            assert time.monotonic() < deadline, "the shadow pair never completed"
+            time.sleep(0.1)
+        assert "gateway_shadow_sampled_total 1.0" in text
+        assert "gateway_shadow_agreement_total{result=" in text
+        assert 'gateway_shadow_records_total{result="written"}' in text
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     (pair,) = [pair for pair in pairs(store) if pair.kind == "shadow"]
     assert pair.params.stream

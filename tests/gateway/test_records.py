@@ -1,0 +1,512 @@
+"""Pair storage and the recorder, one suite run against SQLite and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+from pydantic import ValidationError
+
+from gateway import cli
+from gateway.pairs import Leg, PairRecord, Params, sha256
+from gateway.records import (
+    Recorder,
+    RecordStore,
+    StoreError,
+    check_url,
+    labels,
+    open_store,
+    purge,
+    redact,
+)
+from gateway.records_schema import LEG_COLUMNS, NAMES
+from gateway.records_sqlite import SqliteStore
+from gateway.settings import Settings, describe_errors
+
+T = TypeVar("T")
+DAY = 86400.0
+# What a child wrote: it must never reach storage in `hashes` mode.
+CHILD_TEXT = "Mi perro Toby se comió mis deberes de mates 🐶 y mañana hay examen — Lucía, 9 años"
+CHILD_WORD = "Toby"
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def make_pair(n: int = 0, *, created_at: float | None = None) -> PairRecord:
+    """A pair with every field set, the candidate's leg failed on odd `n`."""
+    body = f'{{"messages": [{{"role": "user", "content": "{CHILD_TEXT}"}}], "n": {n}}}'
+    parsed = {"label": "homework", "confidence": 0.93, "flagged": False, "count": 2}
+    primary = Leg(
+        backend="vllm", status=200, text=f"{CHILD_TEXT} ({n})", finish_reason="stop",
+        prompt_tokens=31, completion_tokens=12, ttft_ms=12.5, e2e_ms=140.25,
+        parsed=parsed | {"quote": CHILD_TEXT, "spans": [[0, 4]], "meta": {"lang": "es"}},
+    )  # fmt: skip
+    candidate = replace(primary, backend="trt", ttft_ms=9.75, e2e_ms=99.125)
+    if n % 2:
+        candidate = Leg(backend="trt", status=503, text=None, e2e_ms=3.5, error="unavailable")
+    return PairRecord(
+        pair_id=f"{n:06d}-{uuid.uuid4().hex[:8]}",
+        created_at=1_750_000_000.123456 + n if created_at is None else created_at,
+        kind="noise" if n % 3 == 2 else "shadow",
+        public_model="phi-3-mini",
+        route="/v1/chat/completions",
+        request_hash=sha256(body),
+        request=body,
+        params=Params(
+            stream=True,
+            max_tokens=64,
+            temperature=0.7,
+            stop=("\n\n", "END"),
+            schema={"type": "object", "properties": {"label": {"enum": ["homework", "other"]}}},
+            response_format="json_schema",
+        ),
+        primary=primary,
+        candidate=candidate,
+        prompt_version="tagger-v3",
+        extra={"parity": ["max_tokens"], "note": CHILD_TEXT, "retries": 1},
+    )
+
+
+def config(**overrides: Any) -> Settings:
+    return Settings(**overrides)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this test session on the server ./dev test starts."""
+    base = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
+    if not base:
+        pytest.fail(
+            "GATEWAY_TEST_POSTGRES_URL is not set. Run the suite with `./dev test`, which starts "
+            "a local PostgreSQL, or point it at a server: "
+            "postgresql://user:password@host:port/postgres with a role that may CREATE DATABASE."
+        )
+    name = f"gateway_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlsplit(base)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty store of each kind, as the URL an operator would set."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shadow.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("DROP TABLE IF EXISTS pairs")
+    return url
+
+
+def raw_rows(url: str) -> str:
+    """Everything stored, read straight from the database, not through the store."""
+    if url.startswith("sqlite:"):
+        path = Path(url.removeprefix("sqlite:///"))
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT * FROM pairs").fetchall()
+        conn.close()
+        return repr(rows) + path.read_bytes().decode("utf-8", "replace")
+    with psycopg.connect(url, connect_timeout=5) as pg:
+        return repr(pg.execute("SELECT to_jsonb(p)::text FROM pairs p").fetchall())
+
+
+class CountingStore:
+    """A real store that also notes the size of every batch it is given."""
+
+    def __init__(self, inner: RecordStore) -> None:
+        self.inner = inner
+        self.batches: list[int] = []
+
+    async def write_batch(self, records: Sequence[PairRecord]) -> None:
+        self.batches.append(len(records))
+        await self.inner.write_batch(records)
+
+    async def read(self, since: float | None = None) -> list[PairRecord]:
+        return await self.inner.read(since)
+
+    async def purge(self, older_than: float) -> int:
+        return await self.inner.purge(older_than)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def read_all(url: str, since: float | None = None) -> list[PairRecord]:
+    store = open_store(url)
+    try:
+        return await store.read(since)
+    finally:
+        await store.close()
+
+
+# Pure parts: schema, URLs, redaction.
+
+
+def test_every_field_of_the_contract_has_a_column() -> None:
+    pair_fields = {f.name for f in fields(PairRecord)} - {"primary", "candidate"}
+    leg_fields = {f.name for f in fields(Leg)}
+    assert pair_fields <= set(NAMES)
+    assert leg_fields == {name for name, _ in LEG_COLUMNS}
+    assert {f"{leg}_{name}" for leg in ("primary", "candidate") for name in leg_fields} <= set(
+        NAMES
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///var/shadow.db", "sqlite:////tmp/x.db", "postgresql://u:p@h:5432/db"]
+)
+def test_store_urls_are_accepted(url: str) -> None:
+    assert check_url(url) in url
+    assert Settings(records_url=url).records_url == url
+
+
+def test_sqlite_urls_are_relative_or_absolute() -> None:
+    relative, absolute = open_store("sqlite:///var/a.db"), open_store("sqlite:////srv/b.db")
+    assert isinstance(relative, SqliteStore)
+    assert isinstance(absolute, SqliteStore)
+    assert (relative.path, absolute.path) == (Path("var/a.db"), Path("/srv/b.db"))
+
+
+@pytest.mark.parametrize("url", ["mysql://u:secret@h/db", "sqlite://", "sqlite:///", "shadow.db"])
+def test_an_unknown_store_url_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(records_url=url)
+    message = describe_errors(caught.value)
+    assert message.startswith("GATEWAY_RECORDS_URL: must be sqlite:///")
+    assert "secret" not in message
+    with pytest.raises(ValueError, match="must be"):
+        open_store(url)
+
+
+def test_redact_keeps_hashes_labels_and_errors_only() -> None:
+    pair = make_pair(1)
+    hidden = redact(pair)
+    assert hidden.request is None
+    assert hidden.request_hash == pair.request_hash
+    assert pair.primary.text is not None
+    assert hidden.primary.text == f"sha256:{sha256(pair.primary.text)}"
+    assert hidden.primary.parsed == {
+        "label": "homework", "confidence": 0.93, "flagged": False, "count": 2
+    }  # fmt: skip
+    assert (hidden.candidate.text, hidden.candidate.error) == (None, "unavailable")
+    assert hidden.extra == {"retries": 1}
+    assert replace(hidden, request=None, primary=pair.primary, candidate=pair.candidate,
+                   extra=pair.extra) == replace(pair, request=None)  # fmt: skip
+    assert CHILD_WORD not in repr(hidden)
+
+
+def test_redact_is_idempotent() -> None:
+    once = redact(make_pair(0))
+    assert redact(once) == once
+
+
+def test_labels_are_short_strings_numbers_and_booleans() -> None:
+    values = {"a": "x" * 64, "b": "x" * 65, "c": 1, "d": 1.5, "e": True, "f": None, "g": [1]}
+    assert labels(values) == {"a": "x" * 64, "c": 1, "d": 1.5, "e": True}
+
+
+# Both stores.
+
+
+def test_full_records_round_trip(store_url: str) -> None:
+    pairs = [make_pair(n) for n in range(6)]
+
+    async def scenario() -> list[PairRecord]:
+        store = open_store(store_url)
+        await store.write_batch(pairs[:3])
+        await store.write_batch(pairs[3:])
+        await store.close()
+        return await read_all(store_url)
+
+    assert run(scenario()) == pairs
+
+
+def test_a_pair_already_stored_is_skipped_so_retries_are_safe(store_url: str) -> None:
+    pairs = [make_pair(n) for n in range(3)]
+
+    async def scenario() -> list[PairRecord]:
+        store = open_store(store_url)
+        await store.write_batch(pairs[:2])
+        await store.write_batch(pairs)
+        await store.close()
+        return await read_all(store_url)
+
+    assert run(scenario()) == pairs
+
+
+def test_read_since_returns_newer_pairs_oldest_first(store_url: str) -> None:
+    pairs = [make_pair(n, created_at=t) for n, t in enumerate([300.0, 100.0, 200.0, 200.5])]
+
+    async def scenario() -> tuple[list[PairRecord], list[PairRecord]]:
+        store = open_store(store_url)
+        await store.write_batch(pairs)
+        await store.close()
+        return await read_all(store_url), await read_all(store_url, since=200.0)
+
+    everything, recent = run(scenario())
+    assert [p.created_at for p in everything] == [100.0, 200.0, 200.5, 300.0]
+    assert [p.created_at for p in recent] == [200.0, 200.5, 300.0]
+
+
+def test_purge_deletes_pairs_older_than_the_retention(store_url: str) -> None:
+    now = time.time()
+    ages = [40.0, 31.0, 29.0, 1.0]
+    pairs = [make_pair(n, created_at=now - age * DAY) for n, age in enumerate(ages)]
+
+    async def scenario() -> tuple[int, list[PairRecord]]:
+        store = open_store(store_url)
+        await store.write_batch(pairs)
+        deleted = await purge(store, 30, now=now)
+        await store.close()
+        return deleted, await read_all(store_url)
+
+    deleted, kept = run(scenario())
+    assert deleted == 2
+    assert kept == pairs[2:]
+
+
+def test_gateway_purge_command_uses_the_retention_setting(
+    store_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    pairs = [make_pair(n, created_at=now - age * DAY) for n, age in enumerate([12.0, 8.0, 2.0])]
+
+    async def store_them() -> None:
+        store = open_store(store_url)
+        await store.write_batch(pairs)
+        await store.close()
+
+    run(store_them())
+    monkeypatch.setenv("GATEWAY_RECORDS_URL", store_url)
+    monkeypatch.setenv("GATEWAY_RECORDS_RETENTION_DAYS", "10")
+    assert cli.main(["purge"]) == 0
+    assert "purged 1 pairs older than 10 days" in capsys.readouterr().out
+    assert cli.main(["purge", "--days", "5"]) == 0
+    assert "purged 1 pairs older than 5 days" in capsys.readouterr().out
+    assert run(read_all(store_url)) == pairs[2:]
+
+
+def test_text_with_nul_characters_is_stored_not_lost(store_url: str) -> None:
+    pair = make_pair(0)
+    odd = "a\x00b \\u0000 c"  # a NUL, and a literal backslash-u0000 that must stay as it is
+    pair = replace(pair, primary=replace(pair.primary, text=odd, parsed={"k": odd}))
+
+    async def scenario() -> list[PairRecord]:
+        store = open_store(store_url)
+        await store.write_batch([pair])
+        await store.close()
+        return await read_all(store_url)
+
+    (stored,) = run(scenario())
+    kept = odd if store_url.startswith("sqlite") else odd.replace("\x00", "\ufffd")
+    assert stored.primary.text == kept
+    assert stored.primary.parsed == {"k": kept}
+
+
+def test_hashes_mode_stores_no_child_text(store_url: str) -> None:
+    pairs = [make_pair(n) for n in range(4)]
+
+    async def scenario() -> Recorder:
+        recorder = Recorder(open_store(store_url), config(records_text="hashes"))
+        for pair in pairs:
+            recorder.record(pair)
+        await recorder.close()
+        return recorder
+
+    recorder = run(scenario())
+    assert recorder.written == 4
+    raw = raw_rows(store_url)
+    assert CHILD_WORD not in raw
+    assert "deberes" not in raw
+    assert pairs[0].primary.text is not None
+    assert f"sha256:{sha256(pairs[0].primary.text)}" in raw
+    assert pairs[0].request_hash in raw
+    assert run(read_all(store_url)) == [redact(pair) for pair in pairs]
+
+
+def test_full_mode_stores_the_text(store_url: str) -> None:
+    pairs = [make_pair(n) for n in range(2)]
+
+    async def scenario() -> list[PairRecord]:
+        recorder = Recorder(open_store(store_url), config(records_text="full"))
+        for pair in pairs:
+            recorder.record(pair)
+        await recorder.close()
+        return await read_all(store_url)
+
+    assert run(scenario()) == pairs
+
+
+def test_recorder_writes_full_batches_at_once_and_the_rest_on_the_interval(
+    store_url: str,
+) -> None:
+    async def scenario() -> tuple[list[int], list[int], list[int]]:
+        store = CountingStore(open_store(store_url))
+        recorder = Recorder(store, config(records_batch=50), flush_interval=0.3)
+        for n in range(120):
+            recorder.record(make_pair(n))
+        await asyncio.sleep(0.1)  # within the interval: only full batches are written
+        early = list(store.batches)
+        await asyncio.sleep(1.0)
+        on_interval = list(store.batches)
+        for n in range(120, 130):
+            recorder.record(make_pair(n))
+        await recorder.close()
+        return early, on_interval, store.batches
+
+    early, on_interval, total = run(scenario())
+    assert early == [50, 50]
+    assert on_interval == [50, 50, 20]
+    assert total == [50, 50, 20, 10]
+    assert len(run(read_all(store_url))) == 130
+
+
+def test_a_full_queue_drops_and_counts(store_url: str) -> None:
+    pairs = [make_pair(n) for n in range(25)]
+
+    async def scenario() -> Recorder:
+        recorder = Recorder(open_store(store_url), config(records_queue=10, records_batch=4))
+        for pair in pairs:
+            recorder.record(pair)  # no await in between: the writer cannot run yet
+        assert (recorder.pending, recorder.dropped) == (10, 15)
+        await recorder.close()
+        recorder.record(pairs[0])  # after close: refused, counted
+        return recorder
+
+    recorder = run(scenario())
+    assert (recorder.written, recorder.dropped, recorder.failed) == (10, 16, 0)
+    assert [p.pair_id for p in run(read_all(store_url))] == [p.pair_id for p in pairs[:10]]
+
+
+def test_close_drains_everything_accepted(store_url: str) -> None:
+    pairs = [make_pair(n) for n in range(5000)]
+
+    async def scenario() -> Recorder:
+        recorder = Recorder(open_store(store_url), config(records_text="full"))
+        for pair in pairs:
+            recorder.record(pair)
+        await recorder.close()
+        return recorder
+
+    started = time.perf_counter()
+    recorder = run(scenario())
+    assert time.perf_counter() - started < 30
+    assert (recorder.written, recorder.dropped, recorder.failed, recorder.pending) == (
+        5000,
+        0,
+        0,
+        0,
+    )
+    assert run(read_all(store_url)) == pairs
+
+
+def test_pairs_recorded_outside_a_loop_are_drained_by_close(store_url: str) -> None:
+    recorder = Recorder(open_store(store_url), config())
+    recorder.record(make_pair(0))
+    run(recorder.close())
+    assert recorder.written == 1
+    assert len(run(read_all(store_url))) == 1
+
+
+# Failures never reach the caller.
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def dead_store_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgresql":
+        return f"postgresql://gateway:gateway@127.0.0.1:{closed_port()}/postgres"
+    return "sqlite:////dev/null/shadow.db"  # a folder that cannot exist
+
+
+def test_a_failing_store_counts_failures_without_raising(
+    dead_store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> Recorder:
+        recorder = Recorder(
+            open_store(dead_store_url), config(records_batch=4), attempts=2, max_backoff=0.05
+        )
+        for n in range(10):
+            recorder.record(make_pair(n))
+        await asyncio.sleep(0.5)  # the first batches are tried and lost while serving
+        for n in range(10, 14):
+            recorder.record(make_pair(n))
+        await recorder.close()
+        return recorder
+
+    with caplog.at_level(logging.WARNING, logger="gateway.records"):
+        recorder = run(scenario())
+    assert (recorder.written, recorder.dropped, recorder.failed) == (0, 0, 14)
+    assert "lost 4 after 2 attempts" in caplog.text
+    assert CHILD_WORD not in caplog.text
+    assert "gateway:gateway" not in caplog.text
+
+
+def test_store_errors_name_the_problem_not_the_content(dead_store_url: str) -> None:
+    async def scenario() -> None:
+        store = open_store(dead_store_url)
+        try:
+            await store.write_batch([make_pair(0)])
+        finally:
+            await store.close()
+
+    with pytest.raises(StoreError) as caught:
+        run(scenario())
+    assert CHILD_WORD not in str(caught.value)
+    assert "gateway:gateway" not in str(caught.value)
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "shadow.db"
+
+    async def scenario() -> None:
+        store = open_store(f"sqlite:///{path}")
+        await store.write_batch([make_pair(0)])
+        await store.close()
+
+    run(scenario())
+    with sqlite3.connect(path) as conn:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(pairs)")}
+    conn.close()
+    assert mode == "wal"
+    assert {"pairs_created_at", "pairs_kind"} <= indexes
+
+
+def test_sqlite_purge_leaves_no_text_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "shadow.db"
+    now = time.time()
+    old = [make_pair(n, created_at=now - 40 * DAY) for n in range(50)]
+
+    async def scenario() -> None:
+        store = open_store(f"sqlite:///{path}")
+        await store.write_batch([*old, redact(make_pair(99, created_at=now))])
+        assert await purge(store, 30, now=now) == 50
+        await store.close()
+
+    run(scenario())
+    assert CHILD_WORD.encode() not in path.read_bytes()
