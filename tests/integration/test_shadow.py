@@ -174,3 +174,34 @@ def test_shadow_end_to_end_report_matches_the_pairs(
     print(f"\nshadow e2e: {same}/{len(compared)} identical answers, noise floor "
           f"{noise_same}/{len(noise_compared)}; verdict "
           f"{'PASS' if summary['verdict']['passed'] else 'FAIL'}")  # fmt: skip
+
+
+def test_canary_serves_its_share_sticky_per_user(
+    vllm_engine: VllmEngine, triton_engine: TritonEngine, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    backends: dict[str, BackendSettings] = {
+        "vllm": VllmSettings(url=vllm_engine.url, model=TINY_MODEL),
+        "cand": TritonSettings(
+            url=triton_engine.grpc_url, model="tensorrt_llm", tokenizer_dir=tiny_model_dir,
+            context_length=2048,
+        ),
+    }  # fmt: skip
+    settings = Settings(
+        backends=backends, primary="vllm", models=[PUBLIC], canary="cand", canary_percent=50,
+        records_url=f"sqlite:///{tmp_path / 'pairs.db'}",
+    )  # fmt: skip
+    served: dict[str, set[str]] = {}
+    with ThreadedServer(create_app(settings)) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        for round_ in range(2):
+            for index in range(16):
+                user = f"child-{index}"
+                raw = client.chat.completions.with_raw_response.create(
+                    model=PUBLIC, messages=[{"role": "user", "content": f"{round_}"}],
+                    max_tokens=2, temperature=0, user=user,
+                )  # fmt: skip
+                served.setdefault(user, set()).add(raw.headers["x-gateway-backend"])
+    assert all(len(sides) == 1 for sides in served.values())  # sticky
+    counts = {side: sum(side in sides for sides in served.values()) for side in ("vllm", "cand")}
+    assert counts["vllm"] > 0
+    assert counts["cand"] > 0
