@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -120,6 +121,9 @@ def serve_forever(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
+    # that was there before it started; a no-op one lets `gateway serve` exit 0 once drained.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     if settings.workers > 1:
         # Each worker process builds its own app (and pools) from the same environment.
         uvicorn.run(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -82,3 +84,48 @@ def test_serve_runs_workers_and_never_logs_keys_or_text(
     assert output.count("Application startup complete") == 2
     for leaked in ("sk-test-secret-key", "sk-wrong-key", "Bống", secret_text):
         assert leaked not in output
+
+
+def test_sigterm_drains_every_accepted_shadow_record(fake_upstream: Fake, tmp_path: Path) -> None:
+    port = free_port()
+    store = tmp_path / "pairs.db"
+    upstream = fake_upstream[1].url
+    env = {
+        **os.environ,
+        "GATEWAY_BACKENDS": json.dumps(
+            {
+                "main": {"kind": "vllm", "url": upstream},
+                "cand": {"kind": "vllm", "url": upstream},
+            }
+        ),
+        "GATEWAY_PRIMARY": "main",
+        "GATEWAY_SHADOW": "cand",
+        "GATEWAY_SHADOW_RATE": "1",
+        "GATEWAY_NOISE_RATE": "0",
+        "GATEWAY_RECORDS_URL": f"sqlite:///{store}",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "slow:0.3"}]}
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for _ in range(40):
+                assert client.post("/v1/chat/completions", json=body).status_code == 200
+        process.send_signal(signal.SIGTERM)  # shadow calls are still running (0.3 s each)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with sqlite3.connect(store) as db:
+        (count,) = db.execute("SELECT count(*) FROM pairs WHERE kind = 'shadow'").fetchone()
+    assert count == 40
