@@ -258,14 +258,21 @@ class Proxy:
             }
         )
         chunks: list[tuple[float, bytes]] | None = [] if exchange.mirror is not None else None
-        pump = asyncio.ensure_future(_pump(events, send, chunks))
+        relay = _Relay()
+        pump = asyncio.ensure_future(relay.pump(events, send, chunks))
+        status = 200
         try:
             await until_disconnect(pump, receive)
+        except ClientDisconnected:
+            # A client that hangs up once it has read [DONE] was fully served.
+            if not relay.delivered:
+                raise
         finally:
             await events.aclose()
-        if exchange.mirror is not None and chunks is not None:
-            exchange.mirror.finish(PrimaryOutcome(200, waited, perf_counter(), chunks=chunks))
-        return 200
+            if exchange.mirror is not None and chunks is not None:
+                done = 200 if relay.delivered else CLIENT_CLOSED
+                exchange.mirror.finish(PrimaryOutcome(done, waited, perf_counter(), chunks=chunks))
+        return status
 
     async def _try_send_error(self, send: Send, exchange: Exchange, exc: GatewayError) -> None:
         # If the response had started, nothing more can be said to this client.
@@ -273,30 +280,34 @@ class Proxy:
             await _send_error(send, exchange, exc)
 
 
-async def _pump(
-    events: EventStream, send: Send, capture: list[tuple[float, bytes]] | None = None
-) -> None:
-    """Sends each event as it arrives; an error mid-stream becomes an SSE error event.
+class _Relay:
+    """Sends each event as it arrives; an error mid-stream becomes an SSE error event."""
 
-    `capture` keeps (arrival time, chunk) for a shadowed request, to be read off the hot path.
-    """
-    error: GatewayError | None = None
-    try:
-        async for chunk in events:
+    def __init__(self) -> None:
+        self.delivered = False  # every event, [DONE] included, was handed to the server
+
+    async def pump(
+        self, events: EventStream, send: Send, capture: list[tuple[float, bytes]] | None = None
+    ) -> None:
+        """`capture` keeps (arrival time, chunk) of a shadowed request, read off the hot path."""
+        error: GatewayError | None = None
+        try:
+            async for chunk in events:
+                if capture is not None:
+                    capture.append((perf_counter(), chunk))
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except GatewayError as exc:
+            error = exc
+        except Exception as exc:  # a bug in an adapter: the client still gets a clean end
+            log.error("unexpected %s in a stream\n%s", type(exc).__name__, _frames(exc))
+            error = GatewayError("internal gateway error")
+        if error is not None:
+            body = error.to_sse() + DONE_EVENT
             if capture is not None:
-                capture.append((perf_counter(), chunk))
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except GatewayError as exc:
-        error = exc
-    except Exception as exc:  # a bug in an adapter: the client still gets a clean end
-        log.error("unexpected %s in a stream\n%s", type(exc).__name__, _frames(exc))
-        error = GatewayError("internal gateway error")
-    if error is not None:
-        body = error.to_sse() + DONE_EVENT
-        if capture is not None:
-            capture.append((perf_counter(), body))
-        await send({"type": "http.response.body", "body": body, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
+                capture.append((perf_counter(), body))
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        self.delivered = error is None
+        await send({"type": "http.response.body", "body": b""})
 
 
 def _frames(exc: BaseException) -> str:
