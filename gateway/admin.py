@@ -126,6 +126,15 @@ def build_admin(gateway: Gateway) -> FastAPI:
         body = await asyncio.to_thread(_report, pairs, rule_from(settings), fmt, since)
         return Response(body, media_type=MEDIA_TYPES[fmt], headers={"cache-control": "no-store"})
 
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> JSONResponse:
+        """Re-reads the configuration (environment and `.env`), as SIGHUP does; in-flight
+        requests finish on the configuration they started with."""
+        check_admin(gateway.settings.admin_token, request.headers.get("authorization"))
+        if not await gateway.reload():
+            raise InvalidRequest("the new configuration is invalid; the running one is kept")
+        return JSONResponse({"status": "reloaded", "primary": gateway.settings.primary})
+
     return app
 
 

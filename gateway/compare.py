@@ -142,10 +142,11 @@ def _validator(schema: bytes) -> Any:
 
 def compare(pair: PairRecord) -> Comparison:
     primary, candidate = pair.primary, pair.candidate
+    p_valid, c_valid = schema_valid(pair, "primary"), schema_valid(pair, "candidate")
     if failed(primary) or failed(candidate):
         which = {(True, True): "both", (True, False): "primary", (False, True): "candidate"}
-        return Comparison("error", error=f"{which[failed(primary), failed(candidate)]} failed")
-    p_valid, c_valid = schema_valid(pair, "primary"), schema_valid(pair, "candidate")
+        error = f"{which[failed(primary), failed(candidate)]} failed"
+        return Comparison("error", error=error, primary_valid=p_valid, candidate_valid=c_valid)
     flags = parity_flags(pair, p_valid, c_valid)
     if flags:
         return Comparison("parity", flags=flags, primary_valid=p_valid, candidate_valid=c_valid)

@@ -93,8 +93,8 @@ def _check_agreement(summary: Mapping[str, Any], rule: GateRule) -> str:
     candidate = summary["agreement"][rule.agreement]
     noise = summary["noise_floor"][rule.agreement]
     if candidate["n"] == 0 or noise["n"] == 0:
-        missing = "candidate pairs" if candidate["n"] == 0 else "a noise floor"
-        return _verdict(False, f"agreement: no {missing} to judge {rule.agreement} agreement by")
+        missing = "compared candidate pairs" if candidate["n"] == 0 else "noise-floor pairs"
+        return _verdict(False, f"agreement ({rule.agreement}): no {missing} to judge by")
     drop = noise["rate"] - candidate["rate"]
     side = f"{abs(drop) * 100:.1f} points {'below' if drop > 0 else 'above'}"
     return _verdict(

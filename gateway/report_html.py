@@ -22,6 +22,7 @@ margin:0;background:#f5f7fa}
 main{max-width:1100px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px}
 h3{font-size:14px;margin:16px 0 6px;color:#52606d}
+section>h2:first-child{margin-top:0}
 .sub{color:#52606d;margin-bottom:20px}
 section{background:#fff;border:1px solid #e4e7eb;border-radius:8px;padding:16px 20px;margin:16px 0}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}

@@ -23,12 +23,14 @@ from typing import Any, Protocol
 
 from backends.base import Backend, UpstreamRequest
 from gateway import legs
+from gateway.compare import Role, schema_valid
 from gateway.errors import GatewayError
 from gateway.legs import Parser
 from gateway.metrics import Metrics
 from gateway.pairs import Leg, PairKind, PairRecord, Params, sha256
 
 log = logging.getLogger("gateway.shadow")
+ROLES: tuple[Role, ...] = ("primary", "candidate")
 
 
 class Sink(Protocol):
@@ -214,6 +216,10 @@ class ShadowLeg:
             candidate=other,
             prompt_version=prompt_version,
         )
+        if params.schema is not None or params.response_format == "json_object":
+            # Judged now, while the text exists: the hashes mode stores no text to judge later.
+            verdicts = {f"{role}_schema_valid": schema_valid(pair, role) for role in ROLES}
+            pair = replace(pair, extra={**pair.extra, **verdicts})
         self._sink.record(pair)
 
 

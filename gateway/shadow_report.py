@@ -8,7 +8,7 @@ it by a written `GateRule`. Pure functions: no clock, no I/O.
 
 Example::
 
-    summary = summarize(store.read(since), GateRule(min_pairs=200))
+    summary = summarize(await store.read(since), GateRule(min_pairs=200))
     summary["verdict"]          # {"passed": False, "reasons": ["FAIL pairs: 120 ...", ...]}
 """
 
@@ -28,7 +28,6 @@ from gateway.compare import (
     compare,
     failed,
     field_labels,
-    schema_valid,
     structured,
     text_kept,
 )
@@ -72,7 +71,7 @@ def summarize(
         "window": _window(records),
         "text_stored": all(text_kept(pair) for pair in shadow) if shadow else None,
         "pairs": _pairs(len(records), shadow, noise, done),
-        "backends": _backends(shadow) if shadow else {},
+        "backends": _backends(shadow, done) if shadow else {},
         "paired_delta_ms": _deltas(shadow, done),
         "agreement": _agreement(done),
         "confusion": _confusions(shadow, done),
@@ -130,15 +129,17 @@ def _pairs(
     }
 
 
-def _backends(shadow: Sequence[PairRecord]) -> dict[str, Any]:
+def _backends(shadow: Sequence[PairRecord], done: Sequence[Comparison]) -> dict[str, Any]:
     roles: tuple[Role, ...] = ("primary", "candidate")
-    return {role: _backend(role, shadow) for role in roles}
+    return {role: _backend(role, shadow, done) for role in roles}
 
 
-def _backend(role: Role, shadow: Sequence[PairRecord]) -> dict[str, Any]:
+def _backend(
+    role: Role, shadow: Sequence[PairRecord], done: Sequence[Comparison]
+) -> dict[str, Any]:
     legs = [pair.primary if role == "primary" else pair.candidate for pair in shadow]
     ok = [leg for leg in legs if not failed(leg)]
-    checked = [schema_valid(pair, role) for pair in shadow]
+    checked = [c.primary_valid if role == "primary" else c.candidate_valid for c in done]
     judged = [valid for valid in checked if valid is not None]
     e2e = [leg.e2e_ms for leg in ok if leg.e2e_ms is not None]
     ttft = [leg.ttft_ms for leg in ok if leg.ttft_ms is not None]
@@ -259,7 +260,7 @@ def _parity(shadow: Sequence[PairRecord], done: Sequence[Comparison]) -> dict[st
 
 def _over_time(shadow: Sequence[PairRecord], done: Sequence[Comparison]) -> dict[str, Any]:
     """Agreement per time bucket; the bucket is the smallest round width giving at most
-    `MAX_BUCKETS` buckets over the window."""
+    `MAX_BUCKETS` buckets over the window (a week when none does)."""
     compared = [(pair, c) for pair, c in zip(shadow, done, strict=True) if c.status == "compared"]
     if not compared:
         return {"bucket_seconds": None, "buckets": []}

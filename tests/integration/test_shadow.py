@@ -7,6 +7,7 @@ no real engine does on demand (hang, garbage, a chosen error).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -205,3 +206,50 @@ def test_canary_serves_its_share_sticky_per_user(
     counts = {side: sum(side in sides for sides in served.values()) for side in ("vllm", "cand")}
     assert counts["vllm"] > 0
     assert counts["cand"] > 0
+
+
+def test_reload_switches_primary_without_dropping_a_stream_in_flight(
+    vllm_engine: VllmEngine,
+    triton_engine: TritonEngine,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cutover by configuration: the admin reload (as SIGHUP) re-reads the environment."""
+    backends = {
+        "vllm": {"kind": "vllm", "url": vllm_engine.url, "model": TINY_MODEL},
+        "trt": {"kind": "triton", "url": triton_engine.grpc_url, "model": "tensorrt_llm",
+                "tokenizer_dir": str(tiny_model_dir), "context_length": 2048},
+    }  # fmt: skip
+    monkeypatch.setenv("GATEWAY_BACKENDS", json.dumps(backends))
+    monkeypatch.setenv("GATEWAY_PRIMARY", "vllm")
+    monkeypatch.setenv("GATEWAY_MODELS", json.dumps([PUBLIC]))
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "admin-token-for-tests-only")
+    monkeypatch.setenv("GATEWAY_RECORDS_URL", f"sqlite:///{tmp_path / 'pairs.db'}")
+    admin = {"authorization": "Bearer admin-token-for-tests-only"}
+    with ThreadedServer(create_app(Settings())) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        long = client.chat.completions.create(
+            model=PUBLIC, messages=[{"role": "user", "content": "kể chuyện"}], max_tokens=1500,
+            temperature=0, stream=True, stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )  # fmt: skip
+        first = next(iter(long))
+        monkeypatch.setenv("GATEWAY_PRIMARY", "trt")
+        assert httpx.post(server.url + "/admin/reload").status_code == 401
+        reloaded = httpx.post(server.url + "/admin/reload", headers=admin)
+        assert reloaded.json() == {"status": "reloaded", "primary": "trt"}
+        after = client.chat.completions.with_raw_response.create(
+            model=PUBLIC, messages=[{"role": "user", "content": "xin chào"}], max_tokens=4
+        )
+        assert after.headers["x-gateway-backend"] == "trt"
+        rest = list(long)
+        assert first.choices[0].delta.role == "assistant"
+        assert rest[-1].usage is not None
+        assert rest[-1].usage.completion_tokens == 1500
+        monkeypatch.setenv("GATEWAY_PRIMARY", "nope")  # invalid: refused, the running one kept
+        assert httpx.post(server.url + "/admin/reload", headers=admin).status_code == 400
+        again = client.chat.completions.with_raw_response.create(
+            model=PUBLIC, messages=[{"role": "user", "content": "xin chào"}], max_tokens=4
+        )
+        assert again.headers["x-gateway-backend"] == "trt"
