@@ -13,6 +13,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from backends.base import Completion, EventStream, Health, UpstreamRequest
 from backends.settings import HTTPBackendSettings
@@ -64,16 +70,9 @@ class OpenAIHTTPBackend:
     async def complete(self, request: UpstreamRequest) -> Completion:
         served = await self._served()
         body = self._body(request, served)
-        try:
-            async with self._session.post(
-                self._base + request.route.path, data=body, headers=self._request_headers(request)
-            ) as response:
-                data = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._transport_error(exc) from exc
-        if status >= 400:
-            raise self._status_error(status, data)
+        async for attempt in self._retrying():
+            with attempt:
+                data = await self._post_and_read(request, body)
         try:
             # A cheap check (microseconds) that spares clients a 200 they cannot parse.
             orjson.loads(data)
@@ -85,6 +84,26 @@ class OpenAIHTTPBackend:
     async def stream(self, request: UpstreamRequest) -> EventStream:
         served = await self._served()
         body = self._body(request, served)
+        # Retries happen only here, before the first byte: never once a stream has started.
+        async for attempt in self._retrying():
+            with attempt:
+                response = await self._open_stream(request, body)
+        return self._events(response, served, request.public_model)
+
+    async def _post_and_read(self, request: UpstreamRequest, body: bytes) -> bytes:
+        try:
+            async with self._session.post(
+                self._base + request.route.path, data=body, headers=self._request_headers(request)
+            ) as response:
+                data = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._transport_error(exc) from exc
+        if status >= 400:
+            raise self._status_error(status, data)
+        return data
+
+    async def _open_stream(self, request: UpstreamRequest, body: bytes) -> aiohttp.ClientResponse:
         try:
             response = await self._session.post(
                 self._base + request.route.path, data=body, headers=self._request_headers(request)
@@ -99,7 +118,17 @@ class OpenAIHTTPBackend:
             finally:
                 response.release()
             raise self._status_error(response.status, data)
-        return self._events(response, served, request.public_model)
+        return response
+
+    def _retrying(self) -> AsyncRetrying:
+        """Retries only what is safe: a refused connection (nothing was sent) or an engine's
+        503 (nothing was generated); bounded, with jittered backoff."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(1 + self._settings.retries),
+            wait=wait_random_exponential(multiplier=0.05, max=1.0),
+            retry=retry_if_exception(lambda exc: getattr(exc, "retryable", False)),
+            reraise=True,
+        )
 
     async def health(self) -> Health:
         timeout = aiohttp.ClientTimeout(total=self._settings.connect_timeout + 1.0)
@@ -183,13 +212,17 @@ class OpenAIHTTPBackend:
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
             return BackendTimeout(f"backend '{self.name}' did not answer in time")
         if isinstance(exc, aiohttp.ClientConnectorError):
-            return BackendUnavailable(f"backend '{self.name}' is unreachable")
+            unreachable = BackendUnavailable(f"backend '{self.name}' is unreachable")
+            unreachable.retryable = True
+            return unreachable
         return BackendProtocolError(f"backend '{self.name}' broke the connection")
 
     def _status_error(self, status: int, data: bytes) -> GatewayError:
         message, error_type, param, code = _parse_error(data)
         if status == 503 or status == 429:
-            return BackendUnavailable(f"backend '{self.name}' is overloaded or not ready")
+            busy = BackendUnavailable(f"backend '{self.name}' is overloaded or not ready")
+            busy.retryable = status == 503
+            return busy
         if 400 <= status < 500:
             return UpstreamRejected(
                 status,

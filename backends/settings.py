@@ -24,6 +24,18 @@ class BackendSettingsBase(BaseModel):
     max_concurrency: int = Field(
         default=256, ge=1, description="Most requests in flight to this backend at once."
     )
+    queue_timeout: float = Field(
+        default=1.0, ge=0, description="Longest wait for a free slot; then 429 with Retry-After."
+    )
+    retries: int = Field(
+        default=2, ge=0, le=10, description="Extra attempts after a refused connection or a 503."
+    )
+    circuit_failures: int = Field(
+        default=5, ge=1, description="Consecutive engine failures that open the circuit."
+    )
+    circuit_cooldown: float = Field(
+        default=10.0, gt=0, description="Seconds an open circuit waits before a probe request."
+    )
 
 
 class HTTPBackendSettings(BackendSettingsBase):

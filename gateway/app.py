@@ -20,10 +20,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from backends import registry
-from backends.base import Backend, Route
+from backends.base import Route
 from gateway.admin import build_admin
 from gateway.asgi import Message, Receive, Scope, Send, request_id_from
 from gateway.auth import KeyCheck
+from gateway.guard import Circuit, Guarded
 from gateway.metrics import Metrics
 from gateway.proxy import Proxy
 from gateway.records import Recorder, open_store
@@ -46,13 +47,14 @@ class Runtime:
     """
 
     settings: Settings
-    backends: dict[str, Backend]
+    backends: dict[str, Guarded]
     router: Router
     proxy: Proxy
     keys: KeyCheck
     metrics: Metrics
     started_at: int
     shadow: ShadowLeg | None = None
+    prober: asyncio.Task[None] | None = None
 
 
 class Gateway:
@@ -126,8 +128,14 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     async def _build(self, settings: Settings) -> Runtime:
-        backends: dict[str, Backend] = {
-            name: registry.create(name, config) for name, config in settings.backends.items()
+        backends = {
+            name: Guarded(
+                registry.create(name, config),
+                config.max_concurrency,
+                config.queue_timeout,
+                Circuit(config.circuit_failures, config.circuit_cooldown),
+            )
+            for name, config in settings.backends.items()
         }
         router = Router(settings, backends)
         names = list(backends)
@@ -143,11 +151,16 @@ class Gateway:
                 self.recorder, self.metrics,
             )  # fmt: skip
         proxy = Proxy(router, self.keys, self.metrics, settings.max_body_bytes, self.tasks, shadow)
-        return Runtime(
+        runtime = Runtime(
             settings, backends, router, proxy, self.keys, self.metrics, int(time.time()), shadow
         )
+        if settings.probe_interval > 0:
+            runtime.prober = asyncio.create_task(_probe(backends, settings.probe_interval))
+        return runtime
 
     async def _retire(self, runtime: Runtime, wait_idle: bool) -> None:
+        if runtime.prober is not None:
+            runtime.prober.cancel()
         if wait_idle:  # requests that started on the old configuration finish on it
             deadline = time.monotonic() + runtime.settings.shadow_timeout + 600
             # Polling an int keeps the hot path free of per-request events.
@@ -222,3 +235,16 @@ def shadow_config(settings: Settings) -> ShadowConfig:
         timeout=settings.shadow_timeout,
         keep_text=settings.records_text == "full",
     )
+
+
+async def _probe(backends: dict[str, Guarded], interval: float) -> None:
+    """Readiness probes: a failing one opens the backend's circuit, a passing one closes it."""
+    while True:
+        await asyncio.sleep(interval)
+        for backend in backends.values():
+            try:
+                await asyncio.wait_for(backend.health(), timeout=interval)
+            except TimeoutError:
+                backend.circuit.trip()
+            except Exception as exc:  # a probe must never end the loop
+                log.warning("probe of %s failed: %s", backend.name, type(exc).__name__)

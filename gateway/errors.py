@@ -8,6 +8,7 @@
     ├── AuthenticationFailed (401)
     ├── NotFound (404: unknown model or route)
     ├── UpstreamRejected (the upstream's own 4xx, passed through)
+    ├── Overloaded (429: a backend's concurrency limit and wait are exhausted)
     ├── BackendUnavailable (503: unreachable, not ready, circuit open)
     ├── BackendTimeout (504)
     └── BackendProtocolError (502: the upstream answered something unusable)
@@ -44,6 +45,7 @@ class GatewayError(Exception):
         self.code = code if code is not None else self.default_code
         self.error_type = self.default_type
         self.headers = headers or {}
+        self.retryable = False  # safe to send again: nothing reached or ran on the engine
 
     @property
     def status_code(self) -> int:
@@ -119,6 +121,12 @@ class UpstreamRejected(GatewayError):
     @property
     def status_code(self) -> int:
         return self.upstream_status
+
+
+class Overloaded(GatewayError):
+    status = 429
+    default_type = "rate_limit_error"
+    default_code = "overloaded"
 
 
 class BackendUnavailable(GatewayError):

@@ -54,6 +54,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.fallback = Counter(
+            "gateway_fallback",
+            "Requests served by the fallback while the primary's circuit was open.",
+            ["backend"],
+            registry=self.registry,
+        )
         self.shadow_sampled = Counter(
             "gateway_shadow_sampled", "Requests sampled for shadowing.", registry=self.registry
         )

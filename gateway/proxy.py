@@ -31,6 +31,7 @@ from gateway.asgi import (
 )
 from gateway.auth import KeyCheck
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.guard import Guarded
 from gateway.metrics import Metrics
 from gateway.parsing import parse_body
 from gateway.routing import Router
@@ -60,14 +61,18 @@ class Exchange:
     debug: bytes | None = None  # the x-gateway-debug header, read by task aliases only
     user: bytes | None = None  # the x-gateway-user header: canary stickiness without `user`
     mirror: Mirror | None = None  # set when this request is shadowed
+    fallback_for: str | None = None  # the backend whose open circuit sent this to the fallback
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         overhead_ms = (perf_counter() - self.started - self.upstream_wait) * 1000.0
-        return [
+        headers = [
             (b"x-request-id", self.request_id.encode()),
             (b"x-gateway-backend", self.backend.encode()),
             (b"x-gateway-overhead-ms", f"{overhead_ms:.3f}".encode()),
         ]
+        if self.fallback_for is not None:
+            headers.append((b"x-gateway-fallback-for", self.fallback_for.encode()))
+        return headers
 
 
 class Proxy:
@@ -145,8 +150,7 @@ class Proxy:
                 return await self._serve_task(task, payload, exchange, receive, send)
             # --- end of task aliases ---
             await self._router.backend_for(request.model)  # a known model, or 404
-            backend = self._router.serving(_user(payload, exchange.user))
-            exchange.backend = backend.name
+            backend = self._pick(payload, exchange)
             upstream = UpstreamRequest(
                 exchange.route, raw, payload, request.model, exchange.request_id, request.stream
             )
@@ -168,6 +172,14 @@ class Proxy:
             await _send_error(send, exchange, exc)
             return exc.status_code
 
+    def _pick(self, payload: Mapping[str, Any], exchange: Exchange) -> Guarded:
+        backend = self._router.serving(_user(payload, exchange.user))
+        exchange.backend = backend.name
+        if backend is self._router.fallback and backend is not self._router.primary:
+            exchange.fallback_for = self._router.primary.name
+            self._metrics.fallback.labels(backend.name).inc()
+        return backend
+
     async def _serve_task(
         self, task: Task, payload: dict[str, Any], exchange: Exchange, receive: Receive, send: Send
     ) -> int:
@@ -181,8 +193,7 @@ class Proxy:
                 f"the task '{task.alias}' is served on /v1/chat/completions", param="model"
             )
         body = task.build(payload, model=task.alias)  # the backend maps the name it serves
-        backend = self._router.serving(_user(payload, exchange.user))
-        exchange.backend = backend.name
+        backend = self._pick(payload, exchange)
         upstream = UpstreamRequest(
             Route.CHAT, orjson.dumps(body), body, task.alias, exchange.request_id, False
         )

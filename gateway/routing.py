@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 
 from backends.base import Backend, Health
 from gateway.errors import BackendUnavailable, NotFound
+from gateway.guard import Guarded
 from gateway.settings import Settings
 
 
@@ -21,22 +22,28 @@ class Router:
     def __init__(
         self,
         settings: Settings,
-        backends: Mapping[str, Backend],
+        backends: Mapping[str, Guarded],
         draw: Callable[[], float] = random.random,
     ) -> None:
         self.backends = backends
         self.primary = backends[settings.primary]
         self.canary = backends[settings.canary] if settings.canary else None
+        self.fallback = backends[settings.fallback] if settings.fallback else None
         self._canary_share = settings.canary_percent / 100.0 if self.canary else 0.0
         self._draw = draw
         self._configured = frozenset(settings.models)
         self._served: dict[str, str] = {}
 
-    def serving(self, user: str | None) -> Backend:
-        """The primary, or the canary for its share of users (the same user, the same side)."""
-        if self._canary_share <= 0.0 or self.canary is None:
-            return self.primary
-        return self.canary if canary_bucket(user, self._draw) < self._canary_share else self.primary
+    def serving(self, user: str | None) -> Guarded:
+        """The primary, or the canary for its share of users (the same user, the same side);
+        the fallback while the chosen backend's circuit is open."""
+        chosen = self.primary
+        share = self._canary_share
+        if self.canary is not None and share > 0.0 and canary_bucket(user, self._draw) < share:
+            chosen = self.canary
+        if self.fallback is not None and not chosen.available():
+            return self.fallback
+        return chosen
 
     def note_health(self, name: str, health: Health) -> None:
         if health.served_model:

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         le=1.0,
         description="Fraction of shadowed requests also re-sent to the primary (noise floor).",
     )
+    probe_interval: float = Field(
+        default=5.0, ge=0, description="Seconds between readiness probes of every backend; 0 off."
+    )
+    fallback: str | None = Field(
+        default=None, description="A backend that serves while the primary's circuit is open."
+    )
     canary: str | None = Field(
         default=None, description="A backend that serves a share of live traffic."
     )
@@ -156,7 +162,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _roles_are_configured(self) -> Settings:
-        for role in ("shadow", "canary"):
+        for role in ("shadow", "canary", "fallback"):
             name = getattr(self, role)
             if name is not None and name not in self.backends:
                 raise ValueError(

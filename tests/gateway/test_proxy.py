@@ -21,7 +21,10 @@ Fake = tuple[FakeUpstream, ThreadedServer]
 
 
 def gateway_for(upstream_url: str, **overrides: object) -> ThreadedServer:
-    backend = VllmSettings(url=upstream_url, read_timeout=1.0, total_timeout=5.0)
+    # Failures are what these tests provoke; a circuit that opened would hide them.
+    backend = VllmSettings(
+        url=upstream_url, read_timeout=1.0, total_timeout=5.0, circuit_failures=1000
+    )
     settings = Settings(backends={"vllm": backend}, primary="vllm", **overrides)  # type: ignore[arg-type]
     return ThreadedServer(create_app(settings))
 

@@ -1,0 +1,167 @@
+"""Per-backend protection: admission (a bounded in-flight limit and a bounded wait) and a
+circuit breaker, wrapped around any adapter so every engine gets the same rules.
+
+    closed --(`failures` consecutive failures, or a failed readiness probe)--> open
+    open --(after `cooldown` seconds)--> half-open: one request probes the engine
+    half-open --(its success)--> closed;  --(its failure)--> open again
+
+Overload answers 429 and an open circuit 503, both with `Retry-After`, because the SDKs retry
+those after waiting instead of piling onto an engine that cannot keep up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+
+from backends.base import Backend, Completion, EventStream, Health, UpstreamRequest
+from gateway.errors import (
+    BackendProtocolError,
+    BackendTimeout,
+    BackendUnavailable,
+    GatewayError,
+    Overloaded,
+)
+
+# Errors that say the engine is unwell (not that the request was bad).
+ENGINE_FAILURES = (BackendUnavailable, BackendTimeout, BackendProtocolError)
+
+
+class Circuit:
+    """The breaker's state machine; `clock` is injectable so it tests without sleeping."""
+
+    def __init__(
+        self, failures: int, cooldown: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._threshold = failures
+        self._cooldown = cooldown
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        return "half_open" if self._clock() >= self._opened_at + self._cooldown else "open"
+
+    def allow(self) -> bool:
+        """May a request go to the engine now? In half-open, only one probe at a time."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half_open" and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def retry_after(self) -> float:
+        if self._opened_at is None:
+            return 0.0
+        return max(self._opened_at + self._cooldown - self._clock(), 1.0)
+
+    def succeeded(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._probing = False
+
+    def failed(self) -> None:
+        self._failures += 1
+        self._probing = False
+        if self._opened_at is not None or self._failures >= self._threshold:
+            self._opened_at = self._clock()
+
+    def trip(self) -> None:
+        """A readiness probe failed: open now."""
+        self._opened_at = self._clock()
+        self._probing = False
+
+
+class Guarded:
+    """A `Backend` behind admission control and a circuit breaker."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        max_concurrency: int,
+        queue_timeout: float,
+        circuit: Circuit,
+    ) -> None:
+        self.inner = backend
+        self.name = backend.name
+        self.circuit = circuit
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._queue_timeout = queue_timeout
+
+    def available(self) -> bool:
+        return self.circuit.state != "open"
+
+    async def complete(self, request: UpstreamRequest) -> Completion:
+        await self._admit()
+        try:
+            completion = await self.inner.complete(request)
+        except ENGINE_FAILURES:
+            self.circuit.failed()
+            raise
+        except GatewayError:
+            self.circuit.succeeded()  # the engine answered: the request was at fault
+            raise
+        finally:
+            self._slots.release()
+        self.circuit.succeeded()
+        return completion
+
+    async def stream(self, request: UpstreamRequest) -> EventStream:
+        await self._admit()
+        try:
+            events = await self.inner.stream(request)
+        except BaseException as exc:
+            self._slots.release()
+            if isinstance(exc, ENGINE_FAILURES):
+                self.circuit.failed()
+            elif isinstance(exc, GatewayError):
+                self.circuit.succeeded()
+            raise
+        return self._relay(events)
+
+    async def health(self) -> Health:
+        health = await self.inner.health()
+        if not health.ready:
+            self.circuit.trip()
+        elif self.circuit.state != "closed" and self.circuit.allow():
+            self.circuit.succeeded()  # the probe is the half-open request
+        return health
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def _admit(self) -> None:
+        if not self.circuit.allow():
+            raise BackendUnavailable(
+                f"backend '{self.name}' is failing; its circuit is open",
+                code="circuit_open",
+                headers={"Retry-After": f"{self.circuit.retry_after():.0f}"},
+            )
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._queue_timeout)
+        except TimeoutError:
+            raise Overloaded(
+                f"backend '{self.name}' is at its concurrency limit; retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
+
+    async def _relay(self, events: EventStream) -> AsyncGenerator[bytes, None]:
+        """Holds the slot until the stream ends; a failure mid-stream counts against the engine."""
+        try:
+            async for chunk in events:
+                yield chunk
+        except ENGINE_FAILURES:
+            self.circuit.failed()
+            raise
+        else:
+            self.circuit.succeeded()
+        finally:
+            self._slots.release()
+            await events.aclose()
