@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -86,7 +87,9 @@ def test_serve_runs_workers_and_never_logs_keys_or_text(
         assert leaked not in output
 
 
-def test_sigterm_drains_every_accepted_shadow_record(fake_upstream: Fake, tmp_path: Path) -> None:
+def test_sigterm_under_load_answers_everything_and_drains_records(
+    fake_upstream: Fake, tmp_path: Path
+) -> None:
     port = free_port()
     store = tmp_path / "pairs.db"
     upstream = fake_upstream[1].url
@@ -117,11 +120,18 @@ def test_sigterm_drains_every_accepted_shadow_record(fake_upstream: Fake, tmp_pa
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "slow:0.3"}]}
-        with httpx.Client(base_url=url, timeout=10) as client:
-            for _ in range(40):
-                assert client.post("/v1/chat/completions", json=body).status_code == 200
-        process.send_signal(signal.SIGTERM)  # shadow calls are still running (0.3 s each)
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "slow:0.5"}]}
+
+        def one(_: int) -> int:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                return client.post("/v1/chat/completions", json=body).status_code
+
+        with ThreadPoolExecutor(40) as pool:
+            answers = [pool.submit(one, index) for index in range(40)]
+            time.sleep(0.3)  # all 40 accepted and waiting on the upstream
+            process.send_signal(signal.SIGTERM)
+            statuses = [answer.result() for answer in answers]
+        assert statuses == [200] * 40  # every accepted request answered
         assert process.wait(timeout=60) == 0
     finally:
         if process.poll() is None:
