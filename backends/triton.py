@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import grpc
 from pydantic import Field, model_validator
 from tokenizers import Tokenizer
-from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
+from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
@@ -29,7 +28,7 @@ from backends.base import Completion, EventStream, Health, UpstreamRequest
 from backends.chat_template import ChatTemplate
 from backends.openai_shapes import Shapes, Usage
 from backends.settings import BackendSettingsBase
-from backends.text_stream import CumulativeText, StopStrings
+from backends.triton_answer import Answer, Piece, is_final, piece_of
 from backends.triton_interface import ModelInterface, StreamText
 from backends.triton_request import Generation, generation, inputs_for, prompt_of
 from gateway.errors import (
@@ -70,17 +69,6 @@ class TritonSettings(BackendSettingsBase):
         if self.tokenizer_dir is not None and not (self.tokenizer_dir / "tokenizer.json").is_file():
             raise ValueError(f"{self.tokenizer_dir} has no tokenizer.json")
         return self
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """One response of the engine."""
-
-    text: str
-    input_tokens: int | None
-    output_tokens: int | None
-    finish_reason: str | None
-    final: bool
 
 
 class TritonBackend:
@@ -186,7 +174,7 @@ class TritonBackend:
                 )  # fmt: skip
             except (InferenceServerException, grpc.RpcError) as exc:
                 raise self._error(exc) from None
-            yield _piece(result, final=True)
+            yield piece_of(result, final=True)
             return
 
         async def one_request() -> AsyncIterator[dict[str, Any]]:
@@ -210,7 +198,7 @@ class TritonBackend:
                     raise self._error(exc) from None
                 if error is not None:
                     raise self._error(error)
-                piece = _piece(result, final=_is_final(result))
+                piece = piece_of(result, final=is_final(result))
                 yield piece
                 if piece.final:
                     return
@@ -274,102 +262,6 @@ class TritonBackend:
         if "INVALID_ARGUMENT" in status:
             return UpstreamRejected(400, f"Triton rejected the request: {message}")
         return BackendProtocolError(f"backend '{self.name}' failed: {message}")
-
-
-class Answer:
-    """Collects an engine's responses into OpenAI text, usage and finish reason."""
-
-    def __init__(self, interface: ModelInterface, plan: Generation, prompt_tokens: int | None):
-        self.plan = plan
-        self.parts: list[str] = []
-        self.input_tokens = prompt_tokens
-        self.output_tokens: int | None = None
-        self._cumulative = CumulativeText() if interface.cumulative else None
-        self._stops = StopStrings(plan.stops)
-        self._echo = None if interface.has("exclude_input") else plan.prompt
-        self._deltas = 0
-        self._counted = 0
-        self._snapshot: str | None = None
-        self._engine_reason: str | None = None
-
-    @property
-    def stopped(self) -> bool:
-        return self._stops.stopped
-
-    def feed(self, piece: Piece) -> str:
-        text = piece.text
-        if self._echo is not None and text.startswith(self._echo):
-            text, self._echo = text[len(self._echo) :], None
-        if self._cumulative is not None:
-            self._snapshot = text
-            text = self._cumulative.delta(text, final=piece.final)
-        elif piece.text or not piece.final:
-            self._deltas += 1  # one response per generated token in delta mode
-        if piece.input_tokens is not None:
-            self.input_tokens = piece.input_tokens
-        if piece.output_tokens is not None and self.plan.stream:
-            # Streamed responses count only their own new tokens.
-            self._counted += piece.output_tokens
-            self.output_tokens = self._counted
-        elif piece.output_tokens is not None:
-            self.output_tokens = piece.output_tokens
-        elif self._cumulative is None and self.plan.stream:
-            self.output_tokens = self._deltas
-        self._engine_reason = piece.finish_reason or self._engine_reason
-        visible = self._stops.feed(text)
-        self.parts.append(visible)
-        return visible
-
-    def feed_rest(self) -> str:
-        rest = self._stops.flush()
-        if self._snapshot is not None:
-            # An engine that cut a stop string itself may end shorter than an earlier snapshot;
-            # held-back text beyond its final answer was never part of the answer.
-            shown = sum(len(part) for part in self.parts)
-            rest = rest[: max(0, len(self._snapshot) - shown)]
-        self.parts.append(rest)
-        return rest
-
-    def finish_reason(self) -> str:
-        if self._stops.stopped:
-            return "stop"
-        if self._engine_reason in ("stop", "length"):
-            return self._engine_reason
-        if self.output_tokens is not None and self.output_tokens >= self.plan.max_tokens:
-            return "length"
-        return "stop"
-
-
-def _piece(result: InferResult, final: bool) -> Piece:
-    return Piece(
-        text=_text(result, "text_output"),
-        input_tokens=_int(result, "num_input_tokens"),
-        output_tokens=_int(result, "num_output_tokens"),
-        finish_reason=_text(result, "finish_reason") or None,
-        final=final,
-    )
-
-
-def _text(result: InferResult, name: str) -> str:
-    array = result.as_numpy(name)
-    if array is None or array.size == 0:
-        return ""
-    value = array.reshape(-1)[0]
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _int(result: InferResult, name: str) -> int | None:
-    array = result.as_numpy(name)
-    if array is None or array.size == 0:
-        return None
-    return int(array.reshape(-1)[0])
-
-
-def _is_final(result: InferResult) -> bool:
-    parameters = result.get_response().parameters
-    return "triton_final_response" in parameters and bool(
-        parameters["triton_final_response"].bool_param
-    )
 
 
 def _status(exc: InferenceServerException | grpc.RpcError) -> str:

@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
 import orjson
 
-from backends.base import Backend, EventStream, Route, UpstreamRequest
+from backends.base import Backend, Route, UpstreamRequest
 from gateway.asgi import (
     ClientDisconnected,
     Receive,
@@ -34,45 +32,20 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.guard import Guarded
 from gateway.metrics import Metrics
 from gateway.parsing import parse_body
+from gateway.relay import (
+    CLIENT_CLOSED,
+    SSE_HEADERS,
+    Exchange,
+    Relay,
+    frames,
+    send_error,
+    user_of,
+)
 from gateway.routing import Router
-from gateway.shadow import Mirror, PrimaryOutcome, ShadowLeg
+from gateway.shadow import PrimaryOutcome, ShadowLeg
 from gateway.tasks import PROMPT_VERSION_HEADER, Task
 
 log = logging.getLogger("gateway.proxy")
-
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-DONE_EVENT = b"data: [DONE]\n\n"
-CLIENT_CLOSED = 499  # nginx's status for "client closed the request", for metrics only
-
-
-@dataclass(slots=True)
-class Exchange:
-    """What the gateway knows about one request while serving it."""
-
-    route: Route
-    request_id: str
-    started: float
-    backend: str = "none"
-    upstream_wait: float = 0.0
-    debug: bytes | None = None  # the x-gateway-debug header, read by task aliases only
-    user: bytes | None = None  # the x-gateway-user header: canary stickiness without `user`
-    mirror: Mirror | None = None  # set when this request is shadowed
-    fallback_for: str | None = None  # the backend whose open circuit sent this to the fallback
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        overhead_ms = (perf_counter() - self.started - self.upstream_wait) * 1000.0
-        headers = [
-            (b"x-request-id", self.request_id.encode()),
-            (b"x-gateway-backend", self.backend.encode()),
-            (b"x-gateway-overhead-ms", f"{overhead_ms:.3f}".encode()),
-        ]
-        if self.fallback_for is not None:
-            headers.append((b"x-gateway-fallback-for", self.fallback_for.encode()))
-        return headers
 
 
 class Proxy:
@@ -120,7 +93,7 @@ class Proxy:
                 "unexpected %s serving %s\n%s",
                 type(exc).__name__,
                 exchange.request_id,
-                _frames(exc),
+                frames(exc),
             )
             status = 500
             await self._try_send_error(send, exchange, GatewayError("internal gateway error"))
@@ -169,11 +142,11 @@ class Proxy:
                 outcome = PrimaryOutcome(exc.status_code, exchange.started, perf_counter())
                 outcome.error = exc.message
                 exchange.mirror.finish(outcome)
-            await _send_error(send, exchange, exc)
+            await send_error(send, exchange, exc)
             return exc.status_code
 
     def _pick(self, payload: Mapping[str, Any], exchange: Exchange) -> Guarded:
-        backend = self._router.serving(_user(payload, exchange.user))
+        backend = self._router.serving(user_of(payload, exchange.user))
         exchange.backend = backend.name
         if backend is self._router.fallback and backend is not self._router.primary:
             exchange.fallback_for = self._router.primary.name
@@ -269,7 +242,7 @@ class Proxy:
             }
         )
         chunks: list[tuple[float, bytes]] | None = [] if exchange.mirror is not None else None
-        relay = _Relay()
+        relay = Relay()
         pump = asyncio.ensure_future(relay.pump(events, send, chunks))
         status = 200
         try:
@@ -288,60 +261,4 @@ class Proxy:
     async def _try_send_error(self, send: Send, exchange: Exchange, exc: GatewayError) -> None:
         # If the response had started, nothing more can be said to this client.
         with contextlib.suppress(Exception):
-            await _send_error(send, exchange, exc)
-
-
-class _Relay:
-    """Sends each event as it arrives; an error mid-stream becomes an SSE error event."""
-
-    def __init__(self) -> None:
-        self.delivered = False  # every event, [DONE] included, was handed to the server
-
-    async def pump(
-        self, events: EventStream, send: Send, capture: list[tuple[float, bytes]] | None = None
-    ) -> None:
-        """`capture` keeps (arrival time, chunk) of a shadowed request, read off the hot path."""
-        error: GatewayError | None = None
-        try:
-            async for chunk in events:
-                if capture is not None:
-                    capture.append((perf_counter(), chunk))
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except GatewayError as exc:
-            error = exc
-        except Exception as exc:  # a bug in an adapter: the client still gets a clean end
-            log.error("unexpected %s in a stream\n%s", type(exc).__name__, _frames(exc))
-            error = GatewayError("internal gateway error")
-        if error is not None:
-            body = error.to_sse() + DONE_EVENT
-            if capture is not None:
-                capture.append((perf_counter(), body))
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-        self.delivered = error is None
-        await send({"type": "http.response.body", "body": b""})
-
-
-def _frames(exc: BaseException) -> str:
-    """Where an exception came from, without its message (which may quote request text)."""
-    return "".join(traceback.format_tb(exc.__traceback__))
-
-
-async def _send_error(send: Send, exchange: Exchange, exc: GatewayError) -> None:
-    body = exc.to_json()
-    extra = [(name.lower().encode(), value.encode()) for name, value in exc.headers.items()]
-    await send(
-        {
-            "type": "http.response.start",
-            "status": exc.status_code,
-            "headers": json_headers(len(body), exchange.headers() + extra),
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def _user(payload: Mapping[str, Any], header: bytes | None) -> str | None:
-    """Who is asking, for canary stickiness: the OpenAI `user` field, else a header."""
-    user = payload.get("user")
-    if isinstance(user, str) and user:
-        return user
-    return header.decode("latin-1") if header else None
+            await send_error(send, exchange, exc)
