@@ -36,8 +36,9 @@ def gateway(fake_upstream: Fake) -> Iterator[ThreadedServer]:
 
 
 @pytest.fixture
-def client(gateway: ThreadedServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0)
+def client(gateway: ThreadedServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def ask(client: openai.OpenAI, cue: str, **kwargs: object) -> object:

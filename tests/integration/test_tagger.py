@@ -51,8 +51,9 @@ def gateway(vllm_engine: VllmEngine) -> Iterator[ThreadedServer]:
 
 
 @pytest.fixture(scope="module")
-def client(gateway: ThreadedServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0)
+def client(gateway: ThreadedServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def test_alias_answers_the_labels_as_json_with_the_prompt_version(client: openai.OpenAI) -> None:

@@ -40,13 +40,15 @@ def gateway(vllm_engine: VllmEngine) -> Iterator[ThreadedServer]:
 
 
 @pytest.fixture(scope="module")
-def via_gateway(gateway: ThreadedServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0)
+def via_gateway(gateway: ThreadedServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
-def direct(vllm_engine: VllmEngine) -> openai.OpenAI:
-    return openai.OpenAI(base_url=vllm_engine.url + "/v1", api_key="unused", max_retries=0)
+def direct(vllm_engine: VllmEngine) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=vllm_engine.url + "/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def both(direct: openai.OpenAI, via: openai.OpenAI, call: str, **kwargs: Any) -> tuple[Any, Any]:
