@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
@@ -61,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings is None:
         return 2
     if args.command == "check-config":
-        print(settings.model_dump_json(indent=2))
+        shown = settings.model_dump(mode="json")
+        shown["records_url"] = without_password(settings.records_url)
+        print(json.dumps(shown, indent=2))
         return 0
     if args.command == "purge":
         return purge_records(settings, args.days)
@@ -154,3 +158,12 @@ def serve_forever(settings: Settings) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def without_password(url: str) -> str:
+    """A URL safe to print: its password replaced by `***`."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -118,3 +118,16 @@ def test_api_keys_from_list_and_file(tmp_path: Path) -> None:
     assert [
         hashlib.sha256(k).digest() for k in (b"listed", b"from-file", b"from-file-hashed")
     ] == digests
+
+
+def test_check_config_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_RECORDS_URL", "postgresql://gw:s3cret-pw@db:5432/pairs")
+    monkeypatch.setenv("GATEWAY_API_KEYS", '["sk-very-secret"]')
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config"], capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "s3cret-pw" not in result.stdout
+    assert "sk-very-secret" not in result.stdout
+    assert "postgresql://gw:***@db:5432/pairs" in result.stdout

@@ -1,0 +1,180 @@
+"""Prometheus scrapes what runs; the Grafana dashboard queries metrics that exist.
+
+Gateway metric names come from the gateway's own registry (`gateway.metrics.Metrics`). Engine
+metric names come from a fixed list, checked against a real vLLM in test_seed_command.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import yaml
+from prometheus_client.metrics_core import Metric
+
+from gateway.metrics import Metrics
+from tests.compose.stack import COMPOSE, COMPOSE_FILES, REPO, TEST_ENV, load_stack
+
+GRAFANA = COMPOSE / "grafana"
+DASHBOARD = json.loads((GRAFANA / "dashboards/gateway.json").read_text(encoding="utf-8"))
+# Engine metrics the dashboard may use. vLLM: docs.vllm.ai "Production Metrics" (V1 names).
+# Triton: nv_inference_pending_request_count (core, per model); TensorRT-LLM backend:
+# nv_trt_llm_request_metrics{request_type}, nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type}.
+VLLM_METRICS = {
+    "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
+    "vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total",
+    "vllm:time_to_first_token_seconds_bucket", "vllm:e2e_request_latency_seconds_bucket",
+}  # fmt: skip
+TRITON_METRICS = {
+    "nv_inference_pending_request_count",
+    "nv_trt_llm_request_metrics",
+    "nv_trt_llm_kv_cache_block_metrics",
+}
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+_FUNCTIONS = r"\b[a-z_]+\s*\("
+_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
+             "and", "or", "unless", "le", "inf"}  # fmt: skip
+
+
+class _RecorderCounts:
+    """Stands in for the shadow-record writer, so its collector is registered too."""
+
+    written = dropped = failed = pending = 0
+
+
+def gateway_metrics() -> Metrics:
+    metrics = Metrics()
+    metrics.watch_records(_RecorderCounts())
+    return metrics
+
+
+def gateway_metric_names() -> set[str]:
+    families: list[Metric] = list(gateway_metrics().registry.collect())
+    return {f.name + suffix for f in families for suffix in _SUFFIXES[f.type]}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression (label matchers, ranges and functions removed)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)
+    expr = re.sub(_FUNCTIONS, "(", expr)
+    tokens = re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr)
+    return {token for token in tokens if token not in _KEYWORDS}
+
+
+def panels() -> list[dict[str, Any]]:
+    return [panel for panel in DASHBOARD["panels"] if panel["type"] != "row"]
+
+
+def test_every_scrape_target_is_a_compose_service_on_its_metrics_port() -> None:
+    config = yaml.safe_load((COMPOSE / "prometheus/prometheus.yml").read_text(encoding="utf-8"))
+    stack = load_stack(list(COMPOSE_FILES), TEST_ENV)["services"]
+    ports = {"gateway": 8080, "vllm": 8000, "triton": 8002}  # gateway: entrypoint default
+    assert "--port=8000" in stack["vllm"]["command"]
+    assert "--metrics-port=8002" in stack["triton"]["command"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == set(ports)
+    for name, job in jobs.items():
+        assert job["metrics_path"] == "/metrics"
+        (discovery,) = job["dns_sd_configs"]  # every replica, by the service's DNS name
+        assert discovery["names"] == [name]
+        assert name in stack
+        assert (discovery["type"], discovery["port"]) == ("A", ports[name])
+    mounted = stack["prometheus"]["volumes"]
+    assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounted
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard_folder() -> None:
+    datasource = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())
+    (source,) = datasource["datasources"]
+    assert source["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((GRAFANA / "provisioning/dashboards/gateway.yml").read_text())
+    (dashboards,) = provider["providers"]
+    grafana = load_stack(list(COMPOSE_FILES), TEST_ENV)["services"]["grafana"]
+    assert f"./grafana/dashboards:{dashboards['options']['path']}:ro" in grafana["volumes"]
+    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    for panel in panels():
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == source["uid"]
+
+
+def test_panels_are_laid_out_without_overlap_and_have_unique_ids() -> None:
+    ids = [panel["id"] for panel in DASHBOARD["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for panel in DASHBOARD["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24
+        area = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"])
+                for y in range(grid["y"], grid["y"] + grid["h"])}  # fmt: skip
+        assert not area & cells, panel["title"]
+        cells |= area
+
+
+def test_every_query_uses_metrics_that_exist() -> None:
+    exposed = gateway_metric_names()
+    allowed = exposed | VLLM_METRICS | TRITON_METRICS
+    for panel in panels():
+        for target in panel["targets"]:
+            unknown = metric_names(target["expr"]) - allowed
+            assert not unknown, f"{panel['title']}: {unknown}"
+
+
+def test_the_dashboard_covers_what_the_runbook_says_to_watch() -> None:
+    used = {name for p in panels() for t in p["targets"] for name in metric_names(t["expr"])}
+    for family in ("gateway_overhead_seconds", "gateway_request_duration_seconds",
+                   "gateway_requests_total", "gateway_in_flight_requests"):  # fmt: skip
+        assert any(name.startswith(family) for name in used), family
+    shadow = {name for name in gateway_metric_names() if name.startswith("gateway_shadow_")}
+    assert shadow, "the gateway exposes no gateway_shadow_* metrics"
+    assert {n for n in shadow if n.endswith("_total")} <= used  # agreement, drops, failures
+    assert used >= VLLM_METRICS | TRITON_METRICS
+
+
+def gateway_label_names() -> dict[str, set[str]]:
+    """Label names per exposed sample name (histograms add `le`)."""
+    labels: dict[str, set[str]] = {}
+    metrics = gateway_metrics()
+    for metric in vars(metrics).values():
+        if hasattr(metric, "_labelnames"):  # declared labels, samples or not
+            family = next(iter(metric.describe()))
+            for suffix in _SUFFIXES[family.type]:
+                extra = {"le"} if suffix == "_bucket" else set()
+                labels[family.name + suffix] = set(metric._labelnames) | extra
+    for family in metrics.registry.collect():  # collectors: labels from their samples
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    return labels
+
+
+def test_gateway_label_names_and_values_exist() -> None:
+    labels = gateway_label_names()
+    source = "".join(p.read_text(encoding="utf-8") for p in (REPO / "gateway").glob("*.py"))
+    for panel in panels():
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for metric, matchers in re.findall(r"(gateway_\w+)\{([^}]*)\}", expr):
+                for label, op, value in re.findall(r'(\w+)\s*(=~|!=|!~|=)\s*"([^"]*)"', matchers):
+                    assert label in labels[metric], f"{metric} has no label {label}"
+                    if op == "=" and not value.isdigit():
+                        assert f'"{value}"' in source, f"the gateway never sets {label}={value}"
+            used = metric_names(expr)
+            if not used <= set(labels):  # engine metrics: their labels are not ours to check
+                continue
+            for group in re.findall(r"\bby\s*\(([^)]*)\)", expr):
+                names = {name.strip() for name in group.split(",")}
+                assert names <= set().union(*(labels[m] for m in used)), (panel["title"], names)
+
+
+def test_metric_names_are_read_from_promql() -> None:
+    expr = (
+        'sum by (le, backend) (rate(gateway_request_duration_seconds_bucket{route="/v1/x"}'
+        "[$__rate_interval])) / on (backend) vllm:kv_cache_usage_perc"
+    )
+    assert metric_names(expr) == {
+        "gateway_request_duration_seconds_bucket",
+        "vllm:kv_cache_usage_perc",
+    }
