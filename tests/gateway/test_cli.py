@@ -120,15 +120,20 @@ def test_sigterm_under_load_answers_everything_and_drains_records(
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "slow:0.5"}]}
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "slow:1.0"}]}
 
         def one(_: int) -> int:
             with httpx.Client(base_url=url, timeout=30) as client:
                 return client.post("/v1/chat/completions", json=body).status_code
 
+        fake = fake_upstream[0]
+        before = fake.calls
         with ThreadPoolExecutor(40) as pool:
             answers = [pool.submit(one, index) for index in range(40)]
-            time.sleep(0.3)  # all 40 accepted and waiting on the upstream
+            deadline = time.monotonic() + 20
+            while fake.calls - before < 80:  # 40 requests and their 40 shadows, all upstream
+                assert time.monotonic() < deadline, "the requests never all reached upstream"
+                time.sleep(0.01)
             process.send_signal(signal.SIGTERM)
             statuses = [answer.result() for answer in answers]
         assert statuses == [200] * 40  # every accepted request answered
@@ -136,6 +141,7 @@ def test_sigterm_under_load_answers_everything_and_drains_records(
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait(timeout=30)
     with sqlite3.connect(store) as db:
         (count,) = db.execute("SELECT count(*) FROM pairs WHERE kind = 'shadow'").fetchone()
     assert count == 40
