@@ -101,14 +101,16 @@ Những chữ như ầ, ẩ, ẫ, ấ, ậ, ễ, ỡ, ữ, ỹ, ỵ thử bộ g
 """
 
 
-def build_tiny_model(target: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
+def build_tiny_model(target: pathlib.Path, *, seed: int = 0, heads: int = 2) -> pathlib.Path:
     """Build the tiny model into ``target`` (or reuse a complete build there); return ``target``.
 
     The same seed gives byte-identical files. A marker written last tells a finished build
     from one that was interrupted, which is simply built again over the same file names.
+    ``heads=8`` gives head_dim 16, which vLLM's CPU build loads and then dies on at the first
+    generation: a real engine fault for the gateway's health logic to detect.
     """
     marker = target / _MARKER
-    expected = f"format={_FORMAT}\nseed={seed}\n"
+    expected = f"format={_FORMAT}\nseed={seed}\n" + (f"heads={heads}\n" if heads != 2 else "")
     if marker.is_file() and marker.read_text(encoding="utf-8") == expected:
         return target
     target.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,7 @@ def build_tiny_model(target: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
     # The template goes into tokenizer_config.json, where Phi-3 keeps it and plain readers look.
     tokenizer.save_pretrained(target, save_jinja_files=False)
     _name_portable_tokenizer_class(target / "tokenizer_config.json")
-    _build_model(tokenizer, seed).save_pretrained(target)
+    _build_model(tokenizer, seed, heads).save_pretrained(target)
     _generation_config(tokenizer).save_pretrained(target)
     marker.write_text(expected, encoding="utf-8")
     return target
@@ -167,15 +169,16 @@ def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
     return token_id
 
 
-def _build_model(tokenizer: PreTrainedTokenizerFast, seed: int) -> Phi3ForCausalLM:
-    """A two-layer Phi-3 with random weights; head_dim 64, since vLLM's CPU attention rejects 16."""
+def _build_model(tokenizer: PreTrainedTokenizerFast, seed: int, heads: int) -> Phi3ForCausalLM:
+    """A two-layer Phi-3 with random weights; head_dim 128/heads (64 by default: vLLM's CPU
+    attention rejects 16)."""
     config = Phi3Config(
         vocab_size=len(tokenizer),
         hidden_size=128,
         intermediate_size=256,
         num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=4096,
         original_max_position_embeddings=4096,
         bos_token_id=_token_id(tokenizer, "<s>"),

@@ -109,6 +109,13 @@ class VllmEngine:
         _signal_group(pgid, signal.SIGKILL)
         process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: an engine crash, for fault tests."""
+        process, self._process = self._process, None
+        if process is not None:
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         """Sum of the ``/metrics`` samples named ``name`` whose labels include ``labels``."""
         return sum_samples(self._get("/metrics"), name, labels or {})
