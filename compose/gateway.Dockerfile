@@ -14,13 +14,16 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY compose/gateway-requirements.lock ./
 COPY gateway/ gateway/
 COPY backends/ backends/
 # Extras: `triton` (Triton's gRPC client, tokenizer) and `records-postgres` (shadow pairs in
-# PostgreSQL, for several replicas). Never the engines or the test tools.
+# PostgreSQL, for several replicas). Never the engines or the test tools. Every dependency
+# version comes from the lock, so two builds of one commit install the same packages.
 ARG GATEWAY_EXTRAS=triton,records-postgres
 RUN python -m venv /opt/gateway \
-    && /opt/gateway/bin/pip install --no-cache-dir ".[${GATEWAY_EXTRAS}]"
+    && /opt/gateway/bin/pip install --no-cache-dir \
+        --constraint gateway-requirements.lock ".[${GATEWAY_EXTRAS}]"
 
 FROM ${PYTHON_IMAGE}
 # Shadow pairs default to SQLite in /var/lib/pika-gateway (mount a volume there to keep them);

@@ -128,3 +128,31 @@ def test_the_build_context_holds_what_the_image_copies_and_no_personal_data() ->
     for private in ("prompts/tagger/dataset.jsonl", "compose/.env", "compose/secrets/x"):
         assert private not in files
     assert not [f for f in files if "__pycache__" in f or f.startswith("tests/")]
+
+
+def test_the_image_installs_every_dependency_at_a_locked_version() -> None:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lock = COMPOSE / "gateway-requirements.lock"
+    assert f"--constraint {lock.name}" in " ".join(instructions("RUN"))
+    assert f"COPY compose/{lock.name} ./" in INSTRUCTIONS
+    assert f"compose/{lock.name}" in context_files()
+    pins = {}
+    for line in lock.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not pinned with ==: {line}"
+            pins[canonicalize_name(name)] = version
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    (extras,) = [arg.split("=", 1)[1] for arg in instructions("ARG") if "GATEWAY_EXTRAS" in arg]
+    wanted = list(project["dependencies"])
+    for extra in extras.split(","):
+        wanted += project["optional-dependencies"][extra]
+    for spec in wanted:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is a production dependency missing from the lock"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} vs {spec}"
+        for extra in requirement.extras:  # e.g. uvicorn[standard] brings uvloop and httptools
+            assert extra != "standard" or {"uvloop", "httptools"} <= set(pins)
