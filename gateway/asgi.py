@@ -32,17 +32,21 @@ def request_id_from(value: bytes | None) -> str:
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, refusing more than `limit` bytes."""
+    """The whole request body, refusing more than `limit` bytes.
+
+    Counts the bytes that arrive, not the Content-Length a client claims, and refuses as soon
+    as they pass the limit, whether the body comes whole or chunked.
+    """
     message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected
     body: bytes = message.get("body", b"")
+    size = len(body)
+    if size > limit:
+        raise BodyTooLarge(f"the request body is larger than {limit} bytes")
     if not message.get("more_body", False):
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        if len(body) > limit:
-            raise BodyTooLarge(f"the request body is larger than {limit} bytes")
         return body
     chunks = [body]
-    size = len(body)
     while message.get("more_body", False):
         message = await receive()
         if message["type"] == "http.disconnect":

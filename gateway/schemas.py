@@ -9,13 +9,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 Number = Annotated[float, Field(allow_inf_nan=False)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
+Bias = Annotated[float, Field(ge=-100.0, le=100.0, allow_inf_nan=False)]
 Stop = str | Annotated[list[str], Field(max_length=64)]
 # Far above any context window of the models served here; the engine checks the real limit.
 MaxTokens = Annotated[int, Field(ge=1, le=1_000_000)]
+# Integers an engine puts in a fixed-width tensor: anything wider is refused here, not
+# overflowed there (a Triton int32 input silently wraps; numpy raises on 2**64).
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+Int32 = Annotated[int, Field(le=2**31 - 1)]
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+TokenIds = Annotated[list[TokenId], Field(min_length=1)]
+# OpenAI requires content in these roles; an assistant turn may carry tool calls instead.
+CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
 
 
 class _Strict(BaseModel):
@@ -27,18 +37,53 @@ class StreamOptions(_Strict):
     continuous_usage_stats: bool | None = None
 
 
+class JsonSchema(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    name: str  # required by OpenAI and vLLM alike
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
 
     type: Literal["text", "json_object", "json_schema", "structural_tag", "grammar", "regex"]
+    json_schema: JsonSchema | None = None
+
+
+class StructuredOutputs(_Strict):
+    """vLLM's `structured_outputs` (its StructuredOutputsParams): one constraint, options."""
+
+    json_: str | dict[str, Any] | None = Field(default=None, alias="json")
+    regex: str | None = None
+    choice: Annotated[list[str], Field(min_length=1)] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    structural_tag: str | None = None
+    disable_any_whitespace: bool | None = None
+    disable_additional_properties: bool | None = None
+    whitespace_pattern: str | None = None
 
 
 class Message(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | Annotated[list[dict[str, Any]], Field(min_length=1)] | None = Field(
+        default=None, validate_default=True
+    )
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _required_by_role(cls, content: object, info: ValidationInfo) -> object:
+        if content is None and info.data.get("role") in CONTENT_REQUIRED:
+            raise PydanticCustomError("missing", "Field required")
+        return content
 
 
 class _Sampling(_Strict):
@@ -51,32 +96,32 @@ class _Sampling(_Strict):
     n: Annotated[int, Field(ge=1, le=128)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] | None = None
-    seed: int | None = None
+    seed: Int64 | None = None
     stop: Stop | None = None
     frequency_penalty: Penalty | None = None
     presence_penalty: Penalty | None = None
-    logit_bias: dict[str, Number] | None = None
+    logit_bias: dict[str, Bias] | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
     response_format: ResponseFormat | None = None
     # vLLM extensions (docs "Extra Parameters"), passed through untouched.
-    top_k: Annotated[int, Field(ge=-1)] | None = None
+    top_k: Annotated[Int32, Field(ge=-1)] | None = None
     min_p: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
-    min_tokens: Annotated[int, Field(ge=0)] | None = None
+    min_tokens: Annotated[Int32, Field(ge=0)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
     length_penalty: Number | None = None
     use_beam_search: bool | None = None
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: list[TokenId] | None = None
     include_stop_str_in_output: bool | None = None
     ignore_eos: bool | None = None
     skip_special_tokens: bool | None = None
     spaces_between_special_tokens: bool | None = None
-    truncate_prompt_tokens: Annotated[int, Field(ge=-1)] | None = None
-    allowed_token_ids: list[int] | None = None
+    truncate_prompt_tokens: Annotated[Int32, Field(ge=-1)] | None = None
+    allowed_token_ids: list[TokenId] | None = None
     bad_words: list[str] | None = None
-    prompt_logprobs: Annotated[int, Field(ge=-1)] | None = None
-    structured_outputs: dict[str, Any] | None = None
+    prompt_logprobs: Annotated[Int32, Field(ge=-1)] | None = None
+    structured_outputs: StructuredOutputs | None = None
     add_special_tokens: bool | None = None
-    priority: int | None = None
+    priority: Int64 | None = None
     request_id: str | None = None
     cache_salt: str | None = None
     return_token_ids: bool | None = None
@@ -110,7 +155,12 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | Annotated[list[str], Field(min_length=1)] | list[int] | list[list[int]]
+    prompt: (
+        str
+        | Annotated[list[str], Field(min_length=1)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1)]
+    )
     suffix: str | None = None
     echo: bool | None = None
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
