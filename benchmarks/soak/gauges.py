@@ -1,0 +1,96 @@
+"""What the gateway holds at one moment: memory, file descriptors, TCP connections, in-flight.
+
+Read from /proc for the gateway's whole process tree (its pid and live descendants): VmRSS,
+the entries of /proc/<pid>/fd, and those of its sockets found in /proc/net/tcp{,6}; and from
+its own /metrics, the ``gateway_in_flight_requests`` gauge. Each sample also says how much CPU
+other processes on the machine took since the previous one (``interference.py``).
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.overhead.procs import Server, metric, rss_mb
+from benchmarks.upstream_client.interference import (
+    Snapshot,
+    other_cpu_percent,
+    snapshot,
+    tree_ticks,
+)
+
+LISTEN, CLOSE_WAIT = "0A", "08"  # states in /proc/net/tcp (hex)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The gateway at monotonic time ``at``; ``tcp`` counts its non-listening sockets."""
+
+    at: float
+    rss_mb: float
+    fds: int
+    tcp: int
+    tcp_upstream: int  # of those, connections to the upstream (its pool)
+    close_wait: int  # peers closed, the gateway did not: a leak if it keeps growing
+    in_flight: float
+    others_cpu_pct: float
+
+
+class Gauges:
+    """Samples one gateway; keeps the last CPU snapshot to tell others' share in between."""
+
+    def __init__(self, gateway: Server, upstream_port: int) -> None:
+        self._gateway = gateway
+        self._upstream_port = upstream_port
+        self._last: Snapshot = snapshot(os.getpid())
+
+    def sample(self, at: float) -> Sample:
+        """Blocking (/proc and one HTTP GET): call it in a thread from the event loop."""
+        pids = [self._gateway.pid, *tree_ticks(self._gateway.pid)]
+        fds, sockets = open_fds(pids)
+        states = [(state, remote) for inode, state, remote in tcp_table() if inode in sockets]
+        now = snapshot(os.getpid())
+        others, self._last = other_cpu_percent(self._last, now), now
+        return Sample(
+            at=at,
+            rss_mb=round(rss_mb(self._gateway.pid), 1),
+            fds=fds,
+            tcp=sum(state != LISTEN for state, _ in states),
+            tcp_upstream=sum(remote == self._upstream_port for _, remote in states),
+            close_wait=sum(state == CLOSE_WAIT for state, _ in states),
+            in_flight=metric(self._gateway.url, "gateway_in_flight_requests"),
+            others_cpu_pct=others,
+        )
+
+
+def open_fds(pids: list[int]) -> tuple[int, set[str]]:
+    """How many descriptors ``pids`` hold, and the inodes of their sockets."""
+    count, sockets = 0, set()
+    for pid in pids:
+        try:
+            entries = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:  # the process exited meanwhile
+            continue
+        count += len(entries)
+        for entry in entries:
+            try:
+                target = os.readlink(entry)
+            except OSError:  # closed while we were listing
+                continue
+            if target.startswith("socket:["):
+                sockets.add(target[8:-1])
+    return count, sockets
+
+
+def tcp_table() -> list[tuple[str, str, int]]:
+    """(inode, state, remote port) of every TCP socket in this network namespace."""
+    rows = []
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            rows.append((fields[9], fields[3], remote_port))
+    return rows

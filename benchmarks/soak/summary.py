@@ -1,0 +1,113 @@
+"""From results and samples to the soak report: rows over time, faults, and the verdict.
+
+Pure functions (no I/O), so they are checked without servers. A window's counts are by the time
+a request was due (``sent``) or ended (every outcome); its gauges are those sampled at its end.
+"""
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from benchmarks.soak.gauges import Sample
+from benchmarks.soak.load import Result
+from benchmarks.soak.plan import FAULTS, NO_FAULT
+
+OUTCOMES = ("2xx", "stream_error", "stream_cut", "4xx", "5xx", "client_error", "timeout")
+GAUGES = ("rss_mb", "fds", "tcp", "tcp_upstream", "close_wait", "in_flight", "others_cpu_pct")
+OUTAGE = "upstream down or recovering"
+Span = tuple[float, float]
+
+
+def windows(
+    results: Sequence[Result], ends: Sequence[Sample], start: float, width: float, down: list[Span]
+) -> list[dict[str, Any]]:
+    """One row per window; ``ends[k]`` was sampled at the end of window ``k``."""
+    rows = []
+    for k, sample in enumerate(ends):
+        low, high = start + k * width, start + (k + 1) * width
+        ended = [r for r in results if low <= r.done < high]
+        clean = [r.latency_ms for r in ended if r.outcome == "2xx" and r.fault in NO_FAULT]
+        row: dict[str, Any] = {"t_s": round((k + 1) * width, 1)}
+        due = [r for r in results if low <= r.sent < high]
+        row["sent"] = len(due)
+        row["send_lag_p99_ms"] = percentile([r.lag * 1000.0 for r in due], 99)
+        row |= {name: sum(r.outcome == name for r in ended) for name in OUTCOMES}
+        row |= {"p50_ms": percentile(clean, 50), "p99_ms": percentile(clean, 99)}
+        row["max_ms"] = round(max((r.latency_ms for r in ended), default=0.0), 1)
+        row["upstream_down"] = any(a < high and b > low for a, b in down)
+        rows.append(row | {name: getattr(sample, name) for name in GAUGES})
+    return rows
+
+
+def recoveries(results: Sequence[Result], down: list[Span]) -> list[Span]:
+    """Each outage from the crash until the first clean answer due after the restart."""
+    spans = []
+    for crashed, restarted in down:
+        clean = (r.sent for r in results if r.sent >= restarted and r.outcome == "2xx")
+        spans.append((crashed, min(clean, default=math.inf)))
+    return spans
+
+
+def faults(results: Sequence[Result], outages: list[Span]) -> dict[str, dict[str, Any]]:
+    """Per fault: how its requests ended; those due during an outage (``recoveries``) apart."""
+    expected = {fault.name: fault.expected for fault in FAULTS}
+    groups: dict[str, list[Result]] = {name: [] for name in [*expected, OUTAGE]}
+    for result in results:
+        during = any(a <= result.sent < b for a, b in outages)
+        groups[OUTAGE if during else result.fault].append(result)
+    table = {}
+    for name, group in groups.items():
+        outcomes = Counter(r.outcome for r in group)
+        row: dict[str, Any] = {"sent": len(group), "expected": expected.get(name, "")}
+        row |= {"outcomes": {o: outcomes[o] for o in OUTCOMES if outcomes[o]}}
+        row["as_expected"] = outcomes[row["expected"]] if row["expected"] else None
+        table[name] = row | {"errors": dict(Counter(r.detail for r in group if r.detail))}
+    return table
+
+
+def verdict(
+    results: Sequence[Result], rows: Sequence[dict[str, Any]], before: Sample, after: Sample
+) -> dict[str, Any]:
+    """Growth from the first to the last quarter, what is left after the load, stuck requests."""
+    quarter = max(len(rows) // 4, 1)
+    first, last = rows[:quarter], rows[-quarter:]
+    rss_first, rss_last = mean(first, "rss_mb"), mean(last, "rss_mb")
+    outcomes = Counter(r.outcome for r in results)
+    return {
+        "requests": len(results),
+        "outcomes": {name: outcomes[name] for name in OUTCOMES},
+        "rss_first_quarter_mb": rss_first,
+        "rss_last_quarter_mb": rss_last,
+        "rss_growth_mb": round(rss_last - rss_first, 1),
+        "rss_growth_pct": round(100.0 * (rss_last - rss_first) / rss_first, 1),
+        "rss_peak_mb": max(row["rss_mb"] for row in rows),
+        "fds_first_quarter": mean(first, "fds"),
+        "fds_last_quarter": mean(last, "fds"),
+        "fd_growth": round(mean(last, "fds") - mean(first, "fds"), 1),
+        # Descriptors that are not TCP connections (files, pipes, the listener): a leak of
+        # those cannot hide behind a client's keep-alive pool that grew at a busy moment.
+        "non_tcp_fds_first_quarter": round(mean(first, "fds") - mean(first, "tcp"), 1),
+        "non_tcp_fds_last_quarter": round(mean(last, "fds") - mean(last, "tcp"), 1),
+        "before_load": asdict(before),
+        "after_load": asdict(after),
+        "in_flight_after_load": after.in_flight,
+        "stuck_requests": outcomes["timeout"],
+        "dropped_connections": outcomes["client_error"],
+        "passed": outcomes["timeout"] == 0 and after.in_flight == 0,
+    }
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile, in ms rounded to 0.1; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(math.ceil(pct / 100.0 * len(ordered)) - 1, 0)
+    return round(ordered[rank], 1)
+
+
+def mean(rows: Sequence[dict[str, Any]], key: str) -> float:
+    return round(statistics.fmean(row[key] for row in rows), 1)
