@@ -91,25 +91,18 @@ class OpenAIHTTPBackend:
         return self._events(response, served, request.public_model)
 
     async def _post_and_read(self, request: UpstreamRequest, body: bytes) -> bytes:
-        try:
-            async with self._session.post(
-                self._base + request.route.path, data=body, headers=self._request_headers(request)
-            ) as response:
+        response = await self._send(request, body)
+        async with response:
+            try:
                 data = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._transport_error(exc) from exc
-        if status >= 400:
-            raise self._status_error(status, data)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._transport_error(exc) from exc
+        if response.status >= 400:
+            raise self._status_error(response.status, data)
         return data
 
     async def _open_stream(self, request: UpstreamRequest, body: bytes) -> aiohttp.ClientResponse:
-        try:
-            response = await self._session.post(
-                self._base + request.route.path, data=body, headers=self._request_headers(request)
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._transport_error(exc) from exc
+        response = await self._send(request, body)
         if response.status >= 400:
             try:
                 data = await response.read()
@@ -120,9 +113,19 @@ class OpenAIHTTPBackend:
             raise self._status_error(response.status, data)
         return response
 
+    async def _send(self, request: UpstreamRequest, body: bytes) -> aiohttp.ClientResponse:
+        """Sends the request and reads the answer's status line and headers, nothing more."""
+        try:
+            return await self._session.post(
+                self._base + request.route.path, data=body, headers=self._request_headers(request)
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._transport_error(exc, before_answer=True) from exc
+
     def _retrying(self) -> AsyncRetrying:
-        """Retries only what is safe: a refused connection (nothing was sent) or an engine's
-        503 (nothing was generated); bounded, with jittered backoff."""
+        """Retries only what is safe: a refused connection (nothing was sent), a connection
+        dropped before the status line (nothing came back), or an engine's 503 (nothing was
+        generated); bounded, with jittered backoff."""
         return AsyncRetrying(
             stop=stop_after_attempt(1 + self._settings.retries),
             wait=wait_random_exponential(multiplier=0.05, max=1.0),
@@ -208,14 +211,20 @@ class OpenAIHTTPBackend:
             else:
                 response.close()
 
-    def _transport_error(self, exc: BaseException) -> GatewayError:
+    def _transport_error(self, exc: BaseException, before_answer: bool = False) -> GatewayError:
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
             return BackendTimeout(f"backend '{self.name}' did not answer in time")
         if isinstance(exc, aiohttp.ClientConnectorError):
             unreachable = BackendUnavailable(f"backend '{self.name}' is unreachable")
             unreachable.retryable = True
             return unreachable
-        return BackendProtocolError(f"backend '{self.name}' broke the connection")
+        broken = BackendProtocolError(f"backend '{self.name}' broke the connection")
+        # Closed or reset before the status line (an engine restarting, a stale pooled
+        # connection): no byte of an answer exists, so sending the request again is safe.
+        broken.retryable = before_answer and isinstance(
+            exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError
+        )
+        return broken
 
     def _status_error(self, status: int, data: bytes) -> GatewayError:
         message, error_type, param, code = _parse_error(data)

@@ -27,8 +27,14 @@ class BackendSettingsBase(BaseModel):
     queue_timeout: float = Field(
         default=1.0, ge=0, description="Longest wait for a free slot; then 429 with Retry-After."
     )
+    max_queue: int = Field(
+        default=256, ge=0, description="Most requests waiting for a slot; more get 429 at once."
+    )
     retries: int = Field(
-        default=2, ge=0, le=10, description="Extra attempts after a refused connection or a 503."
+        default=2,
+        ge=0,
+        le=10,
+        description="Extra attempts when refused, dropped before any answer byte, or a 503.",
     )
     circuit_failures: int = Field(
         default=5, ge=1, description="Consecutive engine failures that open the circuit."

@@ -69,7 +69,11 @@ async def until_disconnect(work: Awaitable[T], receive: Receive) -> T:
     try:
         await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
+        # Shutdown's deadline or a reload cancelled us: end the work before the caller's
+        # cleanup runs (closing a generator the work is still iterating would raise).
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
         raise
     finally:
         if not watcher.done():

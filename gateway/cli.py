@@ -127,6 +127,7 @@ def serve_forever(settings: Settings) -> int:
     )
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
     # that was there before it started; a no-op one lets `gateway serve` exit 0 once drained.
+    # Requests still running `shutdown_timeout` seconds after SIGTERM are cut (every worker).
     signal.signal(signal.SIGTERM, lambda *_: None)
     if settings.workers > 1:
         # Each worker process builds its own app (and pools) from the same environment.
@@ -140,6 +141,7 @@ def serve_forever(settings: Settings) -> int:
             http="httptools",
             access_log=False,
             log_level=settings.log_level,
+            timeout_graceful_shutdown=settings.shutdown_timeout,
         )
         return 0
     from gateway.app import create_app
@@ -152,6 +154,7 @@ def serve_forever(settings: Settings) -> int:
         http="httptools",
         access_log=False,
         log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     return 0
 

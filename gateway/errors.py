@@ -4,7 +4,8 @@
     ├── InvalidRequest (400 invalid_request_error)
     │   ├── MalformedJSON (400)
     │   ├── UnsupportedParameter (400: the backend cannot honour a field)
-    │   └── BodyTooLarge (413)
+    │   ├── BodyTooLarge (413)
+    │   └── MethodNotAllowed (405: a hot route asked with another method than POST)
     ├── AuthenticationFailed (401)
     ├── NotFound (404: unknown model or route)
     ├── UpstreamRejected (the upstream's own 4xx, passed through)
@@ -85,6 +86,17 @@ class UnsupportedParameter(InvalidRequest):
 class BodyTooLarge(InvalidRequest):
     status = 413
     default_code = "request_too_large"
+
+
+class MethodNotAllowed(InvalidRequest):
+    """Carries the `Allow` header a 405 must have; `code` is null, as in OpenAI's answer."""
+
+    status = 405
+
+    def __init__(self, method: str, path: str, allow: str = "POST") -> None:
+        super().__init__(
+            f"Invalid method for URL ({method} {path}); use {allow}", headers={"Allow": allow}
+        )
 
 
 class AuthenticationFailed(GatewayError):

@@ -1,5 +1,6 @@
-"""Per-backend protection: admission (a bounded in-flight limit and a bounded wait) and a
-circuit breaker, wrapped around any adapter so every engine gets the same rules.
+"""Per-backend protection: admission (a bounded in-flight limit, and a bounded wait for a
+bounded number of waiters) and a circuit breaker, wrapped around any adapter so every engine
+gets the same rules.
 
     closed --(`failures` consecutive failures, or a failed readiness probe)--> open
     open --(after `cooldown` seconds)--> half-open: one request probes the engine
@@ -73,6 +74,11 @@ class Circuit:
         if self._opened_at is not None or self._failures >= self._threshold:
             self._opened_at = self._clock()
 
+    def abandon(self) -> None:
+        """The request let through never got an answer (refused by admission, or its client
+        left): it proves nothing, so the next request may probe instead."""
+        self._probing = False
+
     def trip(self) -> None:
         """A readiness probe failed: open now."""
         self._opened_at = self._clock()
@@ -88,12 +94,16 @@ class Guarded:
         max_concurrency: int,
         queue_timeout: float,
         circuit: Circuit,
+        *,
+        max_queue: int,
     ) -> None:
         self.inner = backend
         self.name = backend.name
         self.circuit = circuit
         self._slots = asyncio.Semaphore(max_concurrency)
         self._queue_timeout = queue_timeout
+        self._max_queue = max_queue
+        self._waiting = 0
 
     def available(self) -> bool:
         return self.circuit.state != "open"
@@ -107,6 +117,9 @@ class Guarded:
             raise
         except GatewayError:
             self.circuit.succeeded()  # the engine answered: the request was at fault
+            raise
+        except BaseException:  # cancelled: the client left
+            self.circuit.abandon()
             raise
         finally:
             self._slots.release()
@@ -123,6 +136,8 @@ class Guarded:
                 self.circuit.failed()
             elif isinstance(exc, GatewayError):
                 self.circuit.succeeded()
+            else:
+                self.circuit.abandon()
             raise
         return self._relay(events)
 
@@ -144,13 +159,30 @@ class Guarded:
                 code="circuit_open",
                 headers={"Retry-After": f"{self.circuit.retry_after():.0f}"},
             )
+        if not self._slots.locked():
+            await self._slots.acquire()  # a free slot: taken without suspending
+            return
+        # Each waiter holds its request body: counting them bounds memory under a flood.
+        if self._waiting >= self._max_queue:
+            self.circuit.abandon()
+            raise self._overloaded()
+        self._waiting += 1
         try:
             await asyncio.wait_for(self._slots.acquire(), self._queue_timeout)
         except TimeoutError:
-            raise Overloaded(
-                f"backend '{self.name}' is at its concurrency limit; retry shortly",
-                headers={"Retry-After": "1"},
-            ) from None
+            self.circuit.abandon()
+            raise self._overloaded() from None
+        except BaseException:
+            self.circuit.abandon()
+            raise
+        finally:
+            self._waiting -= 1
+
+    def _overloaded(self) -> Overloaded:
+        return Overloaded(
+            f"backend '{self.name}' is at its concurrency limit; retry shortly",
+            headers={"Retry-After": "1"},
+        )
 
     async def _relay(self, events: EventStream) -> AsyncGenerator[bytes, None]:
         """Holds the slot until the stream ends; a failure mid-stream counts against the engine."""
@@ -159,6 +191,9 @@ class Guarded:
                 yield chunk
         except ENGINE_FAILURES:
             self.circuit.failed()
+            raise
+        except BaseException:  # the client left mid-stream: no verdict on the engine
+            self.circuit.abandon()
             raise
         else:
             self.circuit.succeeded()

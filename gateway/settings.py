@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `gateway serve` binds.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port `gateway serve` binds.")
     workers: int = Field(default=1, ge=1, description="Worker processes (one per core).")
+    shutdown_timeout: int = Field(
+        default=30, gt=0, description="Seconds after SIGTERM for in-flight requests to finish."
+    )
     max_body_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="Largest request body accepted."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,16 @@ from tests.support.servers import ThreadedServer
 Fake = tuple[FakeUpstream, ThreadedServer]
 
 
+def until_ready(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+
+
 @pytest.fixture
 def served(fake_upstream: Fake) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = free_port()
@@ -39,13 +50,7 @@ def served(fake_upstream: Fake) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        until_ready(url)
         yield url, process
     finally:
         if process.poll() is None:
@@ -113,13 +118,7 @@ def test_sigterm_under_load_answers_everything_and_drains_records(
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        until_ready(url)
         body = {"model": MODEL, "messages": [{"role": "user", "content": "slow:1.0"}]}
 
         def one(_: int) -> int:
@@ -145,3 +144,92 @@ def test_sigterm_under_load_answers_everything_and_drains_records(
     with sqlite3.connect(store) as db:
         (count,) = db.execute("SELECT count(*) FROM pairs WHERE kind = 'shadow'").fetchone()
     assert count == 40
+
+
+@contextlib.contextmanager
+def shadowed_gateway(
+    upstream: str, store: Path, *args: str, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`gateway serve` mirroring every request to a shadow, both backends on `upstream`."""
+    port = free_port()
+    backends = {
+        "main": {"kind": "vllm", "url": upstream},
+        "cand": {"kind": "vllm", "url": upstream},
+    }
+    environment = {
+        **os.environ, "GATEWAY_BACKENDS": json.dumps(backends), "GATEWAY_PRIMARY": "main",
+        "GATEWAY_SHADOW": "cand", "GATEWAY_SHADOW_RATE": "1", "GATEWAY_NOISE_RATE": "0",
+        "GATEWAY_RECORDS_URL": f"sqlite:///{store}", **env,
+    }  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port), *args],
+        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        until_ready(url)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def chat(cue: str, stream: bool = True) -> dict[str, object]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": cue}], "stream": stream}
+
+
+def shadow_pairs(store: Path) -> list[int]:
+    """The primary's status in each stored shadow pair."""
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        rows = db.execute("SELECT primary_status FROM pairs WHERE kind = 'shadow'").fetchall()
+    return sorted(status for (status,) in rows)
+
+
+def test_sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections(
+    fake_upstream: Fake, tmp_path: Path
+) -> None:
+    store = tmp_path / "pairs.db"
+    with shadowed_gateway(fake_upstream[1].url, store) as (url, process):
+        route = url + "/v1/chat/completions"
+        with httpx.stream("POST", route, json=chat("long:300"), timeout=30) as response:
+            events = (line for line in response.iter_lines() if line)
+            assert next(events).startswith("data: {")  # the stream is under way (3 s more)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            with pytest.raises(httpx.ConnectError):  # no new connection is accepted
+                httpx.get(url + "/health")
+            rest = list(events)
+        assert len(rest) > 300
+        assert rest[-1] == "data: [DONE]"
+        assert process.wait(timeout=30) == 0
+    assert shadow_pairs(store) == [200]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_cuts_a_stream_at_the_deadline_exits_0_and_stores_the_records(
+    fake_upstream: Fake, tmp_path: Path, workers: str
+) -> None:
+    store = tmp_path / "pairs.db"
+    with shadowed_gateway(
+        fake_upstream[1].url, store, "--workers", workers,
+        GATEWAY_SHUTDOWN_TIMEOUT="2", GATEWAY_SHADOW_TIMEOUT="1",
+    ) as (url, process):  # fmt: skip
+        route = url + "/v1/chat/completions"
+        for _ in range(3):
+            assert httpx.post(route, json=chat("hello", stream=False)).status_code == 200
+        with httpx.stream("POST", route, json=chat("long:6000"), timeout=30) as response:
+            events = (line for line in response.iter_lines() if line)
+            assert next(events).startswith("data: {")  # a minute of stream ahead
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            with pytest.raises(httpx.RemoteProtocolError):  # cut: the chunked body never ends
+                list(events)
+        assert 1.5 < time.monotonic() - signalled < 4.0
+        assert process.wait(timeout=10) == 0
+        assert time.monotonic() - signalled < 2 + 5
+    # Every pair accepted before the exit is stored: three answered, and the cut stream's.
+    statuses = shadow_pairs(store)
+    assert len(statuses) == 4
+    assert statuses[:3] == [200, 200, 200]
+    assert statuses[3] != 200

@@ -128,3 +128,81 @@ def test_open_circuit_without_fallback_fails_fast_with_retry_after(fake_upstream
         assert refused.json()["error"]["code"] == "circuit_open"
         assert int(refused.headers["retry-after"]) >= 1
         assert fake_upstream[0].calls == calls  # the engine was left alone
+
+
+def test_waiters_beyond_max_queue_get_429_at_once(fake_upstream: Fake) -> None:
+    """One in flight, one waiting: a third request is refused without waiting, so a flood
+    costs no memory; the waiter is still served when the slot frees."""
+    settings = Settings(
+        backends={"main": VllmSettings(url=fake_upstream[1].url, model=MODEL, max_concurrency=1,
+                                       max_queue=1, queue_timeout=10)},
+        primary="main", probe_interval=0, records_url="sqlite:///:memory:",
+    )  # fmt: skip
+    fake = fake_upstream[0]
+    with ThreadedServer(create_app(settings)) as server, ThreadPoolExecutor(2) as pool:
+        before = fake.calls
+        running = pool.submit(chat, server.url, "slow:1.5")
+        while fake.calls == before:  # it holds the one slot
+            time.sleep(0.01)
+        waiting = pool.submit(chat, server.url, "hello")
+        time.sleep(0.3)  # it is queued behind the slow one
+        started = time.monotonic()
+        refused = chat(server.url, "hello")
+        assert time.monotonic() - started < 0.5  # not after queue_timeout
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert running.result().status_code == 200
+        assert waiting.result().status_code == 200
+
+
+def test_a_probe_that_never_gets_an_answer_lets_the_next_request_probe() -> None:
+    """A half-open probe refused by admission or abandoned by its client proves nothing: the
+    circuit must not wait forever for its verdict."""
+    import asyncio
+
+    from backends.base import Completion, Health, Route, UpstreamRequest
+    from gateway.guard import Guarded
+
+    class Hanging:
+        name = "hanging"
+
+        async def complete(self, request: UpstreamRequest) -> Completion:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        async def stream(self, request: UpstreamRequest) -> object:
+            raise AssertionError("not used")
+
+        async def health(self) -> Health:
+            return Health(True)
+
+        async def close(self) -> None:
+            return None
+
+    async def scenario() -> None:
+        clock = Clock()
+        circuit = Circuit(failures=1, cooldown=5, clock=clock)
+        guarded = Guarded(Hanging(), 1, 0.01, circuit, max_queue=0)  # type: ignore[arg-type]
+        request = UpstreamRequest(Route.CHAT, b"{}", {}, "m", "id", False)
+        circuit.failed()
+        clock.now += 5  # half-open
+        probe = asyncio.ensure_future(guarded.complete(request))
+        await asyncio.sleep(0)
+        assert not circuit.allow()  # the probe is out
+        probe.cancel()  # its client left
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        assert circuit.allow()  # another request may probe
+        circuit.abandon()
+        holder = asyncio.ensure_future(guarded.complete(request))  # takes the only slot
+        await asyncio.sleep(0)
+        circuit.abandon()
+        with pytest.raises(Exception, match="concurrency limit"):
+            await guarded.complete(request)  # admitted by the circuit, refused by the queue
+        assert circuit.allow()
+        holder.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await holder
+
+    asyncio.run(scenario())

@@ -3,12 +3,16 @@
 The last user message (or the prompt) picks the behaviour: `hang`, `slow:<seconds>`,
 `status:<code>`, `garbage`, `stall-after-headers`, `malformed-sse`, `reset-mid-stream`;
 anything else gets a normal answer. Real-engine behaviour is tested against real vLLM.
+`DroppingUpstream` is a raw TCP server for what ASGI cannot do: hang up before any answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
+import threading
 from typing import Any
 
 import orjson
@@ -147,3 +151,59 @@ async def _send(send: Any, status: int, body: bytes) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+_MODELS = orjson.dumps({"object": "list", "data": [{"id": MODEL}]})
+_MODELS_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+_MODELS_ANSWER += b"content-length: %d\r\n\r\n%s" % (len(_MODELS), _MODELS)
+
+
+class DroppingUpstream:
+    """Reads each POST whole and hangs up without a byte of answer: an engine that crashed or
+    restarted. `posts` counts them; `reset=True` hangs up with a TCP reset. GETs (health,
+    models) are answered, so the gateway starts with the backend ready."""
+
+    def __init__(self, reset: bool = False) -> None:
+        self.posts = 0
+        self.url = ""
+        self._reset = reset
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    def __enter__(self) -> DroppingUpstream:
+        self._thread.start()
+        start = asyncio.start_server(self._drop, "127.0.0.1", 0)
+        self._server = asyncio.run_coroutine_threadsafe(start, self._loop).result(10)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _drop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.lower().split(b"\r\n"):
+                if line.startswith(b"content-length:"):
+                    length = int(line.partition(b":")[2])
+            await reader.readexactly(length)
+            if not head.startswith(b"POST "):
+                writer.write(_MODELS_ANSWER)
+                await writer.drain()
+            self.posts += head.startswith(b"POST ")
+        if self._reset:  # SO_LINGER with a zero timeout: close() sends RST instead of FIN
+            linger = struct.pack("ii", 1, 0)
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()

@@ -1,0 +1,141 @@
+"""Smoke runs of every benchmark in its quickest mode: they start, measure and report.
+
+No thresholds: the numbers come from full runs on a quiet machine (benchmarks/README.md). Each
+test checks that the report is well formed and has every row, so a benchmark cannot silently rot.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from gateway.devstack.vllm_engine import VllmEngine
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "benchmarks"
+GUIDELLM = shutil.which("guidellm") or str(ROOT / ".venv-bench" / "bin" / "guidellm")
+
+
+
+@pytest.fixture(scope="module")
+def load_tools() -> None:
+    """nginx, wrk and taskset drive the benchmarks; missing, the smoke fails, never skips."""
+    missing = [tool for tool in ("nginx", "wrk", "taskset") if shutil.which(tool) is None]
+    if missing:  # pragma: no cover - the message is the point
+        pytest.fail(f"missing {', '.join(missing)}: ./dev test installs them")
+
+
+def run(script: Path, *args: str, timeout: float = 180) -> None:
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{script.name} failed:\n{done.stdout}\n{done.stderr[-4000:]}"
+
+
+def numbers(row: dict[str, Any], *keys: str) -> bool:
+    return all(isinstance(row[key], int | float) for key in keys)
+
+
+@pytest.mark.usefixtures("load_tools")
+def test_upstream_client(tmp_path: Path) -> None:
+    out = tmp_path / "upstream_client.json"
+    run(
+        BENCH / "upstream_client" / "run.py",
+        "--duration",
+        "1",
+        "--retries",
+        "0",
+        "--json",
+        str(out),
+    )
+    report = json.loads(out.read_text())
+    assert len(report["results"]) == 4
+    for path in report["results"]:
+        assert [r["connections"] for r in path["runs"]] == [1, 16, 64]
+        assert all(numbers(r, "rps", "p50_ms", "p99_ms", "other_cpu_pct") for r in path["runs"])
+        assert all(r["errors"] == 0 for r in path["runs"])
+
+
+@pytest.mark.usefixtures("load_tools")
+def test_overhead(tmp_path: Path) -> None:
+    out, plot = tmp_path / "overhead.json", tmp_path / "overhead.svg"
+    run(BENCH / "overhead" / "run.py", "--quick", "--json", str(out), "--plot", str(plot))
+    report = json.loads(out.read_text())
+    rows = {(p["scenario"], p["path"], p["concurrency"]): p for p in report["points"]}
+    paths = ("direct", "nginx", "raw ASGI + aiohttp", "gateway")
+    expected = [("http", path, c) for path in paths for c in (1, 16, 64, 256)]
+    expected += [("stream", path, n) for path in ("direct", "nginx", "gateway") for n in (1, 100)]
+    expected += [
+        ("shadow", "gateway, shadow 100%", 64),
+        ("workers", "gateway, 2 workers on cores 0+1", 64),
+    ]
+    assert sorted(rows) == sorted(expected)
+    for key in expected:
+        row = rows[key]
+        assert row["errors"] == 0, key
+        if key[0] == "stream":
+            assert row["streams"] > 0, key
+            assert row["short_streams"] == 0, key
+            assert numbers(row, "ttft_p50_ms", "gap_p50_ms", "gap_p99_ms", "client_cpu_pct"), key
+        else:
+            assert numbers(row, "rps", "p50_ms", "p99_ms"), key
+    assert rows[("stream", "gateway", 100)]["rss_mb"] > 0
+    assert rows[("shadow", "gateway, shadow 100%", 64)]["extra"]["sampled"] > 0
+    assert len(report["summary"]["targets"]) == 7
+    assert report["machine"]["nproc"] >= 1
+    assert ET.fromstring(plot.read_text()).tag.endswith("svg")  # noqa: S314  (our own file)
+
+
+def test_hot_path_steps_are_recognised() -> None:
+    from benchmarks.overhead.stacks import Frame, breakdown, classify, parse_collapsed
+
+    loop = Frame("Runner.run", "asyncio/runners.py", 118)
+    watcher = [loop, Frame("RequestResponseCycle.receive", "uvicorn/protocols/http/x.py", 574)]
+    body = [loop, Frame("read_body", "gateway/asgi.py", 35), watcher[1]]
+    assert classify(watcher).startswith("disconnect watcher")
+    assert classify(body).startswith("body read")
+    assert classify([loop]).startswith("event loop")
+    assert classify([]).startswith("unresolved")
+    line = "a (gateway/app.py:82);parse_body (gateway/parsing.py:25) 7\n"
+    assert breakdown(parse_collapsed([line])) == {"orjson parse of the request (parse_body)": 7}
+
+
+def test_guidellm_reports_are_compared() -> None:
+    from benchmarks.llm_clients.summary import added_median, describe, pooled
+
+    def report(ttft: float) -> dict[str, Any]:
+        ok = {"time_to_first_token_ms": ttft, "inter_token_latency_ms": 2.0,
+              "request_latency": 0.1, "info": {"timings": {"token_iterations": 8}}}  # fmt: skip
+        return {"benchmarks": [{"requests": {"successful": [ok] * 5, "errored": [{}]}}]}
+
+    values, failed = pooled([report(10.0), report(12.0)])
+    assert failed == 2
+    assert len(values["ttft_ms"]) == 10
+    assert describe(values)["latency_ms_p50"] == 100.0
+    added = added_median(pooled([report(11.5)])[0]["ttft_ms"], values["ttft_ms"])
+    assert added is not None
+    assert added["ci_low"] <= added["added"] <= added["ci_high"]
+
+
+def test_llm_clients(vllm_engine: VllmEngine, tmp_path: Path) -> None:
+    if not Path(GUIDELLM).exists():  # pragma: no cover - the message is the point
+        pytest.fail("guidellm is missing: ./dev test installs it into .venv-bench")
+    out = tmp_path / "llm_clients.json"
+    args = ["--quick", "--engine-url", vllm_engine.url, "--guidellm", GUIDELLM, "--json", str(out)]
+    run(BENCH / "llm_clients" / "run.py", *args, timeout=300)
+    report = json.loads(out.read_text())
+    assert list(report["targets"]) == ["direct to vLLM", "through the gateway"]
+    for row in report["targets"].values():
+        assert row["requests"] > 0
+        assert row["failed"] == 0
+        assert numbers(row, "ttft_ms_p50", "itl_ms_p50")
+    assert set(report["added"]) >= {"ttft_ms", "itl_ms"}
