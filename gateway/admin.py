@@ -129,10 +129,11 @@ def build_admin(gateway: Gateway) -> FastAPI:
     @app.post("/admin/reload")
     async def reload(request: Request) -> JSONResponse:
         """Re-reads the configuration (environment and `.env`), as SIGHUP does; in-flight
-        requests finish on the configuration they started with."""
+        requests finish on the configuration they started with. A refused reload answers
+        400 (bad setting or task file) or 500 (a backend cannot be built) with the reason,
+        and the running configuration keeps serving."""
         check_admin(gateway.settings.admin_token, request.headers.get("authorization"))
-        if not await gateway.reload():
-            raise InvalidRequest("the new configuration is invalid; the running one is kept")
+        await gateway.reload()  # its GatewayError is rendered by `_gateway_error`
         return JSONResponse({"status": "reloaded", "primary": gateway.settings.primary})
 
     return app

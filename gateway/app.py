@@ -18,16 +18,20 @@ from time import perf_counter
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from backends import registry
 from backends.base import Route
+from backends.registry import BackendSettings
 from gateway.admin import build_admin
 from gateway.asgi import Message, Receive, Scope, Send, request_id_from
 from gateway.auth import KeyCheck
+from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed
 from gateway.guard import Circuit, Guarded
 from gateway.metrics import Metrics
 from gateway.proxy import Proxy
 from gateway.records import Recorder, open_store
+from gateway.relay import Exchange, frames, send_error
 from gateway.routing import Router
 from gateway.settings import Settings, describe_errors
 from gateway.shadow import ShadowConfig, ShadowLeg
@@ -80,8 +84,11 @@ class Gateway:
         kind = scope["type"]
         if kind == "http":
             route = HOT_ROUTES.get(scope["path"])
-            if route is not None and scope["method"] == "POST":
-                await self.runtime().proxy(route, scope, receive, send)
+            if route is not None:
+                if scope["method"] == "POST":
+                    await self.runtime().proxy(route, scope, receive, send)
+                else:
+                    await _wrong_method(route, scope, send)
                 return
             await self.admin(scope, receive, _with_gateway_headers(scope, send))
         elif kind == "lifespan":
@@ -90,11 +97,11 @@ class Gateway:
             await self.admin(scope, receive, send)
 
     async def start(self) -> None:
-        self._runtime = await self._build(self.settings)
+        self._runtime = await self._build(self.settings, self.keys, self.tasks)
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             # Only the main thread may own signals; tests run the app in other threads.
             asyncio.get_running_loop().add_signal_handler(
-                signal.SIGHUP, lambda: self._in_background(self.reload())
+                signal.SIGHUP, lambda: self._in_background(self._reload_quietly())
             )
 
     async def stop(self) -> None:
@@ -104,39 +111,62 @@ class Gateway:
             self._runtime = None
         await self.recorder.close()
 
-    async def reload(self) -> bool:
+    async def reload(self) -> None:
         """Re-reads the configuration (environment and .env) and swaps it in without dropping
-        in-flight requests. A bad configuration is logged and the running one kept."""
+        in-flight requests.
+
+        Everything new is built before anything is swapped. When something cannot be, the
+        running configuration keeps serving and this raises, with the reason (logged too):
+        `InvalidRequest` (400) for a bad setting or task file, `GatewayError` (500) for a
+        backend that cannot be built.
+        """
+        settings, keys, tasks = _read_configuration()
         try:
-            settings = Settings()
-        except ValidationError as exc:
-            log.error("reload refused, configuration invalid:\n%s", describe_errors(exc))
-            return False
+            runtime = await self._build(settings, keys, tasks)
+        except GatewayError as exc:
+            raise _refused(GatewayError, exc.message) from None
         old = self._runtime
-        self.keys = KeyCheck(settings.key_digests())
-        self.tasks = enabled_tasks(settings)
-        self.settings = settings
-        self._runtime = await self._build(settings)
+        self.settings, self.keys, self.tasks, self._runtime = settings, keys, tasks, runtime
         log.info("configuration reloaded: primary %s", settings.primary)
         if old is not None:
             self._in_background(self._retire(old, wait_idle=True))
-        return True
+
+    async def _reload_quietly(self) -> None:
+        with contextlib.suppress(GatewayError):  # refused: logged, and the old one serves
+            await self.reload()
 
     def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(work)
         self._background.add(task)  # a reference, so the task is not collected mid-flight
         task.add_done_callback(self._background.discard)
 
-    async def _build(self, settings: Settings) -> Runtime:
-        backends = {
-            name: Guarded(
-                registry.create(name, config),
-                config.max_concurrency,
-                config.queue_timeout,
-                Circuit(config.circuit_failures, config.circuit_cooldown),
-            )
-            for name, config in settings.backends.items()
-        }
+    async def _build(self, settings: Settings, keys: KeyCheck, tasks: dict[str, Task]) -> Runtime:
+        """Everything one configuration serves with; `GatewayError` (500) naming the part that
+        cannot be built, after closing the backends built by then."""
+        backends: dict[str, Guarded] = {}
+        try:
+            for name, config in settings.backends.items():
+                backends[name] = _guarded(name, config)
+            return await self._assemble(settings, keys, tasks, backends)
+        except Exception as exc:
+            for backend in backends.values():
+                with contextlib.suppress(Exception):
+                    await backend.close()
+            broken = [name for name in settings.backends if name not in backends]
+            part = f"backend '{broken[0]}'" if broken else "the runtime"
+            # The type, not the message: an adapter's message may quote a URL with a password.
+            log.error("%s cannot be built: %s\n%s", part, type(exc).__name__, frames(exc))
+            raise GatewayError(
+                f"{part} cannot be built ({type(exc).__name__})", code="configuration_failed"
+            ) from None
+
+    async def _assemble(
+        self,
+        settings: Settings,
+        keys: KeyCheck,
+        tasks: dict[str, Task],
+        backends: dict[str, Guarded],
+    ) -> Runtime:
         router = Router(settings, backends)
         names = list(backends)
         for name, health in zip(
@@ -149,10 +179,11 @@ class Gateway:
             shadow = ShadowLeg(
                 router.primary, backends[settings.shadow], shadow_config(settings),
                 self.recorder, self.metrics,
+                task_schemas={alias: task.schema for alias, task in tasks.items()},
             )  # fmt: skip
-        proxy = Proxy(router, self.keys, self.metrics, settings.max_body_bytes, self.tasks, shadow)
+        proxy = Proxy(router, keys, self.metrics, settings.max_body_bytes, tasks, shadow)
         runtime = Runtime(
-            settings, backends, router, proxy, self.keys, self.metrics, int(time.time()), shadow
+            settings, backends, router, proxy, keys, self.metrics, int(time.time()), shadow
         )
         if settings.probe_interval > 0:
             runtime.prober = asyncio.create_task(_probe(backends, settings.probe_interval))
@@ -198,6 +229,13 @@ def enabled_tasks(settings: Settings) -> dict[str, Task]:
     return tasks
 
 
+async def _wrong_method(route: Route, scope: Scope, send: Send) -> None:
+    """The hot routes take POST only: 405 with `Allow: POST`, in OpenAI's error format."""
+    request_id = dict(scope["headers"]).get(b"x-request-id")
+    exchange = Exchange(route, request_id_from(request_id), perf_counter())
+    await send_error(send, exchange, MethodNotAllowed(scope["method"], route.path))
+
+
 def _with_gateway_headers(scope: Scope, send: Send) -> Send:
     """Adds the gateway's headers to answers that FastAPI produces."""
     started = perf_counter()
@@ -219,6 +257,40 @@ def _with_gateway_headers(scope: Scope, send: Send) -> Send:
         await send(message)
 
     return wrapped
+
+
+def _guarded(name: str, config: BackendSettings) -> Guarded:
+    return Guarded(
+        registry.create(name, config),
+        config.max_concurrency,
+        config.queue_timeout,
+        Circuit(config.circuit_failures, config.circuit_cooldown),
+        max_queue=config.max_queue,
+    )
+
+
+def _read_configuration() -> tuple[Settings, KeyCheck, dict[str, Task]]:
+    """The settings, keys and tasks a reload would serve; `InvalidRequest` saying what is wrong
+    (messages that could quote a value, such as a key, are reduced to their type)."""
+    try:
+        settings = Settings()
+        tasks = enabled_tasks(settings)
+    except ValidationError as exc:
+        raise _refused(InvalidRequest, describe_errors(exc).replace("\n", "; ")) from None
+    except (SettingsError, TaskConfigError) as exc:  # their messages quote no values
+        raise _refused(InvalidRequest, str(exc)) from None
+    try:
+        keys = KeyCheck(settings.key_digests())
+    except (OSError, ValueError) as exc:
+        reason = f"the API keys cannot be read ({type(exc).__name__})"
+        raise _refused(InvalidRequest, reason) from None
+    return settings, keys, tasks
+
+
+def _refused(error: type[GatewayError], reason: str) -> GatewayError:
+    message = f"reload refused, the running configuration is kept: {reason}"
+    log.error("%s", message)
+    return error(message, code="reload_refused")
 
 
 def create_app(settings: Settings | None = None) -> Gateway:

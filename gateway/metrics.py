@@ -76,15 +76,18 @@ class Metrics:
         )
         self.shadow_failed = Counter(
             "gateway_shadow_failed",
-            "Shadow or noise calls that failed (error, timeout).",
+            "Shadow or noise calls that failed (error, timeout, unreadable answer).",
             registry=self.registry,
         )
         self.shadow_agreement = Counter(
             "gateway_shadow_agreement",
-            "Completed pairs whose answers are identical (agree) or not (disagree).",
+            "Compared shadow pairs whose answers are identical (agree) or not (disagree); "
+            "pairs with a failed leg or a parity flag are left out, as in the report.",
             ["result"],
             registry=self.registry,
         )
+        for result in ("agree", "disagree"):  # both series from the start, so rates start at 0
+            self.shadow_agreement.labels(result)
 
     def observe(
         self, backend: str, route: str, status: int, seconds: float, overhead: float

@@ -1,12 +1,13 @@
 """Shadow traffic: sampled requests mirrored to a candidate backend, off the hot path.
 
 The client's answer never waits for, nor depends on, the candidate: the hot path only decides
-to sample (a random draw), checks admission (two integer comparisons) and starts a task. That
+to sample (a random draw), checks admission (one integer comparison) and starts a task. That
 task calls the candidate with the same body, in the same streaming mode, waits for the
 primary's outcome, which the proxy hands over when the client's answer is done, and records
 the pair. A fraction of sampled requests also goes to the primary a second time: the noise
 floor. The leg is bounded: at most `max_in_flight` calls run, `queue` more wait, the rest are
-dropped and counted; each call has its own timeout.
+dropped and counted; each call has its own timeout. Admission is counted when `mirror` returns,
+not when the task first runs, so a burst of requests cannot overfill the queue.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 from backends.base import Backend, UpstreamRequest
 from gateway import legs
-from gateway.compare import Role, schema_valid
+from gateway.compare import Role, compare, failed, schema_valid
 from gateway.errors import GatewayError
 from gateway.legs import Parser
 from gateway.metrics import Metrics
@@ -68,6 +69,7 @@ class Mirror:
     outcome: asyncio.Future[PrimaryOutcome]
     stream: bool
     started: float = field(default_factory=perf_counter)
+    admitted: bool = True  # holds one of the leg's places until its calls are done
 
     def finish(self, outcome: PrimaryOutcome) -> None:
         if not self.outcome.done():
@@ -85,6 +87,7 @@ class ShadowLeg:
         sink: Sink,
         metrics: Metrics,
         draw: Callable[[], float] = random.random,
+        task_schemas: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         self.primary = primary
         self.candidate = candidate
@@ -92,8 +95,8 @@ class ShadowLeg:
         self._sink = sink
         self._metrics = metrics
         self._draw = draw
-        self._running = 0
-        self._waiting = 0
+        self._task_schemas = task_schemas or {}  # output schemas of task aliases, by alias
+        self.admitted = 0  # shadows running or waiting for a place to run
         self._slots = asyncio.Semaphore(config.max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -103,22 +106,38 @@ class ShadowLeg:
         parse: Parser | None = None,
         prompt_version: str | None = None,
     ) -> Mirror | None:
-        """Starts the shadow of one request, or returns None (not sampled, or dropped)."""
+        """Starts the shadow of one request, or returns None (not sampled, or dropped).
+
+        `parse` and `prompt_version` come with a task alias: its answers are read by the task,
+        and its output schema (given at construction) is the pair's schema.
+        """
         if self._config.rate <= 0.0 or self._draw() >= self._config.rate:
             return None
-        params = params_of(upstream.payload)
         self._metrics.shadow_sampled.inc()
-        if self._running + self._waiting >= self._config.max_in_flight + self._config.queue:
+        if self.admitted >= self._config.max_in_flight + self._config.queue:
             self._metrics.shadow_dropped.labels("queue_full").inc()
             return None
+        self.admitted += 1
+        task_schema = self._task_schemas.get(upstream.public_model) if prompt_version else None
+        params = params_of(upstream.payload, task_schema)
         mirror = Mirror(asyncio.get_running_loop().create_future(), upstream.stream)
-        noise = self._draw() < self._config.noise_rate
+        noise = self._config.noise_rate > 0.0 and self._draw() < self._config.noise_rate
         task = asyncio.create_task(
             self._run(mirror, upstream, params, parse, prompt_version, noise)
         )
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # Also when cancelled before it ever ran, so its place is never lost.
+        task.add_done_callback(lambda done: self._done(done, mirror))
         return mirror
+
+    def _done(self, task: asyncio.Task[None], mirror: Mirror) -> None:
+        self._tasks.discard(task)
+        self._release(mirror)
+
+    def _release(self, mirror: Mirror) -> None:
+        if mirror.admitted:
+            mirror.admitted = False
+            self.admitted -= 1
 
     async def close(self, deadline: float) -> None:
         """Lets running shadows finish until `deadline` (seconds), then cancels the rest."""
@@ -138,18 +157,15 @@ class ShadowLeg:
         prompt_version: str | None,
         noise: bool,
     ) -> None:
-        self._waiting += 1
         try:
-            async with self._slots:
-                self._waiting -= 1
-                self._running += 1
-                try:
+            try:
+                async with self._slots:
                     calls = [self._call(self.candidate, upstream, "shadow", parse)]
                     if noise:
                         calls.append(self._call(self.primary, upstream, "noise", parse))
                     results = await asyncio.gather(*calls)
-                finally:
-                    self._running -= 1
+            finally:
+                self._release(mirror)
             outcome = await asyncio.wait_for(mirror.outcome, self._config.timeout * 4)
         except (TimeoutError, asyncio.CancelledError):
             self._metrics.shadow_dropped.labels("primary_unfinished").inc()
@@ -166,15 +182,23 @@ class ShadowLeg:
     async def _call(
         self, backend: Backend, upstream: UpstreamRequest, tag: str, parse: Parser | None
     ) -> Leg:
+        """One shadow or noise call, read into a `Leg`; a failed one (an error, the timeout,
+        an unreadable answer) is counted in `gateway_shadow_failed_total`."""
+        leg = await self._answer(backend, upstream, tag, parse)
+        if failed(leg):
+            self._metrics.shadow_failed.inc()
+        return leg
+
+    async def _answer(
+        self, backend: Backend, upstream: UpstreamRequest, tag: str, parse: Parser | None
+    ) -> Leg:
         request = replace(upstream, request_id=f"{upstream.request_id}-{tag}")
         started = perf_counter()
         try:
             async with asyncio.timeout(self._config.timeout):
                 if not upstream.stream:
                     completion = await backend.complete(request)
-                    return legs.from_body(
-                        backend.name, completion.body, (perf_counter() - started) * 1000, parse
-                    )
+                    return legs.from_body(backend.name, completion.body, _ms(started), parse)
                 chunks: list[tuple[float, bytes]] = []
                 events = await backend.stream(request)
                 try:
@@ -184,10 +208,8 @@ class ShadowLeg:
                     await events.aclose()
                 return legs.from_events(backend.name, chunks, started, perf_counter(), parse)
         except GatewayError as exc:
-            self._metrics.shadow_failed.inc()
             return legs.failed(backend.name, exc.status_code, exc.message, _ms(started))
         except TimeoutError:
-            self._metrics.shadow_failed.inc()
             return legs.failed(backend.name, 504, "shadow timeout", _ms(started))
 
     def _record(
@@ -199,10 +221,6 @@ class ShadowLeg:
         other: Leg,
         prompt_version: str | None,
     ) -> None:
-        if kind == "shadow":
-            self._metrics.shadow_completed.inc()
-            agreed = primary.text is not None and primary.text == other.text
-            self._metrics.shadow_agreement.labels("agree" if agreed else "disagree").inc()
         pair = PairRecord(
             pair_id=uuid.uuid4().hex,
             created_at=time.time(),
@@ -220,13 +238,24 @@ class ShadowLeg:
             # Judged now, while the text exists: the hashes mode stores no text to judge later.
             verdicts = {f"{role}_schema_valid": schema_valid(pair, role) for role in ROLES}
             pair = replace(pair, extra={**pair.extra, **verdicts})
+        if kind == "shadow":
+            self._count(pair)
         self._sink.record(pair)
 
+    def _count(self, pair: PairRecord) -> None:
+        """Agreement as the report counts it: only pairs whose legs both answered the same
+        request; a failed leg is counted as failed (in `_call`), never as a disagreement."""
+        self._metrics.shadow_completed.inc()
+        result = compare(pair)
+        if result.status == "compared" and result.exact is not None:
+            self._metrics.shadow_agreement.labels("agree" if result.exact else "disagree").inc()
 
-def params_of(payload: Mapping[str, Any]) -> Params:
-    """The decoding parameters a request asked for, for the parity check."""
+
+def params_of(payload: Mapping[str, Any], task_schema: dict[str, Any] | None = None) -> Params:
+    """The decoding parameters a request asked for, for the parity check; a task alias's
+    request carries its task's output schema."""
     response_format = payload.get("response_format") or {}
-    schema = None
+    schema = task_schema
     if response_format.get("type") == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
     stop = payload.get("stop") or ()

@@ -24,7 +24,6 @@ BENCH = ROOT / "benchmarks"
 GUIDELLM = shutil.which("guidellm") or str(ROOT / ".venv-bench" / "bin" / "guidellm")
 
 
-
 @pytest.fixture(scope="module")
 def load_tools() -> None:
     """nginx, wrk and taskset drive the benchmarks; missing, the smoke fails, never skips."""

@@ -20,27 +20,33 @@ import pytest
 from psycopg import sql
 from pydantic import ValidationError
 
-from gateway import cli
+from gateway import cli, legs
+from gateway.compare import compare
 from gateway.pairs import Leg, PairRecord, Params, sha256
 from gateway.records import (
     Recorder,
     RecordStore,
     StoreError,
     check_url,
+    error_code,
     labels,
     open_store,
     purge,
     redact,
+    schema_enums,
 )
 from gateway.records_schema import LEG_COLUMNS, NAMES
 from gateway.records_sqlite import SqliteStore
 from gateway.settings import Settings, describe_errors
+from gateway.tasks import load_tasks
 
 T = TypeVar("T")
 DAY = 86400.0
 # What a child wrote: it must never reach storage in `hashes` mode.
 CHILD_TEXT = "Mi perro Toby se comió mis deberes de mates 🐶 y mañana hay examen — Lucía, 9 años"
 CHILD_WORD = "Toby"
+SCHEMA = {"type": "object", "properties": {"label": {"enum": ["homework", "other"]}}}
+PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -72,7 +78,7 @@ def make_pair(n: int = 0, *, created_at: float | None = None) -> PairRecord:
             max_tokens=64,
             temperature=0.7,
             stop=("\n\n", "END"),
-            schema={"type": "object", "properties": {"label": {"enum": ["homework", "other"]}}},
+            schema=SCHEMA,
             response_format="json_schema",
         ),
         primary=primary,
@@ -150,6 +156,24 @@ class CountingStore:
         await self.inner.close()
 
 
+def store_in_hashes_mode(url: str, pairs: Sequence[PairRecord]) -> list[PairRecord]:
+    """The pairs as a `hashes` mode recorder stores them, read back."""
+
+    async def scenario() -> list[PairRecord]:
+        recorder = Recorder(open_store(url), config(records_text="hashes"))
+        for pair in pairs:
+            recorder.record(pair)
+        await recorder.close()
+        assert recorder.written == len(pairs)
+        return await read_all(url)
+
+    return run(scenario())
+
+
+def with_schema(pair: PairRecord, schema: dict[str, Any] | None) -> PairRecord:
+    return replace(pair, params=replace(pair.params, schema=schema))
+
+
 async def read_all(url: str, since: float | None = None) -> list[PairRecord]:
     store = open_store(url)
     try:
@@ -197,7 +221,7 @@ def test_an_unknown_store_url_is_refused_without_echoing_it(url: str) -> None:
         open_store(url)
 
 
-def test_redact_keeps_hashes_labels_and_errors_only() -> None:
+def test_redact_keeps_hashes_labels_and_error_codes_only() -> None:
     pair = make_pair(1)
     hidden = redact(pair)
     assert hidden.request is None
@@ -207,21 +231,113 @@ def test_redact_keeps_hashes_labels_and_errors_only() -> None:
     assert hidden.primary.parsed == {
         "label": "homework", "confidence": 0.93, "flagged": False, "count": 2
     }  # fmt: skip
-    assert (hidden.candidate.text, hidden.candidate.error) == (None, "unavailable")
+    assert (hidden.candidate.text, hidden.candidate.error) == (None, "backend_unavailable")
     assert hidden.extra == {"retries": 1}
     assert replace(hidden, request=None, primary=pair.primary, candidate=pair.candidate,
                    extra=pair.extra) == replace(pair, request=None)  # fmt: skip
     assert CHILD_WORD not in repr(hidden)
 
 
-def test_redact_is_idempotent() -> None:
-    once = redact(make_pair(0))
+@pytest.mark.parametrize("schema", [SCHEMA, None])
+def test_redact_is_idempotent(schema: dict[str, Any] | None) -> None:
+    pair = with_schema(make_pair(1), schema)
+    once = redact(pair)
     assert redact(once) == once
 
 
-def test_labels_are_short_strings_numbers_and_booleans() -> None:
+def test_with_a_schema_labels_are_its_enum_values_numbers_and_booleans() -> None:
+    values = {"mood": "happy", "topic": "fractions", "other": "happy", "n": 1, "x": 1.5,
+              "ok": True, "none": None, "list": ["happy"]}  # fmt: skip
+    enums = {"mood": frozenset({"happy", "sad"}), "topic": frozenset({"homework"})}
+    assert labels(values, enums) == {"mood": "happy", "n": 1, "x": 1.5, "ok": True}
+
+
+def test_without_a_schema_short_strings_are_kept_as_hashes() -> None:
     values = {"a": "x" * 64, "b": "x" * 65, "c": 1, "d": 1.5, "e": True, "f": None, "g": [1]}
-    assert labels(values) == {"a": "x" * 64, "c": 1, "d": 1.5, "e": True}
+    assert labels(values) == {"a": f"sha256:{sha256('x' * 64)}", "c": 1, "d": 1.5, "e": True}
+
+
+def test_schema_enums_follow_refs_const_and_unions() -> None:
+    schema = {  # as the openai SDK writes a pydantic model with an enum and an optional one
+        "type": "object",
+        "$defs": {"Mood": {"enum": ["happy", "sad"], "type": "string"}},
+        "properties": {
+            "mood": {"$ref": "#/$defs/Mood"},
+            "maybe": {"anyOf": [{"$ref": "#/$defs/Mood"}, {"type": "null"}]},
+            "kind": {"const": "tag"},
+            "note": {"type": "string"},
+            "loop": {"$ref": "#/properties/loop"},
+        },
+    }
+    assert schema_enums(schema) == {
+        "mood": {"happy", "sad"}, "maybe": {"happy", "sad"}, "kind": {"tag"}, "note": set(),
+        "loop": set(),
+    }  # fmt: skip
+    assert schema_enums({"type": "object"}) == {}
+    assert schema_enums(None) is None
+
+
+def test_a_short_child_sentence_in_a_parsed_field_is_not_stored(store_url: str) -> None:
+    """Short enough to pass for a label, but not one of the schema's values: it goes. Without
+    a schema it is kept only as a digest, so field agreement still counts."""
+    sentence = "con tên Bống, 9 tuổi, nhà ở phố Hoa Sữa"  # a child's words, under 64 characters
+    parsed = {"label": "homework", "reason": sentence, "flagged": False}
+    base = make_pair(0)
+    pairs = [
+        replace(base, pair_id=f"p{i}", created_at=base.created_at + i,
+                params=replace(base.params, schema=schema),
+                primary=replace(base.primary, parsed=parsed, text=sentence))
+        for i, schema in enumerate([SCHEMA, None])
+    ]  # fmt: skip
+    stored = store_in_hashes_mode(store_url, pairs)
+    raw = raw_rows(store_url)
+    assert "Bống" not in raw
+    assert "Hoa Sữa" not in raw
+    assert stored[0].primary.parsed == {"label": "homework", "flagged": False}
+    assert stored[1].primary.parsed == {
+        "label": f"sha256:{sha256('homework')}", "reason": f"sha256:{sha256(sentence)}",
+        "flagged": False,
+    }  # fmt: skip
+
+
+def test_an_engine_error_echoing_the_request_is_stored_as_a_code(store_url: str) -> None:
+    echo = f"invalid token in prompt: {CHILD_TEXT!r}"  # as an engine's 400 can quote its input
+    base = make_pair(0)
+    pairs = [
+        replace(base, pair_id="rejected", candidate=legs.failed("trt", 400, echo, 3.0)),
+        replace(base, pair_id="broken", candidate=legs.failed("trt", 502, echo, 3.0)),
+        replace(base, pair_id="odd", primary=legs.failed("vllm", 422, echo, 3.0)),
+    ]
+    stored = store_in_hashes_mode(store_url, pairs)
+    assert CHILD_WORD not in raw_rows(store_url)
+    errors = [(p.primary.error, p.candidate.error) for p in stored]
+    assert sorted(errors, key=str) == sorted(
+        [(None, "invalid_request"), (None, "backend_protocol_error"), ("upstream_rejected", None)],
+        key=str,
+    )
+    assert (error_code(499), error_code(504), error_code(599)) == (
+        "client_closed", "backend_timeout", "upstream_failed"
+    )  # fmt: skip
+
+
+def test_the_taggers_labels_survive_hashes_mode() -> None:
+    tagger = load_tasks(PROMPTS)["tagger"]
+    parsed = tagger.expand("M")
+    assert parsed == {"mood": "happy", "celebrate": True}
+    pair = make_pair(0)
+    pair = replace(
+        pair,
+        params=Params(max_tokens=1, temperature=0.0, schema=tagger.schema),
+        primary=replace(pair.primary, text="M", parsed=parsed, completion_tokens=1),
+        candidate=replace(pair.candidate, text="E", parsed=tagger.expand("E"), completion_tokens=1),
+        extra={"primary_schema_valid": True, "candidate_schema_valid": True},
+    )
+    hidden = redact(pair)
+    assert hidden.primary.parsed == parsed
+    assert hidden.candidate.parsed == {"mood": "encouraging", "celebrate": False}
+    compared = compare(hidden)
+    assert (compared.status, compared.exact) == ("compared", False)
+    assert compared.fields == {"celebrate": False, "mood": False}
 
 
 # Both stores.

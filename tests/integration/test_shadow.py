@@ -253,3 +253,83 @@ def test_reload_switches_primary_without_dropping_a_stream_in_flight(
             model=PUBLIC, messages=[{"role": "user", "content": "xin chào"}], max_tokens=4
         )
         assert again.headers["x-gateway-backend"] == "trt"
+
+
+def test_canary_is_sticky_per_user_header(fake_upstream: Fake, tmp_path: Path) -> None:
+    """An app that sends no `user` field names the child in `x-gateway-user` instead."""
+    upstream = VllmSettings(url=fake_upstream[1].url, model="fake-model")
+    settings = Settings(
+        backends={"vllm": upstream, "cand": upstream}, primary="vllm", models=[PUBLIC],
+        canary="cand", canary_percent=50, records_url=f"sqlite:///{tmp_path / 'pairs.db'}",
+    )  # fmt: skip
+    served: dict[str, set[str]] = {}
+    with ThreadedServer(create_app(settings)) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        for round_ in range(3):
+            for index in range(16):
+                user = f"child-{index}"
+                raw = client.chat.completions.with_raw_response.create(
+                    model=PUBLIC, messages=[{"role": "user", "content": f"{round_}"}],
+                    max_tokens=2, extra_headers={"x-gateway-user": user},
+                )  # fmt: skip
+                served.setdefault(user, set()).add(raw.headers["x-gateway-backend"])
+    assert all(len(sides) == 1 for sides in served.values())  # sticky: 48 random draws are not
+    counts = {side: sum(side in sides for sides in served.values()) for side in ("vllm", "cand")}
+    assert counts["vllm"] > 0
+    assert counts["cand"] > 0
+
+
+def test_a_reload_that_cannot_be_served_keeps_the_running_configuration(
+    fake_upstream: Fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of a refused reload is swapped in, not even its API keys; the admin call says
+    why in OpenAI's error format, and a good reload afterwards still works."""
+    upstream = {"kind": "vllm", "url": fake_upstream[1].url, "model": "fake-model"}
+    bad_tasks = tmp_path / "prompts"
+    (bad_tasks / "broken").mkdir(parents=True)
+    (bad_tasks / "broken" / "task.toml").write_text('alias = "broken"\nversion = 3\n')
+    no_template = tmp_path / "tokenizer"  # a tokenizer.json but no tokenizer_config.json
+    no_template.mkdir()
+    (no_template / "tokenizer.json").write_text("{}")
+    bad_keys = tmp_path / "keys.txt"
+    bad_keys.write_text("sha256:not-hex\n")
+    triton = {"kind": "triton", "url": "127.0.0.1:9", "tokenizer_dir": str(no_template)}
+    env = {
+        "GATEWAY_BACKENDS": json.dumps({"main": upstream}), "GATEWAY_PRIMARY": "main",
+        "GATEWAY_MODELS": json.dumps([PUBLIC]), "GATEWAY_ADMIN_TOKEN": "admin-token-for-tests-only",
+        "GATEWAY_RECORDS_URL": f"sqlite:///{tmp_path / 'pairs.db'}",
+    }  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    admin = {"authorization": "Bearer admin-token-for-tests-only"}
+    refusals = [
+        ({"GATEWAY_TASKS_ENABLED": "true", "GATEWAY_TASKS_DIR": str(bad_tasks)}, 400, "task.toml"),
+        ({"GATEWAY_BACKENDS": json.dumps({"main": upstream, "trt": triton}),
+          "GATEWAY_PRIMARY": "trt"}, 500, "backend 'trt' cannot be built (FileNotFoundError)"),
+        ({"GATEWAY_BACKENDS": "{not json"}, 400, 'error parsing value for field "backends"'),
+        ({"GATEWAY_PRIMARY": "nope"}, 400, "GATEWAY_PRIMARY"),
+        ({"GATEWAY_API_KEYS_FILE": str(bad_keys)}, 400, "API keys cannot be read (ValueError)"),
+    ]  # fmt: skip
+    with ThreadedServer(create_app(Settings())) as server:
+        chat = server.url + "/v1/chat/completions"
+        body = {"model": PUBLIC, "messages": [{"role": "user", "content": "xin chào"}]}
+        for change, status, reason in refusals:
+            with monkeypatch.context() as env_of_this_try:
+                env_of_this_try.setenv("GATEWAY_API_KEYS", json.dumps(["sk-new-key"]))
+                for name, value in change.items():
+                    env_of_this_try.setenv(name, value)
+                refused = httpx.post(server.url + "/admin/reload", headers=admin)
+            assert refused.status_code == status, refused.text
+            error = refused.json()["error"]
+            assert reason in error["message"]
+            assert "running configuration is kept" in error["message"]
+            assert error["code"] == "reload_refused"
+            served = httpx.post(chat, json=body)  # no key: the old configuration had none
+            assert served.status_code == 200, served.text
+            assert served.headers["x-gateway-backend"] == "main"
+        monkeypatch.setenv("GATEWAY_API_KEYS", json.dumps(["sk-new-key"]))
+        reloaded = httpx.post(server.url + "/admin/reload", headers=admin)
+        assert reloaded.json() == {"status": "reloaded", "primary": "main"}
+        assert httpx.post(chat, json=body).status_code == 401
+        keyed = httpx.post(chat, json=body, headers={"authorization": "Bearer sk-new-key"})
+        assert keyed.status_code == 200

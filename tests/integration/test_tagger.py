@@ -6,6 +6,7 @@ makes every answer one of the codes, which is what these tests rely on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,10 @@ import pytest
 from backends.vllm import VllmSettings
 from gateway import cli, report
 from gateway.app import create_app
+from gateway.compare import compare
 from gateway.devstack.vllm_engine import VllmEngine
+from gateway.pairs import PairRecord
+from gateway.records import open_store
 from gateway.settings import Settings
 from gateway.tasks import PROMPT_VERSION_HEADER, Task, load_tasks
 from tests.conftest import TINY_MODEL
@@ -184,3 +188,53 @@ def check_agreement(summary: dict[str, Any]) -> None:
     for field in summary["fields"]:
         agree = sum(1 for a, b in zip(first, second, strict=True) if a[field] == b[field])
         assert pair["fields"][field]["successes"] == agree
+
+
+def test_shadow_pairs_of_the_alias_carry_its_prompt_version_and_labels(
+    vllm_engine: VllmEngine, tagger: Task, tmp_path: Path
+) -> None:
+    """In the default `hashes` text mode: the labels are the schema's enums, so they stay."""
+    engine = VllmSettings(url=vllm_engine.url)
+    store = tmp_path / "pairs.db"
+    settings = Settings(
+        backends={"vllm": engine, "cand": engine}, shadow="cand", shadow_rate=1.0,
+        tasks_enabled=True, tasks_dir=PROMPTS, records_url=f"sqlite:///{store}",
+    )  # fmt: skip
+    with (
+        ThreadedServer(create_app(settings)) as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
+    ):
+        answers = [ask(client) for _ in range(3)]
+    records = asyncio.run(read_pairs(f"sqlite:///{store}"))  # the gateway drained its queue
+    shadow = [pair for pair in records if pair.kind == "shadow"]
+    assert len(shadow) == 3
+    for pair in shadow:
+        assert (pair.public_model, pair.prompt_version) == ("tagger", tagger.version)
+        assert pair.request is None
+        assert pair.params.schema == tagger.schema
+        for leg in (pair.primary, pair.candidate):
+            assert leg.status == 200
+            assert (leg.text or "").startswith("sha256:")
+            assert set(leg.parsed or {}) == {"mood", "celebrate"}
+            assert leg.parsed is not None
+            assert leg.parsed["mood"] in MOODS
+            assert isinstance(leg.parsed["celebrate"], bool)
+        assert pair.extra == {"primary_schema_valid": True, "candidate_schema_valid": True}
+        assert set(compare(pair).fields) == {"mood", "celebrate"}
+    stored = sorted(json.dumps(pair.primary.parsed, sort_keys=True) for pair in shadow)
+    assert stored == sorted(json.dumps(answer, sort_keys=True) for answer in answers)
+
+
+def ask(client: openai.OpenAI) -> dict[str, Any]:
+    """The labels the client got for `EXCHANGE`."""
+    response = client.chat.completions.create(model="tagger", messages=EXCHANGE)  # type: ignore[arg-type]
+    labels: dict[str, Any] = json.loads(response.choices[0].message.content or "")
+    return labels
+
+
+async def read_pairs(url: str) -> list[PairRecord]:
+    store = open_store(url)
+    try:
+        return await store.read()
+    finally:
+        await store.close()
