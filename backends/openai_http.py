@@ -8,8 +8,9 @@ The upstream client is aiohttp, chosen by measurement (see benchmarks/upstream_c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Mapping
-from typing import Any
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -29,6 +30,9 @@ from gateway.errors import (
     GatewayError,
     UpstreamRejected,
 )
+
+T = TypeVar("T")
+BACKOFF = 0.05  # seconds: the scale of the jittered exponential wait between attempts
 
 # Rewrites a parsed body for an engine; returns None when the raw body can go as it is.
 BodyFilter = Callable[[Mapping[str, Any]], dict[str, Any] | None]
@@ -70,9 +74,7 @@ class OpenAIHTTPBackend:
     async def complete(self, request: UpstreamRequest) -> Completion:
         served = await self._served()
         body = self._body(request, served)
-        async for attempt in self._retrying():
-            with attempt:
-                data = await self._post_and_read(request, body)
+        data = await self._attempts(lambda: self._post_and_read(request, body))
         try:
             # A cheap check (microseconds) that spares clients a 200 they cannot parse.
             orjson.loads(data)
@@ -85,9 +87,7 @@ class OpenAIHTTPBackend:
         served = await self._served()
         body = self._body(request, served)
         # Retries happen only here, before the first byte: never once a stream has started.
-        async for attempt in self._retrying():
-            with attempt:
-                response = await self._open_stream(request, body)
+        response = await self._attempts(lambda: self._open_stream(request, body))
         return self._events(response, served, request.public_model)
 
     async def _post_and_read(self, request: UpstreamRequest, body: bytes) -> bytes:
@@ -122,16 +122,30 @@ class OpenAIHTTPBackend:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._transport_error(exc, before_answer=True) from exc
 
-    def _retrying(self) -> AsyncRetrying:
+    async def _attempts(self, send: Callable[[], Awaitable[T]]) -> T:
         """Retries only what is safe: a refused connection (nothing was sent), a connection
         dropped before the status line (nothing came back), or an engine's 503 (nothing was
-        generated); bounded, with jittered backoff."""
-        return AsyncRetrying(
-            stop=stop_after_attempt(1 + self._settings.retries),
-            wait=wait_random_exponential(multiplier=0.05, max=1.0),
+        generated); bounded, with jittered backoff.
+
+        The first attempt runs bare: tenacity's bookkeeping cost more than half of the
+        gateway's own time per request (benchmarks/README.md), so it starts only once an
+        attempt has failed in a way that is safe to repeat.
+        """
+        try:
+            return await send()
+        except GatewayError as exc:
+            if not (exc.retryable and self._settings.retries):
+                raise
+        await asyncio.sleep(random.uniform(0, BACKOFF))  # the first wait, as tenacity's below
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._settings.retries),
+            wait=wait_random_exponential(multiplier=BACKOFF, max=1.0),
             retry=retry_if_exception(lambda exc: getattr(exc, "retryable", False)),
             reraise=True,
-        )
+        ):
+            with attempt:
+                return await send()
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     async def health(self) -> Health:
         timeout = aiohttp.ClientTimeout(total=self._settings.connect_timeout + 1.0)
