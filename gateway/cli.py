@@ -140,6 +140,7 @@ def serve_forever(settings: Settings) -> int:
             loop="uvloop",
             http="httptools",
             access_log=False,
+            proxy_headers=False,
             log_level=settings.log_level,
             timeout_graceful_shutdown=settings.shutdown_timeout,
         )
@@ -153,6 +154,7 @@ def serve_forever(settings: Settings) -> int:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        proxy_headers=False,  # X-Forwarded-* would only rewrite a client address nobody reads
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )

@@ -25,6 +25,9 @@ class Metrics:
     """Requests, latency and in-flight per backend/route/status, and the gateway's overhead."""
 
     def __init__(self) -> None:
+        # Label children by their labels: backends x routes x statuses, a bounded set.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram, Histogram]] = {}
+        self._in_flight: dict[tuple[str, str], Gauge] = {}
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the output and help nobody here
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -92,10 +95,26 @@ class Metrics:
     def observe(
         self, backend: str, route: str, status: int, seconds: float, overhead: float
     ) -> None:
-        code = str(status)
-        self.requests.labels(backend, route, code).inc()
-        self.latency.labels(backend, route, code).observe(seconds)
-        self.overhead.labels(route).observe(overhead)
+        key = (backend, route, status)
+        series = self._series.get(key)
+        if series is None:  # prometheus_client's labels() costs more than the observations
+            code = str(status)
+            series = self._series[key] = (
+                self.requests.labels(backend, route, code),
+                self.latency.labels(backend, route, code),
+                self.overhead.labels(route),
+            )
+        requests, latency, own = series
+        requests.inc()
+        latency.observe(seconds)
+        own.observe(overhead)
+
+    def in_flight_for(self, backend: str, route: str) -> Gauge:
+        """The in-flight gauge of one backend and route (looked up once, then cached)."""
+        gauge = self._in_flight.get((backend, route))
+        if gauge is None:
+            gauge = self._in_flight[(backend, route)] = self.in_flight.labels(backend, route)
+        return gauge
 
     def watch_records(self, recorder: RecorderCounts) -> None:
         """Exposes the shadow-record writer's counters, read at scrape time."""
