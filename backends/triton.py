@@ -20,7 +20,12 @@ from typing import Any, Literal
 import grpc
 from pydantic import Field, model_validator
 from tokenizers import Tokenizer
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import (
+    MAX_GRPC_MESSAGE_SIZE,
+    InferInput,
+    InferRequestedOutput,
+    KeepAliveOptions,
+)
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
@@ -28,7 +33,7 @@ from backends.base import Completion, EventStream, Health, UpstreamRequest
 from backends.chat_template import ChatTemplate
 from backends.openai_shapes import Shapes, Usage
 from backends.settings import BackendSettingsBase
-from backends.triton_answer import Answer, Piece, is_final, piece_of
+from backends.triton_answer import Answer, Piece, error_summary, is_final, piece_of
 from backends.triton_interface import ModelInterface, StreamText
 from backends.triton_request import Generation, generation, inputs_for, prompt_of
 from gateway.errors import (
@@ -78,7 +83,7 @@ class TritonBackend:
         self.name = name
         self._settings = settings
         self._model_name = settings.model or "ensemble"
-        self._client = InferenceServerClient(settings.url)
+        self._client = InferenceServerClient(settings.url, channel_args=channel_args(settings))
         self._interface: ModelInterface | None = None
         self._tokenizer: Tokenizer | None = None
         if settings.tokenizer_dir is not None:
@@ -89,6 +94,9 @@ class TritonBackend:
         self._end_id = (
             self._tokenizer.token_to_id(self._template.end_token) if self._tokenizer else None
         )
+        # Without the end token's id the engine would run past the turn's end (its default end
+        # id is the eos): the token's text goes as a stop word instead.
+        self._turn_end = self._template.end_token if self._end_id is None else ""
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         interface, plan, prompt_tokens = await self._plan(request)
@@ -116,7 +124,10 @@ class TritonBackend:
 
     async def health(self) -> Health:
         try:
-            if not await self._client.is_model_ready(self._model_name):
+            ready = await self._client.is_model_ready(
+                self._model_name, client_timeout=self._settings.connect_timeout + 1.0
+            )
+            if not ready:
                 return Health(False, f"Triton model '{self._model_name}' is not ready")
             await self._model()
         except (InferenceServerException, grpc.RpcError) as exc:
@@ -131,7 +142,11 @@ class TritonBackend:
     async def _model(self) -> ModelInterface:
         if self._interface is None:
             try:
-                config = await self._client.get_model_config(self._model_name, as_json=True)
+                config = await self._client.get_model_config(
+                    self._model_name,
+                    as_json=True,
+                    client_timeout=self._settings.connect_timeout + 3.0,
+                )
             except (InferenceServerException, grpc.RpcError) as exc:
                 raise self._error(exc) from None
             try:
@@ -152,7 +167,12 @@ class TritonBackend:
         prompt_tokens = self._count(prompt, special=True)
         room = self._settings.context_length - (prompt_tokens or 0)
         plan = generation(
-            request.payload, prompt, room, self._settings.default_max_tokens, interface
+            request.payload,
+            prompt,
+            room,
+            self._settings.default_max_tokens,
+            interface,
+            turn_end=self._turn_end,
         )
         return interface, plan, prompt_tokens
 
@@ -253,8 +273,9 @@ class TritonBackend:
         return len(self._tokenizer.encode(text, add_special_tokens=special).ids)
 
     def _error(self, exc: InferenceServerException | grpc.RpcError) -> GatewayError:
+        """Triton's error as the client's; its text cut to one line (`error_summary`)."""
         status = _status(exc)
-        message = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
+        message = error_summary(_detail(exc))
         if "UNAVAILABLE" in status or "NOT_FOUND" in status or "RESOURCE_EXHAUSTED" in status:
             return BackendUnavailable(f"backend '{self.name}' is unavailable: {status}")
         if "DEADLINE_EXCEEDED" in status:
@@ -269,6 +290,34 @@ def _status(exc: InferenceServerException | grpc.RpcError) -> str:
         return str(exc.status() or "")
     code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
     return str(code or "")
+
+
+def _detail(exc: InferenceServerException | grpc.RpcError) -> str:
+    if isinstance(exc, InferenceServerException):
+        return str(exc.message() or "")
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return str(exc.details() or "")
+    return ""
+
+
+def channel_args(settings: TritonSettings) -> list[tuple[str, int]]:
+    """tritonclient's own channel options, plus `connect_timeout` for each connection attempt.
+
+    gRPC gives an attempt max(`min_reconnect_backoff`, the current backoff), 20 s by default;
+    a call made while the channel has no connection fails (UNAVAILABLE) when the attempt does.
+    """
+    keepalive = KeepAliveOptions()
+    connect_ms = max(100, int(settings.connect_timeout * 1000))
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", int(keepalive.keepalive_permit_without_calls)),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.min_reconnect_backoff_ms", connect_ms),
+        ("grpc.initial_reconnect_backoff_ms", connect_ms),
+    ]
 
 
 def create(name: str, settings: TritonSettings) -> TritonBackend:

@@ -1,10 +1,12 @@
-"""Reading a TensorRT-LLM model's responses into one OpenAI answer: text, usage, finish reason.
+"""Reading a TensorRT-LLM model's responses into one OpenAI answer: text, usage, finish reason,
+and the one line of an engine's error that a client may see.
 
 Pure: the adapter feeds it what Triton sent; it tests without servers.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from tritonclient.grpc import InferResult
@@ -112,6 +114,34 @@ def _int(result: InferResult, name: str) -> int | None:
     if array is None or array.size == 0:
         return None
     return int(array.reshape(-1)[0])
+
+
+ERROR_SUMMARY_CHARS = 200
+_TRACEBACK = "Traceback (most recent call last):"
+_QUALIFIED = re.compile(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*: )")  # "package.module." of a class
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def error_summary(message: str) -> str:
+    r"""The line of an engine's error a client may see: no traceback, no stack, bounded.
+
+    Python backends (PyTriton, BLS) send the whole traceback: the exception's own line is the
+    first one after the last traceback's indented frames. C++ errors put their stack after the
+    first line. Later lines go too, since a message may quote the request at length.
+
+    >>> error_summary('Traceback (most recent call last):\n  File "m.py", line 1, in f\n'
+    ...               '    g()\npkg.mod.EngineError: out of blocks\nprompt text')
+    'EngineError: out of blocks'
+    """
+    lines = message.splitlines()
+    starts = [index for index, line in enumerate(lines) if line.startswith(_TRACEBACK)]
+    if starts:
+        lines = [line for line in lines[starts[-1] + 1 :] if line and not line[0].isspace()]
+    first = next((line.strip() for line in lines if line.strip()), "")
+    first = _UNPRINTABLE.sub(" ", _QUALIFIED.sub("", first))
+    if len(first) > ERROR_SUMMARY_CHARS:
+        first = first[: ERROR_SUMMARY_CHARS - 1].rstrip() + "…"
+    return first or "no detail given"
 
 
 def is_final(result: InferResult) -> bool:

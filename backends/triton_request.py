@@ -102,8 +102,13 @@ def generation(
     room: int,
     default_max_tokens: int,
     interface: ModelInterface,
+    turn_end: str = "",
 ) -> Generation:
-    """Maps a validated request; `room` is how many tokens the context has left."""
+    """Maps a validated request; `room` is how many tokens the context has left.
+
+    `turn_end` is the text of the token that ends the assistant's turn, for when the engine
+    cannot be given its id (`end_id`): it then goes as a stop word, cut from the answer.
+    """
     check_fields(payload)
     if room <= 0:
         raise InvalidRequest(
@@ -128,13 +133,14 @@ def generation(
             param="response_format" if "response_format" in payload else "structured_outputs",
         )
     stops = payload.get("stop") or ()
+    stops = (stops,) if isinstance(stops, str) else tuple(stops)
     stream_options = payload.get("stream_options") or {}
     return Generation(
         prompt=prompt,
         max_tokens=max_tokens,
         stream=bool(payload.get("stream")),
         include_usage=bool(stream_options.get("include_usage")),
-        stops=(stops,) if isinstance(stops, str) else tuple(stops),
+        stops=(*stops, turn_end) if turn_end and turn_end not in stops else stops,
         temperature=temperature,
         top_p=top_p,
         top_k=top_k if top_k is None or top_k > 0 else None,

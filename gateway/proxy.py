@@ -242,7 +242,7 @@ class Proxy:
             }
         )
         chunks: list[tuple[float, bytes]] | None = [] if exchange.mirror is not None else None
-        relay = Relay()
+        relay = Relay(exchange)
         pump = asyncio.ensure_future(relay.pump(events, send, chunks))
         status = 200
         try:

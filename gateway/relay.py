@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -53,18 +53,24 @@ class Exchange:
 
 
 class Relay:
-    """Sends each event as it arrives; an error mid-stream becomes an SSE error event."""
+    """Sends each event as it arrives; an error mid-stream becomes an SSE error event.
 
-    def __init__(self) -> None:
+    Time spent waiting for the upstream's next event is added to the exchange's upstream wait
+    as it passes, so the gateway's overhead excludes generation even for a cut stream.
+    """
+
+    def __init__(self, exchange: Exchange) -> None:
         self.delivered = False  # every event, [DONE] included, was handed to the server
+        self._exchange = exchange
 
     async def pump(
         self, events: EventStream, send: Send, capture: list[tuple[float, bytes]] | None = None
     ) -> None:
         """`capture` keeps (arrival time, chunk) of a shadowed request, read off the hot path."""
         error: GatewayError | None = None
+        upstream = aiter(events)
         try:
-            async for chunk in events:
+            while (chunk := await self._next(upstream)) is not None:
                 if capture is not None:
                     capture.append((perf_counter(), chunk))
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -80,6 +86,13 @@ class Relay:
             await send({"type": "http.response.body", "body": body, "more_body": True})
         self.delivered = error is None
         await send({"type": "http.response.body", "body": b""})
+
+    async def _next(self, upstream: AsyncIterator[bytes]) -> bytes | None:
+        asked = perf_counter()
+        try:
+            return await anext(upstream, None)
+        finally:
+            self._exchange.upstream_wait += perf_counter() - asked
 
 
 def frames(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 TINY_MODEL = "tiny-phi3"
+RUN_SUMMARY = pytest.StashKey[list[str]]()
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +62,23 @@ def triton_engine(tiny_model_dir: Path) -> Iterator[TritonEngine]:
         yield engine
     finally:
         engine.stop()
+
+
+@pytest.fixture
+def run_summary(pytestconfig: pytest.Config) -> list[str]:
+    """Lines a test reports to whoever reads the run's output (pytest captures `print`)."""
+    return pytestconfig.stash.setdefault(RUN_SUMMARY, [])
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """Shows the `run_summary` lines after the results, in CI's output too."""
+    lines = config.stash.get(RUN_SUMMARY, [])
+    if lines:
+        terminalreporter.write_sep("=", "reported by tests")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

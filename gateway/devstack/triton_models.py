@@ -19,7 +19,10 @@ Three models are bound to one PyTriton server (see ``triton_engine``), all decou
 Test hook: a prompt containing ``[[force:TEXT]]`` makes the model emit exactly the tokens of
 TEXT (encoded without special tokens), then ``<|end|>``, then whatever it likes, through a logits
 mask. So ``[[force:Chúc mừng con!]]`` gives a known Vietnamese answer, and with the ensemble's
-default ``end_id`` the answer runs past ``<|end|>`` as on the real server.
+default ``end_id`` the answer runs past ``<|end|>`` as on the real server. A prompt containing
+``[[fail:N]]`` makes the model raise ``InjectedFaultError`` after N generated tokens (0: before
+the first), with a message that quotes the prompt, as engine errors can: an in-band error in
+the middle of a stream, or instead of an answer.
 
 Errors: ``InvalidRequestError`` (bad or over-long input) is raised inside the infer function,
 which PyTriton turns into an in-band Triton error whose text is the Python traceback ending in
@@ -62,12 +65,17 @@ MAX_SEQ_LEN = 2048
 LLMAPI_DEFAULT_MAX_TOKENS = 32  # the LLM API's SamplingParams default
 _MAX_BATCH_SIZE = 8
 _FORCE = re.compile(r"\[\[force:(.*?)\]\]", re.DOTALL)
+_FAIL = re.compile(r"\[\[fail:(\d+)\]\]")
 
 Response = dict[str, npt.NDArray[Any]]
 
 
 class InvalidRequestError(ValueError):
     """A request the real model would reject; the client receives it as a Triton error."""
+
+
+class InjectedFaultError(RuntimeError):
+    """The ``[[fail:N]]`` hook: an engine failure, on demand."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,7 @@ class Sampling:
     stop_sequences: tuple[tuple[int, ...], ...] = ()
     bad_sequences: tuple[tuple[int, ...], ...] = ()
     forced: tuple[int, ...] = ()
+    fail_after: int | None = None  # tokens generated before the [[fail:N]] hook raises
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,12 @@ class TinyLlm:
             return ()
         return (*self.encode(match[1], special=False), self.end_of_turn_id)
 
+    @staticmethod
+    def fail_after(prompt: str) -> int | None:
+        """The token count after which the ``[[fail:N]]`` hook raises, or none."""
+        match = _FAIL.search(prompt)
+        return None if match is None else int(match[1])
+
     def steps(self, prompt_ids: Sequence[int], sampling: Sampling) -> Generator[Step, None, None]:
         """Generate token by token with a KV cache; the last step carries the finish reason."""
         rng = torch.Generator().manual_seed(sampling.seed)
@@ -133,6 +148,10 @@ class TinyLlm:
         cache: Any = None
         feed = list(prompt_ids)
         while True:
+            if len(generated) == sampling.fail_after:
+                raise InjectedFaultError(
+                    f"injected fault after {len(generated)} tokens of {self.decode(prompt_ids)!r}"
+                )
             logits, cache = self._forward(feed, cache)
             token = choose(logits, sampling, [*prompt_ids, *generated], generated, rng)
             if token in sampling.end_ids:
@@ -332,6 +351,7 @@ class TrtllmTextModel:
             stop_sequences=self._word_ids(request, "stop_words"),
             bad_sequences=self._word_ids(request, "bad_words"),
             forced=self.llm.forced_ids(prompt),
+            fail_after=self.llm.fail_after(prompt),
         )
 
     def _word_ids(self, request: Request, name: str) -> tuple[tuple[int, ...], ...]:
@@ -401,6 +421,7 @@ class LlmApiModel:
             presence_penalty=float(_scalar(request, "sampling_param_presence_penalty") or 0.0),
             frequency_penalty=float(_scalar(request, "sampling_param_frequency_penalty") or 0.0),
             forced=self.llm.forced_ids(prompt),
+            fail_after=self.llm.fail_after(prompt),
         )
 
 

@@ -139,3 +139,15 @@ def test_guided_decoding_maps_when_the_model_has_it() -> None:
     schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
     sent = tensors(guided, plan({"response_format": schema}, model=guided))
     assert sent["guided_decoding_guide"][1].tolist() == [[b'{"type": "object"}']]
+
+
+def test_the_turn_end_is_a_stop_word_when_there_is_no_end_id() -> None:
+    """A built-in template without a tokenizer has no end id to send: its text stops instead."""
+    ended = generation({"model": "m", "stop": "###"}, "prompt", 100, 64, ENSEMBLE, "<|end|>")
+    assert ended.stops == ("###", "<|end|>")
+    sent = tensors(ENSEMBLE, ended, end_id=None)
+    assert sent["stop_words"][1].tolist() == [[b"###", b"<|end|>"]]
+    assert "end_id" not in sent
+    again = generation({"model": "m", "stop": ["<|end|>"]}, "prompt", 100, 64, LLMAPI, "<|end|>")
+    assert tensors(LLMAPI, again, end_id=None)["sampling_param_stop"][1].tolist() == [b"<|end|>"]
+    assert plan({"stop": "###"}).stops == ("###",)

@@ -7,6 +7,10 @@ differences (declared in `BackendCase`), never its own test code.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from gateway.app import create_app
 from gateway.devstack.triton_engine import TritonEngine
 from gateway.devstack.vllm_engine import VllmEngine
 from gateway.settings import Settings
-from tests.conftest import TINY_MODEL
+from tests.conftest import CACHE, TINY_MODEL
 from tests.support.servers import ThreadedServer
 
 PUBLIC = "phi-3-mini"
@@ -276,11 +280,12 @@ def test_vietnamese_streams_intact_on_the_recommended_models(
 
 
 def test_greedy_agreement_between_engines_is_reported(
-    engines: tuple[VllmEngine, TritonEngine], tiny_model_dir: Path
+    engines: tuple[VllmEngine, TritonEngine], tiny_model_dir: Path, run_summary: list[str]
 ) -> None:
     """How often vLLM and TensorRT-LLM-on-Triton agree at temperature 0 on the same weights.
 
-    Printed, not asserted: engines differ numerically, which is what shadow traffic measures.
+    Reported in the run's summary, not asserted: engines differ numerically, which is what
+    shadow traffic measures.
     """
     prompts = [f"Câu {i}: Pika ơi, {i} + {i + 1} bằng mấy?" for i in range(10)]
     answers: dict[str, list[str]] = {}
@@ -300,5 +305,107 @@ def test_greedy_agreement_between_engines_is_reported(
                 for p in prompts
             ]  # fmt: skip
     same = sum(a == b for a, b in zip(answers["vllm"], answers["tensorrt_llm_bls"], strict=True))
-    print(f"\ngreedy agreement vLLM vs Triton BLS: {same}/{len(prompts)} identical answers")
+    run_summary.append(
+        f"greedy agreement vLLM vs Triton BLS: {same}/{len(prompts)} identical answers"
+    )
     assert len(answers["vllm"]) == len(prompts)
+
+
+def test_reported_lines_reach_the_run_output(tmp_path: Path) -> None:
+    """What a test adds to `run_summary` is in pytest's output, where CI shows it."""
+    (tmp_path / "conftest.py").write_text(
+        "from tests.conftest import pytest_terminal_summary, run_summary  # noqa: F401\n"
+    )
+    (tmp_path / "test_report.py").write_text(
+        "def test_report(run_summary):\n    run_summary.append('agreement: 7/10')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(CACHE.parent)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reported by tests" in result.stdout
+    assert "agreement: 7/10" in result.stdout
+
+
+TRITON_MODELS = ["ensemble", "tensorrt_llm_bls", "tensorrt_llm"]
+
+
+def triton_gateway(model: str, triton: TritonEngine, **settings: Any) -> ThreadedServer:
+    stream_text = "cumulative" if model == "tensorrt_llm_bls" else "auto"  # see backend_settings
+    backend = TritonSettings(
+        url=triton.grpc_url, model=model, context_length=2048, stream_text=stream_text, **settings
+    )
+    gateway = Settings(backends={model: backend}, primary=model, models=[PUBLIC])
+    return ThreadedServer(create_app(gateway))
+
+
+@pytest.mark.parametrize("model", TRITON_MODELS)
+def test_engine_errors_reach_the_client_as_one_clean_line(
+    model: str,
+    triton_engine: TritonEngine,
+    tiny_model_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The test engine raises on `[[fail:N]]`; Triton sends the traceback, quoting the prompt."""
+    caplog.set_level(logging.DEBUG)
+    private = "Bé Lan lớp 2A nhà ở số 7 " * 30
+    with (
+        triton_gateway(model, triton_engine, tokenizer_dir=tiny_model_dir) as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
+    ):
+        with pytest.raises(openai.InternalServerError) as before_start:
+            client.chat.completions.create(
+                model=PUBLIC, messages=[{"role": "user", "content": f"[[fail:0]] {private}"}],
+                max_tokens=10, temperature=0,
+            )  # fmt: skip
+        stream = client.chat.completions.create(
+            model=PUBLIC, messages=[{"role": "user", "content": f"[[fail:3]] {private}"}],
+            max_tokens=10, temperature=0, stream=True,
+        )  # fmt: skip
+        with pytest.raises(openai.APIError) as mid_stream:
+            list(stream)
+        body = {"model": PUBLIC, "messages": [{"role": "user", "content": "[[fail:2]]"}],
+                "max_tokens": 10, "temperature": 0, "stream": True}  # fmt: skip
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body) as response:
+            events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert before_start.value.status_code == 502
+    assert isinstance(before_start.value.body, dict)
+    assert set(before_start.value.body) == {"message", "type", "param", "code"}
+    for message in (before_start.value.message, mid_stream.value.message):
+        assert "InjectedFaultError: injected fault after" in message
+        assert "Traceback" not in message
+        assert "File " not in message
+        assert "\n" not in message
+        assert len(message) < 300
+    assert events[-1] == "data: [DONE]"
+    assert "InjectedFaultError" in json.loads(events[-2][6:])["error"]["message"]
+    assert "Lan lớp 2A" not in caplog.text
+
+
+@pytest.mark.parametrize("model", TRITON_MODELS)
+def test_builtin_template_ends_the_answer_at_its_end_token(
+    model: str, triton_engine: TritonEngine
+) -> None:
+    """No tokenizer, so no end id: Phi-3's `<|end|>` must still end the turn.
+
+    The test engine forces the answer's tokens, then `<|end|>`, then random ones; the
+    ensemble's default end id is the eos, so without a stop the answer runs on.
+    """
+    messages = [{"role": "user", "content": f"[[force:{FORCED}]]"}]
+    with (
+        triton_gateway(model, triton_engine, chat_template="phi3") as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
+    ):
+        whole = client.chat.completions.create(
+            model=PUBLIC, messages=messages, temperature=0, max_tokens=60
+        )
+        chunks = client.chat.completions.create(
+            model=PUBLIC, messages=messages, temperature=0, max_tokens=60, stream=True
+        )
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert whole.choices[0].message.content == FORCED
+    assert whole.choices[0].finish_reason == "stop"
+    if model != "ensemble":  # the ensemble garbles split characters when streaming
+        assert streamed == FORCED

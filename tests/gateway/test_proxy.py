@@ -4,8 +4,10 @@ The same behaviours against real vLLM are in tests/integration."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -14,17 +16,21 @@ import pytest
 from backends.vllm import VllmSettings
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.support.fake_upstream import MODEL, FakeUpstream
+from tests.support.fake_upstream import MODEL, DroppingUpstream, FakeUpstream
 from tests.support.servers import ThreadedServer
 
 Fake = tuple[FakeUpstream, ThreadedServer]
 
 
+RETRIES = 2
+
+
 def gateway_for(upstream_url: str, **overrides: object) -> ThreadedServer:
     # Failures are what these tests provoke; a circuit that opened would hide them.
     backend = VllmSettings(
-        url=upstream_url, read_timeout=1.0, total_timeout=5.0, circuit_failures=1000
-    )
+        url=upstream_url, read_timeout=1.0, total_timeout=5.0, circuit_failures=1000,
+        retries=RETRIES,
+    )  # fmt: skip
     settings = Settings(backends={"vllm": backend}, primary="vllm", **overrides)  # type: ignore[arg-type]
     return ThreadedServer(create_app(settings))
 
@@ -118,13 +124,30 @@ def test_unreachable_backend_is_503() -> None:
         ("reset-mid-stream", "broke the connection"),
     ],
 )
-def test_failure_after_stream_start_is_an_sse_error(
-    client: openai.OpenAI, cue: str, message: str
+def test_failure_after_stream_start_is_an_sse_error_and_never_retried(
+    client: openai.OpenAI, fake_upstream: Fake, cue: str, message: str
 ) -> None:
+    before = fake_upstream[0].calls
     stream = ask(client, cue, stream=True)
     with pytest.raises(openai.APIError) as caught:
         list(stream)  # type: ignore[call-overload]
     assert message in caught.value.message
+    assert fake_upstream[0].calls - before == 1  # the engine generated: sending again is unsafe
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+@pytest.mark.parametrize("stream", [False, True], ids=["completion", "stream"])
+def test_a_connection_dropped_before_the_answer_is_retried(reset: bool, stream: bool) -> None:
+    """No byte of an answer came back, so nothing was generated for anyone: safe to resend."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    with (
+        DroppingUpstream(reset=reset) as upstream,
+        gateway_for(upstream.url, models=[MODEL]) as server,
+    ):
+        response = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "backend_protocol_error"
+    assert upstream.posts == 1 + RETRIES
 
 
 def test_client_disconnect_stops_the_upstream_stream(
@@ -211,3 +234,70 @@ def test_metrics_count_requests_and_overhead(
     )
     assert "gateway_overhead_seconds_bucket" in text
     assert "gateway_in_flight_requests" in text
+
+
+def test_overhead_of_a_slow_answer_excludes_the_wait(client: openai.OpenAI) -> None:
+    started = time.monotonic()
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "slow:0.5"}]
+    )
+    assert time.monotonic() - started > 0.4
+    assert float(raw.headers["x-gateway-overhead-ms"]) < 20.0
+
+
+class PacedUpstream(FakeUpstream):
+    """The fake upstream, plus `paced`: a stream of ten chunks 50 ms apart."""
+
+    CHUNK = (
+        b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"fake-model",'
+        b'"choices":[{"index":0,"delta":{"content":"."},"finish_reason":null}]}\n\n'
+    )
+
+    async def _behave(self, cue: str, stream: bool, receive: Any, send: Any) -> None:
+        if cue != "paced":
+            await super()._behave(cue, stream, receive, send)
+            return
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for _ in range(10):
+            await asyncio.sleep(0.05)
+            await send({"type": "http.response.body", "body": self.CHUNK, "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+def test_overhead_of_a_slow_stream_excludes_the_generation() -> None:
+    """Waiting for each chunk is the engine's time, not the gateway's.
+
+    Read with httpx: the SDK's parsing in this process would hold the GIL the gateway's
+    thread needs, and that wait would count as overhead here (never in production).
+    """
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "paced"}], "stream": True}
+    with ThreadedServer(PacedUpstream()) as upstream, gateway_for(upstream.url) as server:
+        url = server.url + "/v1/chat/completions"
+        warm_up = {**body, "messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(url, json=warm_up).status_code == 200  # first-use costs
+        count, total = overhead(server)
+        started = time.monotonic()
+        with httpx.stream("POST", url, json=body) as response:
+            events = [line for line in response.iter_lines() if line.startswith("data: ")]
+        elapsed = time.monotonic() - started
+        count_after, total_after = overhead(server)
+    assert len(events) == 11  # ten chunks, then [DONE]
+    assert elapsed > 0.4
+    assert count_after - count == 1
+    assert total_after - total < 0.020
+
+
+def overhead(server: ThreadedServer) -> tuple[float, float]:
+    """Count and sum of the chat route's `gateway_overhead_seconds` histogram."""
+    metrics = httpx.get(server.url + "/metrics").text
+    route = '{route="/v1/chat/completions"}'
+    return (
+        sample(metrics, "gateway_overhead_seconds_count" + route),
+        sample(metrics, "gateway_overhead_seconds_sum" + route),
+    )
+
+
+def sample(metrics: str, series: str) -> float:
+    line = next(line for line in metrics.splitlines() if line.startswith(series + " "))
+    return float(line.rsplit(" ", 1)[1])
