@@ -1,0 +1,162 @@
+"""Start the overhead benchmark's servers (SSE upstream, nginx proxy, gateway) and read /proc.
+
+Built on ``benchmarks/upstream_client/servers.py``: each child runs in its own session and is
+registered on an ``ExitStack`` as soon as it exists, so leaving the stack (normal end, error,
+Ctrl-C) stops its whole process group, workers included.
+"""
+
+import http.client
+import json
+import os
+import string
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.upstream_client.interference import tree_ticks
+from benchmarks.upstream_client.servers import (
+    ServerError,
+    free_port,
+    pinned,
+    spawn,
+    wait_for,
+)
+from gateway.devstack.vllm_engine import sum_samples
+
+HERE = Path(__file__).resolve().parent
+MODEL = "phi-3-mini-4k-instruct"  # what post.lua and sse_client.py send
+ATTEMPTS = 3  # nginx cannot bind port 0 and report it: a free port may be taken meanwhile
+# Load generator and upstreams share the first allowed core; the gateway gets the second.
+_ALLOWED = sorted(os.sched_getaffinity(0))
+LOAD_CORE, GATEWAY_CORE = _ALLOWED[0], _ALLOWED[min(1, len(_ALLOWED) - 1)]
+
+
+@dataclass(frozen=True)
+class Server:
+    """A started child: its base URL (no /v1) and the pid of its main process."""
+
+    url: str
+    pid: int
+
+
+def start_sse_upstream(stack: ExitStack, tmpdir: Path, core: int, delay_ms: float) -> Server:
+    """The paced SSE upstream (``sse_upstream.py``) pinned to ``core``."""
+    port = free_port()
+    log = tmpdir / "sse_upstream.log"
+    script = str(HERE / "sse_upstream.py")
+    command = [*pinned(core), sys.executable, script, "--port", str(port)]
+    child = spawn(stack, [*command, "--delay-ms", str(delay_ms)], log, dict(os.environ))
+    wait_for(lambda: port if b"listening" in log.read_bytes() else None, child, log)
+    return Server(f"http://127.0.0.1:{port}", child.pid)
+
+
+def start_nginx_proxy(stack: ExitStack, tmpdir: Path, core: int, upstream: str) -> Server:
+    """nginx (1 worker) as a keep-alive reverse proxy to ``upstream``, pinned to ``core``."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _try_nginx_proxy(stack, tmpdir, core, upstream, free_port())
+        except ServerError:
+            if attempt == ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _try_nginx_proxy(stack: ExitStack, tmpdir: Path, core: int, upstream: str, port: int) -> Server:
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    template = string.Template((HERE / "nginx_proxy.conf.template").read_text())
+    config = tmpdir / "nginx.conf"
+    upstream_port = upstream.rsplit(":", 1)[1]
+    config.write_text(template.substitute(tmpdir=tmpdir, port=port, upstream_port=upstream_port))
+    pidfile = tmpdir / "nginx.pid"
+    pidfile.unlink(missing_ok=True)
+    args = ["-p", str(tmpdir), "-c", str(config), "-e", "stderr", "-g", "daemon off;"]
+    log = tmpdir / "nginx.log"
+    child = spawn(stack, [*pinned(core), "nginx", *args], log, dict(os.environ))
+    wait_for(lambda: port if pidfile.exists() else None, child, log)
+    return Server(f"http://127.0.0.1:{port}", child.pid)
+
+
+def start_gateway(
+    stack: ExitStack, tmpdir: Path, cores: str, settings: dict[str, str], name: str
+) -> Server:
+    """``python -m gateway serve`` on ``cores`` (``taskset -c`` list), configured by env only.
+
+    It runs in ``tmpdir`` with every inherited ``GATEWAY_*`` variable removed, so neither a
+    developer's environment nor a ``.env`` in the checkout changes the gateway under test.
+    """
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
+    env.update(settings, GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port))
+    command = ["taskset", "-c", cores, "env", "-C", str(tmpdir), sys.executable]
+    log = tmpdir / f"{name}.log"
+    child = spawn(stack, [*command, "-m", "gateway", "serve"], log, env)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: port if get(url, "/ready")[0] == 200 else None, child, log)
+    return Server(url, child.pid)
+
+
+def gateway_settings(primary: str, home: Path, shadow: str | None = None) -> dict[str, str]:
+    """The gateway's environment: one backend per upstream; records (if any) under ``home``."""
+    backend = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}  # >= 1,000 streams
+    backends = {"primary": {**backend, "url": primary}}
+    env = {
+        "GATEWAY_PRIMARY": "primary",
+        "GATEWAY_WORKERS": "1",
+        "GATEWAY_LOG_LEVEL": "warning",
+        "GATEWAY_RECORDS_URL": f"sqlite:///{home / 'records' / 'pairs.db'}",
+    }
+    if shadow is not None:
+        backends["candidate"] = {**backend, "url": shadow}
+        env |= {"GATEWAY_SHADOW": "candidate", "GATEWAY_SHADOW_RATE": "1"}
+        env |= {"GATEWAY_RECORDS_TEXT": "hashes"}
+    return {**env, "GATEWAY_BACKENDS": json.dumps(backends)}
+
+
+def get(base_url: str, path: str) -> tuple[int, bytes]:
+    """GET ``path``; (0, b"") when nothing answers yet."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    except (OSError, http.client.HTTPException):
+        return 0, b""
+    finally:
+        connection.close()
+
+
+def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """Sum of a gateway's /metrics samples named ``name`` (0 when it does not answer)."""
+    return sum_samples(get(url, "/metrics")[1].decode(), name, labels or {})
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of ``pid`` and its live descendants (a gateway's workers)."""
+    return _own_ticks(pid) + sum(tree_ticks(pid).values())
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its live descendants, in MiB (VmRSS)."""
+    return sum(_vm_rss_kb(p) for p in [pid, *tree_ticks(pid)]) / 1024.0
+
+
+def _own_ticks(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _vm_rss_kb(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0

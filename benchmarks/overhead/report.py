@@ -1,0 +1,201 @@
+"""Turn measured points into the overhead benchmark's tables, targets and summary.
+
+Pure functions over ``Point`` lists, so they are checked without servers. "Added" is always the
+path's figure minus the direct-to-upstream figure at the same load, from the same run.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loads import Point, StreamResult
+
+from benchmarks.upstream_client.wrkload import WrkResult
+
+Row = list[str]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of issue 6; ``measured`` is None when its point is missing."""
+
+    name: str
+    limit: str
+    measured: float | None
+    unit: str
+    met: bool | None
+
+    @property
+    def verdict(self) -> str:
+        return {True: "PASS", False: "MISS", None: "n/a"}[self.met]
+
+
+def find(points: Sequence[Point], scenario: str, path: str, concurrency: int) -> Point | None:
+    for point in points:
+        if (point.scenario, point.path, point.concurrency) == (scenario, path, concurrency):
+            return point
+    return None
+
+
+def added(points: Sequence[Point], point: Point | None, field: str) -> float | None:
+    """``field`` of ``point`` minus the direct path's at the same scenario and load."""
+    if point is None:
+        return None
+    direct = find(points, point.scenario, "direct", point.concurrency)
+    mine, base = value_of(point, field), value_of(direct, field)
+    return None if mine is None or base is None else round(mine - base, 4)
+
+
+def targets(points: Sequence[Point]) -> list[Target]:
+    """The targets of issue 6, measured on the gateway rows (one process, one core)."""
+    c1 = find(points, "http", "gateway", 1)
+    c64 = find(points, "http", "gateway", 64)
+    shadow = find(points, "shadow", "gateway, shadow 100%", 64)
+    one = find(points, "stream", "gateway", 1)
+    gateway_streams = [p for p in points if p.scenario == "stream" and p.path == "gateway"]
+    many = max(gateway_streams, key=lambda p: p.concurrency, default=None)
+    n = many.concurrency if many else 0
+    rows = [
+        ("added latency at c=1, p50", "<= 0.30 ms", added(points, c1, "p50_ms"), "ms"),
+        ("requests/s at c=64", ">= 6,000", value_of(c64, "rps"), "req/s"),
+        ("p99 at c=64", "<= 25 ms", value_of(c64, "p99_ms"), "ms"),
+        ("requests/s at c=64, all shadowed", ">= 3,000", value_of(shadow, "rps"), "req/s"),
+        ("added TTFT p50, 1 stream", "<= 0.5 ms", added(points, one, "ttft_p50_ms"), "ms"),
+        (
+            f"added gap p99, {n} streams",
+            "<= 5 ms",
+            added(points, many, "gap_p99_ms"),
+            "ms",
+        ),
+        (f"gateway RSS, {n} streams", "<= 200 MB", many.rss_mb if many else None, "MiB"),
+    ]
+    return [
+        Target(name, limit, value, unit, _meets(limit, value)) for name, limit, value, unit in rows
+    ]
+
+
+def _meets(limit: str, value: float | None) -> bool | None:
+    """Whether ``value`` satisfies a limit written as "<= 0.30 ms" or ">= 6,000"."""
+    if value is None:
+        return None
+    sign, bound = limit.split()[:2]
+    number = float(bound.replace(",", ""))
+    return value <= number if sign == "<=" else value >= number
+
+
+def max_rps(points: Sequence[Point]) -> dict[str, float]:
+    """Highest requests/s each non-streaming path reached over the concurrencies."""
+    best: dict[str, float] = {}
+    for point in points:
+        if point.scenario == "http" and isinstance(point.result, WrkResult):
+            best[point.path] = max(best.get(point.path, 0.0), point.result.rps)
+    return best
+
+
+def render(points: Sequence[Point]) -> str:
+    """Markdown: non-streaming, streaming, shadow and workers, targets; noisy points get a †."""
+    http = [p for p in points if p.scenario == "http"]
+    streams = [p for p in points if p.scenario == "stream"]
+    reference = [p for p in [find(points, "http", "gateway", 64)] if p is not None]
+    extra = reference + [p for p in points if p.scenario in ("shadow", "workers")]
+    parts = [
+        _table(["path (proxy on core 1)", "conns", "req/s", "p50", "p99", "added p50",
+                "added p99", "proxy CPU", "others' CPU"], [_http_row(points, p) for p in http]),
+        _table(["path (proxy on core 1)", "streams", "TTFT p50", "TTFT p99", "added TTFT p50",
+                "gap p50", "gap p99", "added gap p50", "added gap p99", "proxy RSS",
+                "proxy CPU", "client CPU", "others' CPU"],
+               [_stream_row(points, p) for p in streams]),
+        _table(["gateway at c=64", "req/s", "p50", "p99", "added p50", "gateway CPU",
+                "others' CPU", "note"], [_extra_row(points, p) for p in extra]),
+        _table(["target (issue 6)", "limit", "measured", "verdict"],
+               [[t.name, t.limit, _num(t.measured, t.unit), t.verdict] for t in targets(points)]),
+    ]  # fmt: skip
+    if any(p.noisy for p in points):
+        parts.append("† other processes used more than 10 % of a core during this point.")
+    return "\n\n".join(parts)
+
+
+def _http_row(points: Sequence[Point], p: Point) -> Row:
+    r = p.result
+    assert isinstance(r, WrkResult)
+    return [_label(p), str(p.concurrency), f"{r.rps:,.0f}", fmt_ms(r.p50_ms), fmt_ms(r.p99_ms),
+            _added(added(points, p, "p50_ms")), _added(added(points, p, "p99_ms")),
+            _pct(p.proxy_cpu_pct), _pct(p.other_cpu_pct)]  # fmt: skip
+
+
+def _stream_row(points: Sequence[Point], p: Point) -> Row:
+    r = p.result
+    assert isinstance(r, StreamResult)
+    return [_label(p), str(p.concurrency), _ms(r.ttft_p50_ms), _ms(r.ttft_p99_ms),
+            _added(added(points, p, "ttft_p50_ms")), _ms(r.gap_p50_ms), _ms(r.gap_p99_ms),
+            _added(added(points, p, "gap_p50_ms")), _added(added(points, p, "gap_p99_ms")),
+            _num(p.rss_mb, "MiB"), _pct(p.proxy_cpu_pct), _pct(r.client_cpu_pct),
+            _pct(p.other_cpu_pct)]  # fmt: skip
+
+
+def _extra_row(points: Sequence[Point], p: Point) -> Row:
+    r = p.result
+    assert isinstance(r, WrkResult)
+    direct = find(points, "http", "direct", p.concurrency)
+    base = value_of(direct, "p50_ms")
+    extra_p50 = None if base is None else round(r.p50_ms - base, 4)
+    notes = [f"{k.replace('_', ' ')} {v:,.0f}" for k, v in p.extra.items()]
+    if p.proxy_cpu_pct:  # throughput per core the gateway actually got: the scaling measure
+        notes.insert(0, f"{r.rps / (p.proxy_cpu_pct / 100.0):,.0f} req/s per gateway core")
+    note = "; ".join(notes)
+    label = (
+        _label(p).replace("gateway", "gateway, 1 worker on core 1", 1)
+        if p.scenario == "http"
+        else _label(p)
+    )
+    return [label, f"{r.rps:,.0f}", fmt_ms(r.p50_ms), fmt_ms(r.p99_ms), _added(extra_p50),
+            _pct(p.proxy_cpu_pct), _pct(p.other_cpu_pct), note]  # fmt: skip
+
+
+def summary(points: Sequence[Point]) -> dict[str, Any]:
+    """The headline numbers and the target verdicts, for the JSON report."""
+    return {
+        "max_rps": max_rps(points),
+        "targets": [{**vars(t), "verdict": t.verdict} for t in targets(points)],
+    }
+
+
+def value_of(point: Point | None, field: str) -> float | None:
+    if point is None:
+        return None
+    value = getattr(point.result, field, None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _table(header: Row, rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _label(point: Point) -> str:
+    return point.path + (" †" if point.noisy else "")
+
+
+def fmt_ms(ms: float) -> str:
+    """Three significant digits, in seconds from 1 s up: 0.019 ms, 16.2 ms, 146 ms, 1.47 s."""
+    if abs(ms) >= 1000:
+        return f"{ms / 1000:.3g} s"
+    return f"{ms:.3f} ms" if abs(ms) < 1 else f"{ms:.3g} ms"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else fmt_ms(value)
+
+
+def _added(value: float | None) -> str:
+    return "-" if value is None else ("+" if value >= 0 else "") + fmt_ms(value)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} %"
+
+
+def _num(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f} {unit}" if abs(value) >= 100 else f"{value:.3g} {unit}"

@@ -1,0 +1,235 @@
+"""Overhead benchmark: what the gateway adds in front of a zero-cost upstream, next to nginx.
+
+Usage: ``python benchmarks/overhead/run.py [--duration S] [--quick] [--json OUT] [--plot OUT.svg]``
+
+Upstreams and load generators share core 0; the proxy under test (the gateway, one process, or
+nginx, one worker) runs alone on core 1. Every path is measured in the same run, so "added" is
+always path minus direct at the same load. See benchmarks/README.md for the method.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, replace
+from importlib.metadata import version
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
+
+from loads import Point, StreamLoad, accounted, http_point, stream_point
+from plot import render_svg
+from procs import (
+    GATEWAY_CORE,
+    LOAD_CORE,
+    gateway_settings,
+    metric,
+    start_gateway,
+    start_nginx_proxy,
+    start_sse_upstream,
+)
+from report import render, summary
+
+from benchmarks.upstream_client.servers import start_nginx, start_proxy
+
+CONNECTIONS = (1, 16, 64, 256)
+FLOOR = "raw ASGI + aiohttp"  # benchmarks/upstream_client/proxy_asgi_aiohttp.py
+PACKAGES = ["uvicorn", "uvloop", "httptools", "aiohttp", "orjson", "pydantic", "prometheus-client"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how hard each kind of point runs."""
+
+    duration: int  # seconds per wrk point
+    retries: int  # repeats of a point disturbed by other processes
+    itl_ms: float  # the SSE upstream's inter-token delay
+    one: StreamLoad  # one stream at a time: TTFT
+    many: StreamLoad  # many concurrent streams: gaps under load, memory
+
+    def with_itl(self, itl_ms: float) -> "Plan":
+        """The same plan at another inter-token delay; many streams start spread over one."""
+        spread = self.many.chunks * itl_ms / 1000.0
+        many = replace(self.many, spread=spread, warmup=spread + 0.5)
+        return replace(self, itl_ms=itl_ms, many=many)
+
+
+# 1,000 streams of 20 events at 100 ms: 10,000 events/s through one gateway core.
+FULL = Plan(8, 2, 100.0, StreamLoad(1, 3, 10.0, 0.5, 0.0), StreamLoad(1000, 20, 10.0, 2.5, 2.0))
+QUICK = Plan(1, 0, 100.0, StreamLoad(1, 2, 0.5, 0.2, 0.0), StreamLoad(100, 3, 1.0, 0.4, 0.3))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, help="seconds per non-streaming point (>= 1)")
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON")
+    parser.add_argument("--plot", type=Path, help="also draw the results (.svg)")
+    parser.add_argument("--itl-ms", type=float, help="inter-token delay of the SSE upstream")
+    args = parser.parse_args()
+    if args.plot and args.plot.suffix != ".svg":
+        parser.error("--plot writes SVG (no plotting library is installed): use a .svg name")
+    plan = QUICK if args.quick else FULL
+    if args.duration is not None:
+        if args.duration < 1:
+            parser.error("wrk needs --duration >= 1")
+        plan = replace(plan, duration=args.duration)
+    if args.itl_ms is not None:
+        plan = plan.with_itl(args.itl_ms)
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    points = measure(plan)
+    print(render(points))
+    errors = warn(points)
+    if args.json:
+        report = {
+            "command": shlex.join(["python", *sys.argv]),
+            "machine": {**machine(), "loadavg_before": load_before},
+            "plan": {**asdict(plan), "connections": CONNECTIONS},
+            "seconds": round(time.monotonic() - started, 1),
+            "points": [p.as_json() for p in points],
+            "summary": summary(points),
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot:
+        args.plot.write_text(render_svg(points))
+    return 1 if errors else 0
+
+
+def measure(plan: Plan) -> list[Point]:
+    """Non-streaming against nginx's static answer, then streams against the SSE upstream."""
+    points: list[Point] = []
+    with tempfile.TemporaryDirectory(prefix="overhead-") as name, ExitStack() as stack:
+        tmp = Path(name)
+        upstream = start_nginx(stack, _dir(tmp / "upstream"), LOAD_CORE)
+        points += http_paths(plan, tmp, upstream)
+        points += shadow_and_workers(plan, tmp, upstream)
+        sse = start_sse_upstream(stack, tmp, LOAD_CORE, plan.itl_ms).url
+        points += stream_paths(plan, tmp, sse)
+    return points
+
+
+def http_paths(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
+    """Direct, nginx, the smallest Python proxy and the gateway at every concurrency."""
+    points = [_http(plan, "http", "direct", upstream, c, None) for c in CONNECTIONS]
+    with ExitStack() as stack:
+        nginx = start_nginx_proxy(stack, tmp / "nginx-proxy", GATEWAY_CORE, upstream)
+        points += [_http(plan, "http", "nginx", nginx.url, c, nginx.pid) for c in CONNECTIONS]
+    with ExitStack() as stack:  # upstream_client's floor: parse, forward, relay, nothing else
+        url = start_proxy(stack, "proxy_asgi_aiohttp", upstream, _dir(tmp / "asgi"), GATEWAY_CORE)
+        points += [_http(plan, "http", FLOOR, url, c, None) for c in CONNECTIONS]
+    with ExitStack() as stack:
+        home = _dir(tmp / "gw")
+        gw = start_gateway(stack, home, str(GATEWAY_CORE), gateway_settings(upstream, home), "gw")
+        points += [_http(plan, "http", "gateway", gw.url, c, gw.pid) for c in CONNECTIONS]
+    return points
+
+
+def shadow_and_workers(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
+    """c=64 with every request shadowed, and with two worker processes on both cores."""
+    with ExitStack() as stack:
+        candidate = start_nginx(stack, _dir(tmp / "shadow-upstream"), LOAD_CORE)
+        home = _dir(tmp / "gw-shadow")
+        env = gateway_settings(upstream, home, shadow=candidate)
+        gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-shadow")
+        shadowed = _http(plan, "shadow", "gateway, shadow 100%", gw.url, 64, gw.pid)
+        time.sleep(1.0)  # let the last shadow calls and the record writer finish
+        shadowed.extra = shadow_counts(gw.url)
+    with ExitStack() as stack:
+        cores = f"{LOAD_CORE},{GATEWAY_CORE}"
+        home = _dir(tmp / "gw-workers")
+        env = {**gateway_settings(upstream, home), "GATEWAY_WORKERS": "2"}
+        gw = start_gateway(stack, home, cores, env, "gw-workers")
+        workers = _http(plan, "workers", "gateway, 2 workers on cores 0+1", gw.url, 64, gw.pid)
+    return [shadowed, workers]
+
+
+def stream_paths(plan: Plan, tmp: Path, sse: str) -> list[Point]:
+    """TTFT with one stream, gaps and memory with many, direct, through nginx, the gateway."""
+    loads = (plan.one, plan.many)
+    points = [_stream(plan, "direct", sse, load, None) for load in loads]
+    with ExitStack() as stack:
+        nginx = start_nginx_proxy(stack, tmp / "nginx-sse", GATEWAY_CORE, sse)
+        points += [_stream(plan, "nginx", nginx.url, load, nginx.pid) for load in loads]
+    with ExitStack() as stack:
+        home = _dir(tmp / "gw-sse")
+        gw = start_gateway(stack, home, str(GATEWAY_CORE), gateway_settings(sse, home), "gw-sse")
+        points += [_stream(plan, "gateway", gw.url, load, gw.pid) for load in loads]
+    return points
+
+
+def shadow_counts(url: str) -> dict[str, float]:
+    """How many requests were sampled, shadowed to completion, dropped, and pairs stored."""
+    names = {
+        "sampled": ("gateway_shadow_sampled_total", {}),
+        "completed": ("gateway_shadow_completed_total", {}),
+        "dropped": ("gateway_shadow_dropped_total", {}),
+        "pairs written": ("gateway_shadow_records_total", {"result": "written"}),
+    }
+    return {key: metric(url, name, labels) for key, (name, labels) in names.items()}
+
+
+def _http(plan: Plan, scenario: str, path: str, url: str, c: int, pid: int | None) -> Point:
+    return accounted(lambda: http_point(scenario, path, url, c, plan.duration), pid, plan.retries)
+
+
+def _stream(plan: Plan, path: str, url: str, load: StreamLoad, pid: int | None) -> Point:
+    return accounted(lambda: stream_point(path, url, load, pid), pid, plan.retries)
+
+
+def _dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def warn(points: list[Point]) -> int:
+    """Print failed requests and disturbed points on stderr; return the failure count."""
+    failures = 0
+    for p in points:
+        bad = sum(getattr(p.result, f, 0) for f in ("errors", "short_streams"))
+        failures += bad
+        where = f"{p.scenario} {p.path} c={p.concurrency}"
+        if bad:
+            print(f"WARNING: {where}: {bad} failed requests or short streams", file=sys.stderr)
+        if p.noisy:
+            print(f"WARNING: {where}: other processes used {p.other_cpu_pct}% of a core",
+                  file=sys.stderr)  # fmt: skip
+    return failures
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers depend on: cores, CPU model, kernel, versions."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                  if line.startswith("model name")), "unknown")  # fmt: skip
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "nginx": nginx.removeprefix("nginx version: "),
+        "packages": {name: version(name) for name in PACKAGES},
+    }
+
+
+def exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM becomes SystemExit, so the ExitStacks stop every child."""
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,115 @@
+"""Sort py-spy's collapsed stacks into the steps of the hot path, in microseconds per request.
+
+A sample is one line ``frame;frame;...;frame COUNT`` (root first), each frame
+``function (file:line)``. Its step is found by walking from the leaf to the root: the first frame
+a rule recognises names the step, so library code is charged to the step that called it
+(``asyncio.wait`` under ``until_disconnect`` is the watcher's). Non-blocking sampling can cut a
+stack short at the root end; the leaf, which decides most steps, survives.
+
+    >>> classify([Frame("parse_body", "gateway/parsing.py", 25)])
+    'orjson parse of the request (parse_body)'
+"""
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
+
+
+@dataclass(frozen=True)
+class Frame:
+    function: str
+    file: str
+    line: int
+
+
+Stack = Sequence[Frame]
+Rule = tuple[str, Callable[[Frame, Stack], bool]]
+
+
+def _under(stack: Stack, function: str) -> bool:
+    return any(frame.function == function for frame in stack)
+
+
+WATCHER = "disconnect watcher (until_disconnect: 2 tasks, asyncio.wait, cancel)"
+RULES: list[Rule] = [
+    ("pydantic validation (model_validate_json)", lambda f, s: "pydantic" in f.file),
+    ("metrics (prometheus_client labels/inc/observe)",
+     lambda f, s: "prometheus_client" in f.file or f.file == "gateway/metrics.py"),
+    ("response send (uvicorn send: head and body writes)",
+     lambda f, s: f.function == "RequestResponseCycle.send"),
+    ("body read (read_body, uvicorn receive)",
+     lambda f, s: f.function == "read_body"
+     or (f.function == "RequestResponseCycle.receive" and _under(s, "read_body"))),
+    (WATCHER, lambda f, s: f.function in ("until_disconnect", "RequestResponseCycle.receive")),
+    (WATCHER, lambda f, s: f.file == "asyncio/tasks.py" and f.function.startswith("_wait")),
+    ("aiohttp: read the answer (protocol, parser, ClientResponse)",
+     lambda f, s: "aiohttp/" in f.file and ("client_proto" in f.file or "streams" in f.file
+                                            or f.function.startswith("ClientResponse."))),
+    ("aiohttp: send the request (session, connector, writer, timers)",
+     lambda f, s: "aiohttp/" in f.file),
+    ("orjson parse of the request (parse_body)", lambda f, s: f.function == "parse_body"),
+    ("backend adapter (openai_http: answer check, model rename)",
+     lambda f, s: f.file.startswith("backends/")),
+    ("uvicorn + httptools: parse, new request, start the ASGI task",
+     lambda f, s: f.function.startswith("HttpToolsProtocol.")),
+    ("uvicorn: run_asgi, ProxyHeadersMiddleware",
+     lambda f, s: f.function.startswith("RequestResponseCycle.") or "proxy_headers" in f.file),
+    ("gateway: dispatch, auth, routing, Exchange, headers",
+     lambda f, s: f.file.startswith("gateway/")),
+    ("event loop (uvloop: epoll, transports, callbacks, task steps)",
+     lambda f, s: f.function == "Runner.run"),
+]  # fmt: skip
+ASYNCIO = "asyncio internals, caller unknown (stack cut short)"
+UNRESOLVED = "unresolved (empty stack)"
+
+
+def parse_frame(text: str) -> Frame:
+    """``'parse_body (gateway/parsing.py:25)'`` -> Frame; odd frames keep their text as name."""
+    match = FRAME.match(text)
+    if match is None:
+        return Frame(text, "", 0)
+    return Frame(match["function"], match["file"], int(match["line"] or 0))
+
+
+def parse_collapsed(lines: Iterable[str]) -> list[tuple[list[Frame], int]]:
+    """py-spy ``--format raw`` output -> (frames root first, sample count) pairs."""
+    samples = []
+    for line in lines:
+        stack, _, count = line.rstrip("\n").rpartition(" ")
+        if count.isdigit():
+            frames = [parse_frame(part) for part in stack.split(";") if part]
+            samples.append((frames, int(count)))
+    return samples
+
+
+def classify(frames: Stack) -> str:
+    """The step of one stack: the first rule matching a frame, walking from the leaf."""
+    for depth in range(len(frames) - 1, -1, -1):
+        for step, matches in RULES:
+            if matches(frames[depth], frames[:depth]):
+                return step
+    if any(frame.file.startswith("asyncio/") for frame in frames):
+        return ASYNCIO
+    return UNRESOLVED
+
+
+def breakdown(samples: Iterable[tuple[list[Frame], int]]) -> Counter[str]:
+    """Samples per step."""
+    counts: Counter[str] = Counter()
+    for frames, count in samples:
+        counts[classify(frames)] += count
+    return counts
+
+
+def render(counts: Counter[str], us_per_request: float) -> str:
+    """Markdown table, biggest step first: share of busy samples and microseconds per request."""
+    total = sum(counts.values()) or 1
+    lines = ["| step | share of gateway CPU | µs per request |", "|---|---|---|"]
+    for step, count in counts.most_common():
+        share = count / total
+        lines.append(f"| {step} | {share:.1%} | {share * us_per_request:.1f} |")
+    lines.append(f"| **total** | 100 % | {us_per_request:.1f} |")
+    return "\n".join(lines)
