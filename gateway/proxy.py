@@ -129,7 +129,7 @@ class Proxy:
             )
             if self._shadow is not None and backend is self._shadow.primary:
                 exchange.mirror = self._shadow.mirror(upstream)
-            in_flight = self._metrics.in_flight.labels(backend.name, exchange.route.path)
+            in_flight = self._metrics.in_flight_for(backend.name, exchange.route.path)
             in_flight.inc()
             try:
                 if request.stream:
@@ -174,7 +174,7 @@ class Proxy:
             exchange.mirror = self._shadow.mirror(
                 upstream, parse=task.expand, prompt_version=task.version
             )
-        in_flight = self._metrics.in_flight.labels(backend.name, exchange.route.path)
+        in_flight = self._metrics.in_flight_for(backend.name, exchange.route.path)
         in_flight.inc()
         try:
             waited = perf_counter()
