@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client.metrics_core import Metric
 
@@ -178,3 +182,45 @@ def test_metric_names_are_read_from_promql() -> None:
         "gateway_request_duration_seconds_bucket",
         "vllm:kv_cache_usage_perc",
     }
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:  # pragma: no cover - the message is the point
+        pytest.fail("promtool is missing: ./dev test installs Debian's prometheus package")
+    return path
+
+
+def test_prometheus_config_passes_promtool() -> None:
+    config = COMPOSE / "prometheus/prometheus.yml"
+    result = subprocess.run(
+        [promtool(), "check", "config", "--syntax-only", str(config)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    """Prometheus' own parser reads each query, as recording rules (Grafana's interval
+    variable stands in as 1m)."""
+    rules = [
+        {"record": f"dashboard:panel_{panel['id']}_{index}",
+         "expr": target["expr"].replace("$__rate_interval", "1m")}
+        for panel in panels() for index, target in enumerate(panel["targets"])
+    ]  # fmt: skip
+    assert rules
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(rules)} rules found" in result.stdout
+
+
+def test_promtool_is_not_a_no_op(tmp_path: Path) -> None:
+    path = tmp_path / "bad-rules.yml"
+    bad = {"record": "x", "expr": "sum(rate(gateway_requests_total[1m])"}
+    path.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [bad]}]}))
+    result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True)
+    assert result.returncode != 0

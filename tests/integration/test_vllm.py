@@ -193,6 +193,25 @@ def test_vllm_sampling_extensions_pass_through(
     assert theirs.usage.completion_tokens == 12
 
 
+def test_logprobs_and_stop_pass_through(direct: openai.OpenAI, via_gateway: openai.OpenAI) -> None:
+    mine, theirs = both(
+        direct,
+        via_gateway,
+        "chat.completions.create",
+        model=TINY_MODEL,
+        messages=MESSAGES,
+        temperature=0,
+        max_tokens=12,
+        logprobs=True,
+        top_logprobs=3,
+        stop=["\n\n"],
+    )
+    assert theirs.choices[0].logprobs is not None
+    assert len(theirs.choices[0].logprobs.content[0].top_logprobs) == 3
+    assert theirs.choices[0].logprobs == mine.choices[0].logprobs
+    assert theirs.choices[0].message.content == mine.choices[0].message.content
+
+
 def test_models_lists_the_served_name(via_gateway: openai.OpenAI) -> None:
     assert [model.id for model in via_gateway.models.list()] == [TINY_MODEL]
 
