@@ -52,6 +52,7 @@ class VllmEngine:
         port: int = 0,
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
+        cwd: Path | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.served_name = served_name
@@ -59,6 +60,7 @@ class VllmEngine:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or _temp_log_path()
         self.extra_args = tuple(extra_args)
+        self.cwd = cwd  # where a relative --model path is resolved
         self._process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -83,7 +85,7 @@ class VllmEngine:
             # Its own session, so stop() reaches the EngineCore and worker children too.
             self._process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True,
+                start_new_session=True, cwd=self.cwd,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while not (self._answers("/health") and self._answers("/v1/models")):
