@@ -5,8 +5,9 @@ Usage:
     python prompts/tagger/check_dataset.py [path/to/dataset.jsonl]
 
 Checks the schema of every line, unique ids, known moods/splits/tags, that contrastive pairs are
-symmetric, in the same split and differ in at least one label, and the minimum counts promised in
-DATASHEET.md. Problems go to stderr and make the exit status 1; the tables go to stdout.
+symmetric, in the same split and differ in at least one label, that every (mood, celebrate)
+combination is one LABELS.md allows, and the minimum counts promised in DATASHEET.md. Problems
+go to stderr and make the exit status 1; the tables go to stdout.
 Standard library only.
 """
 
@@ -30,6 +31,11 @@ MOODS: Final[dict[str, str]] = {
     "playful": "P",
     "neutral": "N",
 }
+# The (mood, celebrate) combinations LABELS.md allows, one tagger code each: only a result
+# celebrates, and a result is `happy`, or `comforting` when Pika also soothes the child.
+COMBINATIONS: Final[frozenset[tuple[str, bool]]] = frozenset(
+    {(mood, False) for mood in MOODS} | {("happy", True), ("comforting", True)}
+)
 SPLITS: Final[tuple[str, ...]] = ("dev", "test")
 TAGS: Final[frozenset[str]] = frozenset(
     {
@@ -60,6 +66,7 @@ ESCAPE_RE: Final[re.Pattern[str]] = re.compile(r"\\u[0-9a-fA-F]{4}")
 
 MIN_TOTAL: Final = 330
 MIN_PER_MOOD: Final = 30
+MIN_PER_COMBINATION: Final = 20
 MIN_CELEBRATE_TRUE: Final = 90
 MIN_CELEBRATE_FALSE: Final = 90
 MIN_PAIRS: Final = 60
@@ -190,6 +197,17 @@ def check(examples: Sequence[Example], problems: list[str]) -> None:
     for mood in MOODS:
         if moods[mood] < MIN_PER_MOOD:
             problems.append(f"mood {mood}: {moods[mood]} examples (minimum {MIN_PER_MOOD})")
+    combinations = Counter((ex.mood, ex.celebrate) for ex in examples)
+    for mood, flag in sorted(set(combinations) - COMBINATIONS):
+        problems.append(
+            f"{mood} with celebrate={str(flag).lower()} is not a label LABELS.md allows"
+        )
+    for mood, flag in sorted(COMBINATIONS):
+        if combinations[(mood, flag)] < MIN_PER_COMBINATION:
+            problems.append(
+                f"{mood} with celebrate={str(flag).lower()}: {combinations[(mood, flag)]} "
+                f"examples (minimum {MIN_PER_COMBINATION})"
+            )
     n_true = sum(ex.celebrate for ex in examples)
     if n_true < MIN_CELEBRATE_TRUE:
         problems.append(f"celebrate=true: {n_true} (minimum {MIN_CELEBRATE_TRUE})")

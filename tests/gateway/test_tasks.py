@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from transformers import AutoTokenizer
 
 from backends.chat_template import ChatTemplate
 from backends.triton_interface import ModelInterface
@@ -100,6 +101,21 @@ def test_build_puts_every_shared_token_first_and_the_exchange_last(tagger: Task)
     # ...and only the exchange and the template's closing markers follow it.
     assert one[start:] == "CHILD-ONE\nPika: PIKA-ONE<|end|>\n<|assistant|>\n"
     assert one.count("PIKA-ONE") == 1
+
+
+def test_the_triton_adapter_renders_every_prompt_as_transformers_does(
+    tagger: Task, tiny_model_dir: Path
+) -> None:
+    """vLLM renders a chat with the model's template through transformers; the Triton adapter
+    renders its own copy: for every exchange of the dataset, the two texts are the same."""
+    reference = AutoTokenizer.from_pretrained(tiny_model_dir)
+    template = ChatTemplate.from_tokenizer_dir(tiny_model_dir)
+    for row in rows().values():
+        messages = tagger.build(payload(row["child"], row["pika"]), "m")["messages"]
+        expected = reference.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        assert template.render(messages) == expected, row["id"]
 
 
 def test_build_carries_decoding_and_the_choice_every_backend_honours(tagger: Task) -> None:
