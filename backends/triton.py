@@ -207,9 +207,10 @@ class TritonBackend:
         try:
             while True:
                 try:
-                    result, error = await asyncio.wait_for(
-                        anext(stream), self._settings.read_timeout
-                    )
+                    # Not wait_for: on 3.11 it swallows a cancel (the client went away) that
+                    # comes as the next response arrives, and the stream then runs to its end.
+                    async with asyncio.timeout(self._settings.read_timeout):
+                        result, error = await anext(stream)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:

@@ -8,13 +8,20 @@ Three models are bound to one PyTriton server (see ``triton_engine``), all decou
   ``end_id`` that defaults to the tokenizer's eos ``<|endoftext|>`` rather than ``<|end|>``,
   token-level ``stop_words`` kept in the output, the prompt echoed unless
   ``exclude_input_in_output``, and streamed ``text_output`` holding the decode of only the new
-  token, so a character split across tokens arrives as U+FFFD.
+  token, so a character split across tokens arrives as U+FFFD. Guided decoding through
+  ``guided_decoding_guide_type`` and ``guided_decoding_guide``, as with ``xgrammar`` (see below).
 - ``tensorrt_llm_bls``: the same interface with ``accumulate_tokens=true``: each streamed
   ``text_output`` is the decode of every token so far.
 - ``tensorrt_llm``: the LLM-API model (``llmapi/tensorrt_llm``). No batch dim, ``streaming`` and
   ``sampling_param_*`` inputs, string-level stops cut from the text, cumulative streamed text,
   ``finish_reason`` (``"None"`` until the last response, as ``str(None)`` is what the real model
-  sends), and every eos id of ``generation_config.json`` ends the answer.
+  sends), and every eos id of ``generation_config.json`` ends the answer. No guided decoding.
+
+Guided decoding: each step allows only the tokens whose bytes keep the answer a prefix of a
+match of the guide, and the end id only once it matches in full. ``regex`` guides are matched as
+given; a ``json_schema`` becomes a regex of compact JSON for the usual subset (``enum``,
+``const``, objects with all their ``properties``, arrays, scalar types); ``json`` is a flat
+object. An ``ebnf_grammar`` or a schema outside the subset is an ``InvalidRequestError``.
 
 Test hook: a prompt containing ``[[force:TEXT]]`` makes the model emit exactly the tokens of
 TEXT (encoded without special tokens), then ``<|end|>``, then whatever it likes, through a logits
@@ -32,7 +39,7 @@ Where PyTriton makes it differ from the real server: the final flag always comes
 last data response (so ``triton_final_response`` is false on every response a ``grpc.aio``
 client sees, and the stream simply ends), each request must have batch size 1, the configs show
 ``backend: python``, and a client's cancellation never reaches the model, so a cancelled request
-still runs to its end.
+still runs to its end (tests watch the gRPC call instead).
 
 Example::
 
@@ -44,6 +51,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import threading
@@ -55,6 +63,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import regex  # type: ignore[import-untyped]  # no stubs; a dependency of transformers
 import torch
 from pytriton.model_config import ModelConfig, Tensor
 from pytriton.proxy.types import Request
@@ -97,6 +106,7 @@ class Sampling:
     bad_sequences: tuple[tuple[int, ...], ...] = ()
     forced: tuple[int, ...] = ()
     fail_after: int | None = None  # tokens generated before the [[fail:N]] hook raises
+    guide: Guide | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,7 @@ class TinyLlm:
         if not isinstance(end_of_turn, int):
             raise TypeError("the tokenizer has no single <|end|> token")
         self.end_of_turn_id = end_of_turn
+        self.token_bytes = _token_bytes(self.tokenizer)
         self._lock = threading.Lock()
 
     def encode(self, text: str, *, special: bool) -> list[int]:
@@ -134,6 +145,21 @@ class TinyLlm:
         if match is None:
             return ()
         return (*self.encode(match[1], special=False), self.end_of_turn_id)
+
+    def guide(self, kind: str, text: str) -> Guide:
+        """A guide from TensorRT-LLM's ``guided_decoding_guide_type`` and ``..._guide``."""
+        if kind == "regex":
+            pattern = text
+        elif kind == "json_schema":
+            pattern = schema_regex(_json(text))
+        elif kind == "json":
+            pattern = _FLAT_OBJECT
+        else:
+            raise InvalidRequestError(f"this test engine cannot guide by '{kind}'")
+        try:  # on UTF-8 bytes, so that a character split over two tokens is judged exactly
+            return Guide(regex.compile(pattern.encode("utf-8")), self.token_bytes)
+        except regex.error as exc:
+            raise InvalidRequestError(f"invalid guide regex {pattern!r}: {exc}") from None
 
     @staticmethod
     def fail_after(prompt: str) -> int | None:
@@ -176,12 +202,16 @@ class TinyLlm:
 def choose(
     logits: Any, sampling: Sampling, context: list[int], generated: list[int], rng: Any
 ) -> int:
-    """Pick the next token: penalties, bans and the force mask, then argmax or a sample."""
+    """Pick the next token: penalties, bans, the guide and the force mask, then argmax or a
+    sample."""
     logits = _penalise(logits.clone(), sampling, context, generated)
     for banned in _banned(generated, sampling.bad_sequences):
         logits[banned] = -torch.inf
     if len(generated) < sampling.min_tokens:
         logits[list(sampling.end_ids)] = -torch.inf
+    if sampling.guide is not None:
+        allowed = sampling.guide.allowed(generated, sampling.end_ids)
+        logits = logits + torch.full_like(logits, -torch.inf).index_fill(0, allowed, 0.0)
     if len(generated) < len(sampling.forced):
         keep = sampling.forced[len(generated)]
         logits = torch.full_like(logits, -torch.inf).index_fill(0, torch.tensor([keep]), 0.0)
@@ -189,6 +219,95 @@ def choose(
         return int(torch.argmax(logits))
     logits = _top_k_top_p(logits / sampling.temperature, sampling.top_k, sampling.top_p)
     return int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=rng))
+
+
+@dataclass(frozen=True, eq=False)
+class Guide:
+    """A compiled guide: which tokens may come next, judged on the answer's bytes."""
+
+    pattern: Any  # a bytes regex.Pattern: its partial matches say what can still match
+    token_bytes: Sequence[bytes | None]
+
+    def allowed(self, generated: Sequence[int], end_ids: frozenset[int]) -> Any:
+        """Ids of the tokens that keep a match possible; the end ids once the text matches.
+
+        A dead end (no token fits) allows the end ids. A class of non-ASCII characters is
+        matched byte by byte, so only roughly; literal choices and schemas, what the gateway
+        sends, are exact.
+        """
+        prefix = b"".join(self.token_bytes[token] or b"" for token in generated)
+        ids = [
+            token
+            for token, piece in enumerate(self.token_bytes)
+            if piece and self._possible(prefix + piece)
+        ]
+        if not ids or self._possible(prefix, final=True):
+            ids += sorted(end_ids)
+        return torch.tensor(ids)
+
+    def _possible(self, data: bytes, *, final: bool = False) -> bool:
+        return self.pattern.fullmatch(data, partial=not final) is not None
+
+
+_STRING = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt])*"'
+_INTEGER = r"-?(?:0|[1-9][0-9]*)"
+_SCALARS = {
+    "string": _STRING,
+    "integer": _INTEGER,
+    "number": _INTEGER + r"(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?",
+    "boolean": "(?:true|false)",
+    "null": "null",
+}
+_SCALAR = "(?:" + "|".join(_SCALARS.values()) + ")"
+_FLAT_OBJECT = rf"\{{(?:{_STRING}:{_SCALAR}(?:,{_STRING}:{_SCALAR})*)?\}}"
+
+
+def schema_regex(schema: Any) -> str:
+    """A regex of compact JSON that the schema accepts, every property present: a part of
+    what xgrammar allows, for the common subset of JSON Schema."""
+    if not isinstance(schema, dict):
+        raise InvalidRequestError(f"not a JSON schema: {schema!r}")
+    if "enum" in schema or "const" in schema:
+        values = schema["enum"] if "enum" in schema else [schema["const"]]
+        return "(?:" + "|".join(regex.escape(_compact(value)) for value in values) + ")"
+    kind = schema.get("type")
+    if kind == "object":
+        fields = (
+            regex.escape(_compact(name)) + ":" + schema_regex(part)
+            for name, part in schema.get("properties", {}).items()
+        )
+        return r"\{" + ",".join(fields) + r"\}"
+    if kind == "array":
+        item = schema_regex(schema.get("items", {"type": "string"}))
+        return rf"\[(?:{item}(?:,{item})*)?\]"
+    if kind in _SCALARS:
+        return _SCALARS[kind]
+    raise InvalidRequestError(f"this test engine cannot guide by the schema {schema!r}")
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequestError(f"the guide is not JSON: {exc}") from None
+
+
+def _token_bytes(tokenizer: Any) -> tuple[bytes | None, ...]:
+    """Each token's bytes (byte-level BPE); ``None`` for special tokens, which no guide allows."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    shifted = (byte for byte in range(256) if byte not in printable)
+    chars = {chr(byte): byte for byte in printable}
+    chars |= {chr(0x100 + index): byte for index, byte in enumerate(shifted)}
+    special = set(tokenizer.all_special_ids)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return tuple(
+        None if token in special else bytes(chars[char] for char in piece)
+        for token, piece in enumerate(pieces)
+    )
 
 
 def _penalise(logits: Any, sampling: Sampling, context: list[int], generated: list[int]) -> Any:
@@ -352,7 +471,14 @@ class TrtllmTextModel:
             bad_sequences=self._word_ids(request, "bad_words"),
             forced=self.llm.forced_ids(prompt),
             fail_after=self.llm.fail_after(prompt),
+            guide=self._guide(request),
         )
+
+    def _guide(self, request: Request) -> Guide | None:
+        kinds = _strings(request, "guided_decoding_guide_type")
+        if not kinds:
+            return None
+        return self.llm.guide(kinds[0], "".join(_strings(request, "guided_decoding_guide")))
 
     def _word_ids(self, request: Request, name: str) -> tuple[tuple[int, ...], ...]:
         words = (self.llm.encode(word, special=False) for word in _strings(request, name))
@@ -463,6 +589,8 @@ TRTLLM_INPUTS = (
     _tensor("seed", np.uint64),
     _tensor("stop_words", bytes, (-1,)),
     _tensor("bad_words", bytes, (-1,)),
+    _tensor("guided_decoding_guide_type", bytes),
+    _tensor("guided_decoding_guide", bytes),
     *(
         _tensor(name, np.bool_)
         for name in (

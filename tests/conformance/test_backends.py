@@ -6,20 +6,25 @@ differences (declared in `BackendCase`), never its own test code.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import openai
 import pytest
+from tokenizers import Tokenizer
 
 from backends.registry import BackendSettings
 from backends.triton import TritonSettings
@@ -36,7 +41,13 @@ CHAT = [
     {"role": "system", "content": "Bạn là Pika, gia sư của các bạn nhỏ."},
     {"role": "user", "content": "Pika ơi, 5 + 7 bằng mấy?"},
 ]
-SCHEMA = {"type": "object", "properties": {"mood": {"enum": ["happy", "sad"]}}}
+SCHEMA = {
+    "type": "object",
+    "properties": {"mood": {"enum": ["happy", "sad"]}},
+    "required": ["mood"],
+    "additionalProperties": False,
+}
+CHOICES = ["vui", "buồn", "tự hào"]
 
 
 @dataclass(frozen=True)
@@ -45,17 +56,18 @@ class BackendCase:
     structured_outputs: bool  # the engine has guided decoding
     clamps_max_tokens: bool  # an over-long max_tokens is clamped (Triton) or refused (vLLM)
     streams_vietnamese_intact: bool
+    forces_answers: bool  # the test engine has the `[[force:TEXT]]` hook
 
 
 CASES = [
     BackendCase("vllm", structured_outputs=True, clamps_max_tokens=False,
-                streams_vietnamese_intact=True),
-    BackendCase("ensemble", structured_outputs=False, clamps_max_tokens=True,
-                streams_vietnamese_intact=False),
-    BackendCase("tensorrt_llm_bls", structured_outputs=False, clamps_max_tokens=True,
-                streams_vietnamese_intact=True),
+                streams_vietnamese_intact=True, forces_answers=False),
+    BackendCase("ensemble", structured_outputs=True, clamps_max_tokens=True,
+                streams_vietnamese_intact=False, forces_answers=True),
+    BackendCase("tensorrt_llm_bls", structured_outputs=True, clamps_max_tokens=True,
+                streams_vietnamese_intact=True, forces_answers=True),
     BackendCase("tensorrt_llm", structured_outputs=False, clamps_max_tokens=True,
-                streams_vietnamese_intact=True),
+                streams_vietnamese_intact=True, forces_answers=True),
 ]  # fmt: skip
 
 
@@ -172,38 +184,75 @@ def test_stop_cuts_the_answer_before_the_stop_string(target: Target) -> None:
         assert text == full[: full.index(stop)]
 
 
+LONG_FORCED = "Một hai ba bốn năm sáu bảy tám chín mười, mười một, mười hai."
+SHORT_FORCED = "Xin chào"
+
+
 def test_max_tokens_ends_with_length(target: Target) -> None:
-    answer = chat(target, temperature=0, max_tokens=3, extra_body={"min_tokens": 3}) \
-        if target.case.name in ("vllm", "ensemble", "tensorrt_llm_bls") \
-        else chat(target, temperature=0, max_tokens=3)  # fmt: skip
-    if answer.choices[0].finish_reason == "length":
-        assert answer.usage.completion_tokens == 3
-    else:  # the random model chose to end within 3 tokens
-        assert answer.usage.completion_tokens <= 3
+    """An answer longer than max_tokens: forced by the Triton test engine; on vLLM, end
+    tokens are banned until max_tokens by min_tokens."""
+    if target.case.forces_answers:
+        messages = [{"role": "user", "content": f"[[force:{LONG_FORCED}]]"}]
+        answer = chat(target, messages=messages, temperature=0, max_tokens=3)
+        assert LONG_FORCED.startswith(answer.choices[0].message.content)
+    else:
+        answer = chat(target, temperature=0, max_tokens=3, extra_body={"min_tokens": 3})
+    assert answer.choices[0].finish_reason == "length"
+    assert answer.usage.completion_tokens == 3
 
 
-def test_sampling_really_samples(target: Target) -> None:
-    answers = {
-        chat(target, temperature=1.0, top_p=1.0, max_tokens=8).choices[0].message.content
-        for _ in range(4)
-    }
-    assert len(answers) > 1
-    seeded = {
-        chat(target, temperature=1.0, seed=7, max_tokens=8).choices[0].message.content
-        for _ in range(2)
-    }
-    assert len(seeded) == 1
+def test_temperature_alone_really_samples(target: Target) -> None:
+    """temperature > 0 with no top_p, top_k or seed: TensorRT-LLM would decode greedily with a
+    fixed seed unless the gateway asks it to sample, with a fresh seed each time."""
+    sampled: set[str] = set()
+    for _ in range(8):
+        sampled.add(chat(target, temperature=1.0, max_tokens=16).choices[0].message.content)
+        if len(sampled) > 1:
+            break
+    assert len(sampled) > 1, f"8 answers sampled at temperature 1 were all {sampled}"
+    greedy = {chat(target, temperature=0, max_tokens=16).choices[0].message.content for _ in "ab"}
+    assert len(greedy) == 1
+
+
+def test_a_seed_repeats_a_sample(target: Target) -> None:
+    def sample(seed: int) -> str:
+        answer = chat(target, temperature=1.0, seed=seed, max_tokens=12)
+        return str(answer.choices[0].message.content)
+
+    assert sample(7) == sample(7)
+    assert len({sample(seed) for seed in range(4)}) > 1  # and the seed is not just ignored
 
 
 def test_response_format_json_schema(target: Target) -> None:
     response_format = {"type": "json_schema", "json_schema": {"name": "m", "schema": SCHEMA}}
     if target.case.structured_outputs:
         answer = chat(target, temperature=0, max_tokens=30, response_format=response_format)
-        assert answer.choices[0].message.content.lstrip().startswith("{")
+        content = answer.choices[0].message.content
+        assert content.lstrip().startswith("{")
+        if answer.choices[0].finish_reason == "stop":  # vLLM's xgrammar may pad with newlines
+            assert json.loads(content)["mood"] in ("happy", "sad")
         return
     with pytest.raises(openai.BadRequestError) as caught:
         chat(target, temperature=0, max_tokens=30, response_format=response_format)
     assert "cannot honour a structured output" in caught.value.message
+
+
+def test_structured_outputs_choice(target: Target) -> None:
+    """What the tagger sends; Vietnamese choices split characters over tokens."""
+    extra_body = {"structured_outputs": {"choice": CHOICES}}
+    if not target.case.structured_outputs:
+        with pytest.raises(openai.BadRequestError) as caught:
+            chat(target, max_tokens=16, extra_body=extra_body)
+        assert "cannot honour a structured output" in caught.value.message
+        return
+    answers = [chat(target, temperature=1.0, max_tokens=16, extra_body=extra_body)
+               for _ in range(4)]  # fmt: skip
+    assert {answer.choices[0].message.content for answer in answers} <= set(CHOICES)
+    assert {answer.choices[0].finish_reason for answer in answers} == {"stop"}
+    chunks = chat(target, temperature=0, max_tokens=16, extra_body=extra_body, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    if target.case.streams_vietnamese_intact:
+        assert streamed in CHOICES
 
 
 def test_over_long_max_tokens(target: Target) -> None:
@@ -332,10 +381,10 @@ def test_reported_lines_reach_the_run_output(tmp_path: Path) -> None:
 TRITON_MODELS = ["ensemble", "tensorrt_llm_bls", "tensorrt_llm"]
 
 
-def triton_gateway(model: str, triton: TritonEngine, **settings: Any) -> ThreadedServer:
+def triton_gateway(model: str, url: str, **settings: Any) -> ThreadedServer:
     stream_text = "cumulative" if model == "tensorrt_llm_bls" else "auto"  # see backend_settings
     backend = TritonSettings(
-        url=triton.grpc_url, model=model, context_length=2048, stream_text=stream_text, **settings
+        url=url, model=model, context_length=2048, stream_text=stream_text, **settings
     )
     gateway = Settings(backends={model: backend}, primary=model, models=[PUBLIC])
     return ThreadedServer(create_app(gateway))
@@ -352,7 +401,7 @@ def test_engine_errors_reach_the_client_as_one_clean_line(
     caplog.set_level(logging.DEBUG)
     private = "Bé Lan lớp 2A nhà ở số 7 " * 30
     with (
-        triton_gateway(model, triton_engine, tokenizer_dir=tiny_model_dir) as server,
+        triton_gateway(model, triton_engine.grpc_url, tokenizer_dir=tiny_model_dir) as server,
         openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
     ):
         with pytest.raises(openai.InternalServerError) as before_start:
@@ -395,7 +444,7 @@ def test_builtin_template_ends_the_answer_at_its_end_token(
     """
     messages = [{"role": "user", "content": f"[[force:{FORCED}]]"}]
     with (
-        triton_gateway(model, triton_engine, chat_template="phi3") as server,
+        triton_gateway(model, triton_engine.grpc_url, chat_template="phi3") as server,
         openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
     ):
         whole = client.chat.completions.create(
@@ -409,3 +458,139 @@ def test_builtin_template_ends_the_answer_at_its_end_token(
     assert whole.choices[0].finish_reason == "stop"
     if model != "ensemble":  # the ensemble garbles split characters when streaming
         assert streamed == FORCED
+
+
+@pytest.mark.parametrize("model", TRITON_MODELS)
+def test_an_answer_shorter_than_max_tokens_ends_with_stop(
+    model: str, triton_engine: TritonEngine, tiny_model_dir: Path
+) -> None:
+    """The forced answer ends at `<|end|>` well within max_tokens; only its tokens count."""
+    tokens = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json")).encode(
+        SHORT_FORCED, add_special_tokens=False
+    )
+    messages = [{"role": "user", "content": f"[[force:{SHORT_FORCED}]]"}]
+    request = {"model": PUBLIC, "messages": messages, "temperature": 0, "max_tokens": 20}
+    with (
+        triton_gateway(model, triton_engine.grpc_url, tokenizer_dir=tiny_model_dir) as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
+    ):
+        whole = client.chat.completions.create(**request)
+        chunks = list(client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        ))  # fmt: skip
+    assert whole.choices[0].message.content == SHORT_FORCED
+    assert whole.choices[0].finish_reason == "stop"
+    assert whole.usage.completion_tokens == len(tokens.ids) < 20
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.completion_tokens == len(tokens.ids)
+
+
+@dataclass
+class TappedCall:
+    """One streamed gRPC call through the tap: responses passed on, and how it ended."""
+
+    responses: int = 0
+    ended: str | None = None  # "completed", or "cancelled" by the client (the gateway)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class GrpcTap:
+    """A gRPC proxy in front of Triton that records how each streamed call ends.
+
+    PyTriton never tells the test engine of a cancellation (it runs every request to its end),
+    so the wire is where a cancelled call shows: the proxy's handler is cancelled when the
+    gateway cancels its call, and it then cancels its own call to Triton.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.calls: list[TappedCall] = []
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> GrpcTap:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _start(self) -> None:
+        self._channel = grpc.aio.insecure_channel(self.upstream)
+        self._server = grpc.aio.server()
+        self._server.add_generic_rpc_handlers([_Forward(self)])
+        self.url = f"127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
+        await self._server.start()
+
+    async def _stop(self) -> None:
+        await self._server.stop(grace=None)
+        await self._channel.close()
+
+    async def unary(self, method: str, request: bytes, context: Any) -> bytes:
+        response: bytes = await self._channel.unary_unary(method)(request)
+        return response
+
+    async def stream(
+        self, method: str, requests: AsyncIterator[bytes], context: Any
+    ) -> AsyncIterator[bytes]:
+        call = self._channel.stream_stream(method)(requests)
+        record = TappedCall()
+        self.calls.append(record)
+        try:
+            async for response in call:
+                record.responses += 1
+                yield response
+            record.ended = "completed"
+        finally:
+            if record.ended is None:  # grpc cancelled or closed this handler: the client did
+                record.ended = "cancelled"
+                call.cancel()
+            record.done.set()
+
+
+class _Forward(grpc.GenericRpcHandler):
+    """Every method passed on as bytes; Triton's only streaming one is `ModelStreamInfer`."""
+
+    def __init__(self, tap: GrpcTap) -> None:
+        self.tap = tap
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = details.method  # type: ignore[attr-defined]
+        if method.endswith("/ModelStreamInfer"):
+            return grpc.stream_stream_rpc_method_handler(partial(self.tap.stream, method))
+        return grpc.unary_unary_rpc_method_handler(partial(self.tap.unary, method))
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "non-stream"])
+@pytest.mark.parametrize("model", TRITON_MODELS)
+def test_client_disconnect_cancels_the_grpc_call(
+    model: str, stream: bool, triton_engine: TritonEngine, tiny_model_dir: Path
+) -> None:
+    """The client goes away early in a long forced answer: the gateway cancels its gRPC call
+    at once, long before Triton would have sent the whole answer."""
+    forced = " ".join(f"Câu số {n} nhé." for n in range(150))
+    total = len(Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json")).encode(forced).ids)
+    body = {"model": PUBLIC, "messages": [{"role": "user", "content": f"[[force:{forced}]]"}],
+            "temperature": 0, "max_tokens": 1500, "stream": stream}  # fmt: skip
+    with (
+        GrpcTap(triton_engine.grpc_url) as tap,
+        triton_gateway(model, tap.url, tokenizer_dir=tiny_model_dir) as server,
+    ):
+        url = server.url + "/v1/chat/completions"
+        if stream:
+            with httpx.stream("POST", url, json=body) as response:
+                lines = response.iter_lines()
+                while not next(lines).startswith("data: {"):
+                    pass
+        else:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url, json=body, timeout=httpx.Timeout(5.0, read=0.5))
+        (call,) = tap.calls
+        assert call.done.wait(5.0), f"the gRPC call still runs, {call.responses} responses"
+    assert call.ended == "cancelled", f"{call.ended} after {call.responses} of {total} responses"
+    assert call.responses < total / 3, f"{call.responses} of {total} responses went through"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,9 @@ def test_text_models_have_the_ensemble_interface(engine: TritonEngine, model: st
     assert inputs["stop_words"]["data_type"] == "TYPE_STRING"
     assert inputs["stop_words"]["dims"] == ["-1"]
     assert inputs["seed"]["data_type"] == "TYPE_UINT64"
+    for name in ("guided_decoding_guide_type", "guided_decoding_guide"):
+        assert inputs[name]["data_type"] == "TYPE_STRING"
+        assert inputs[name]["dims"] == ["1"]
     outputs = {tensor["name"] for tensor in config["output"]}
     assert outputs == {"text_output", "num_input_tokens", "num_output_tokens"}
 
@@ -155,6 +159,7 @@ def test_llmapi_model_has_no_batch_dim(engine: TritonEngine) -> None:
     inputs = {tensor["name"] for tensor in config["input"]}
     assert {"text_input", "streaming", "sampling_param_max_tokens", "sampling_param_stop"} <= inputs
     assert "stream" not in inputs
+    assert not {name for name in inputs if name.startswith("guided_decoding")}
     assert {tensor["name"] for tensor in config["output"]} == {"text_output", "finish_reason"}
 
 
@@ -316,3 +321,50 @@ def test_concurrent_streams_match_sequential_answers(engine: TritonEngine) -> No
     together = asyncio.run(both())
     alone = [_call(engine, "ensemble", inputs(prompt)) for prompt in prompts]
     assert [_texts(replies) for replies in together] == [_texts(replies) for replies in alone]
+
+
+CHOICES = ("vui", "buồn", "tự hào")
+
+
+@pytest.mark.parametrize("model", TEXT_MODELS)
+def test_a_regex_guide_keeps_sampled_answers_to_its_choices(
+    engine: TritonEngine, model: str
+) -> None:
+    """The gateway sends a choice as an escaped alternation; byte-split characters included."""
+    guide = "(vui|buồn|tự\\ hào)"
+    base = {"text_input": "<|user|>\nHôm nay bạn thấy thế nào?<|end|>\n<|assistant|>\n",
+            "max_tokens": 20, "exclude_input_in_output": True, "top_p": 1.0,
+            "guided_decoding_guide_type": "regex", "guided_decoding_guide": guide}  # fmt: skip
+    answers = [
+        _only_text(_call(engine, model, {**_batched(**base), "seed": _seed(seed, batched=True)}))
+        for seed in range(6)
+    ]
+    assert set(answers) <= set(CHOICES)
+    assert len(set(answers)) > 1  # sampling still chooses among them
+    unguided = {name: value for name, value in base.items() if not name.startswith("guided")}
+    assert _only_text(_call(engine, model, _batched(**unguided))) not in CHOICES
+
+
+def test_a_json_schema_guide_gives_json_the_schema_accepts(engine: TritonEngine) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"mood": {"enum": ["happy", "sad"]}, "sure": {"type": "boolean"}},
+    }
+    inputs = _batched(
+        text_input="Hello", max_tokens=60, exclude_input_in_output=True,
+        guided_decoding_guide_type="json_schema", guided_decoding_guide=json.dumps(schema),
+    )  # fmt: skip
+    answer = json.loads(_only_text(_call(engine, "ensemble", inputs)))
+    assert list(answer) == ["mood", "sure"]
+    assert answer["mood"] in ("happy", "sad")
+    assert isinstance(answer["sure"], bool)
+
+
+def test_guides_the_test_engine_cannot_follow_are_errors(engine: TritonEngine) -> None:
+    base = {"text_input": "Hi", "max_tokens": 4}
+    with pytest.raises(InferenceServerException, match="cannot guide by 'ebnf_grammar'"):
+        _call(engine, "ensemble", _batched(**base, guided_decoding_guide_type="ebnf_grammar",
+                                           guided_decoding_guide='root ::= "a"'))  # fmt: skip
+    with pytest.raises(InferenceServerException, match="cannot guide by the schema"):
+        _call(engine, "ensemble", _batched(**base, guided_decoding_guide_type="json_schema",
+                                           guided_decoding_guide='{"oneOf": []}'))  # fmt: skip

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,53 @@ def ask(client: openai.OpenAI, content: str, **kwargs: Any) -> tuple[Any, float,
     return raw.parse(), time.monotonic() - started, dict(raw.headers)
 
 
+# Headers that differ between any two answers, shadowed or not.
+PER_REQUEST_HEADERS = {"x-request-id", "x-gateway-overhead-ms", "date"}
+RUNS = 5  # timed requests per gateway; medians compared
+MARGIN = 0.05  # seconds the shadowed median may exceed the baseline's: scheduling noise
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What a client saw of one streamed answer, and when."""
+
+    text: str
+    finish_reason: str | None
+    usage: Any
+    headers: dict[str, str]
+    ttft: float
+    seconds: float
+
+
+def ask_streamed(client: openai.OpenAI, content: str) -> Streamed:
+    started = time.monotonic()
+    with client.chat.completions.with_streaming_response.create(
+        model=PUBLIC, messages=[{"role": "user", "content": content}], temperature=0,
+        max_tokens=8, stream=True, stream_options={"include_usage": True},
+    ) as raw:  # fmt: skip
+        chunks, arrivals = [], []
+        for chunk in raw.parse():
+            chunks.append(chunk)
+            arrivals.append(time.monotonic() - started)
+        headers = dict(raw.headers)
+    texts = [(c.choices[0].delta.content or "") if c.choices else "" for c in chunks]
+    first = next(index for index, text in enumerate(texts) if text)
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices]
+    return Streamed("".join(texts), reasons[-1], chunks[-1].usage, headers, arrivals[first],
+                    time.monotonic() - started)  # fmt: skip
+
+
+def same_headers(headers: dict[str, str], expected: dict[str, str]) -> bool:
+    def kept(values: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in values.items() if k not in PER_REQUEST_HEADERS}
+
+    return kept(headers) == kept(expected)
+
+
+def within_baseline(shadowed: list[float], baseline: list[float]) -> bool:
+    return statistics.median(shadowed) <= statistics.median(baseline) + MARGIN
+
+
 @pytest.mark.parametrize(
     ("cue", "candidate_status"),
     [("down", 503), ("slow:3", 504), ("hang", 504), ("status:500", 502), ("garbage", 502),
@@ -83,23 +132,72 @@ def ask(client: openai.OpenAI, content: str, **kwargs: Any) -> tuple[Any, float,
 def test_the_client_never_depends_on_the_candidate(
     cue: str, candidate_status: int, vllm_engine: VllmEngine, fake_upstream: Fake, tmp_path: Path
 ) -> None:
+    """Same answer, same headers, and no slower than without a shadow: both gateways run side
+    by side and take turns, so the machine's load falls on both alike. No noise floor: its
+    second call loads the primary, which is not the candidate's doing."""
     primary = VllmSettings(url=vllm_engine.url, model=TINY_MODEL)
     url = "http://127.0.0.1:9" if cue == "down" else fake_upstream[1].url
     candidate = VllmSettings(url=url, model="fake-model")
-    with gateway(primary, None, tmp_path / "none.db") as plain:
-        expected, _, expected_headers = ask(plain, cue)
     store = tmp_path / "pairs.db"
-    with gateway(primary, candidate, store, shadow_timeout=1.0) as shadowed:
-        answer, seconds, headers = ask(shadowed, cue)
-    assert answer.choices[0].message.content == expected.choices[0].message.content
-    assert answer.usage == expected.usage
-    assert set(headers) == set(expected_headers)
-    assert headers["x-gateway-backend"] == "vllm"
-    assert seconds < 0.9  # the candidate takes at least its 1 s timeout (or errors)
+    with (
+        gateway(primary, None, tmp_path / "none.db") as plain,
+        gateway(primary, candidate, store, shadow_timeout=1.0, noise_rate=0.0) as shadowed,
+    ):
+        expected, _, expected_headers = ask(plain, cue)  # also warms both up
+        ask(shadowed, cue)
+        baseline, mirrored = [], []
+        for _ in range(RUNS):
+            baseline.append(ask(plain, cue))
+            mirrored.append(ask(shadowed, cue))
+    for answer, _, headers in mirrored:
+        assert answer.choices[0].message.content == expected.choices[0].message.content
+        assert answer.choices[0].finish_reason == expected.choices[0].finish_reason
+        assert answer.usage == expected.usage
+        assert same_headers(headers, expected_headers), (headers, expected_headers)
+        assert headers["x-gateway-backend"] == "vllm"
+    seconds = [run[1] for run in mirrored]
+    assert within_baseline(seconds, [run[1] for run in baseline]), (seconds, baseline)
     recorded = [pair for pair in pairs(store) if pair.kind == "shadow"]
-    assert len(recorded) == 1
-    assert recorded[0].candidate.status == candidate_status
-    assert recorded[0].primary.text == expected.choices[0].message.content
+    assert len(recorded) == RUNS + 1
+    statuses = [pair.candidate.status for pair in recorded]
+    assert statuses[0] == candidate_status
+    # An engine that keeps failing opens the candidate's circuit: refused at once, 503.
+    assert set(statuses) <= {candidate_status, 503}
+    assert {pair.primary.text for pair in recorded} == {expected.choices[0].message.content}
+
+
+@pytest.mark.parametrize(("cue", "candidate_status"), [("hang", 504), ("slow:2", 200)])
+def test_a_streamed_answer_never_waits_for_the_candidate(
+    cue: str, candidate_status: int, vllm_engine: VllmEngine, fake_upstream: Fake, tmp_path: Path
+) -> None:
+    """The candidate is streamed to as well; a hanging or slow one changes neither the
+    client's stream nor its time to first token or to the end."""
+    primary = VllmSettings(url=vllm_engine.url, model=TINY_MODEL)
+    candidate = VllmSettings(url=fake_upstream[1].url, model="fake-model")
+    store = tmp_path / "pairs.db"
+    with (
+        gateway(primary, None, tmp_path / "none.db") as plain,
+        gateway(primary, candidate, store, shadow_timeout=3.0, noise_rate=0.0) as shadowed,
+    ):
+        expected = ask_streamed(plain, cue)
+        ask_streamed(shadowed, cue)
+        baseline, mirrored = [], []
+        for _ in range(RUNS):
+            baseline.append(ask_streamed(plain, cue))
+            mirrored.append(ask_streamed(shadowed, cue))
+    for answer in mirrored:
+        assert (answer.text, answer.finish_reason) == (expected.text, expected.finish_reason)
+        assert answer.usage == expected.usage
+        assert same_headers(answer.headers, expected.headers)
+    assert within_baseline([a.ttft for a in mirrored], [b.ttft for b in baseline])
+    assert within_baseline([a.seconds for a in mirrored], [b.seconds for b in baseline])
+    recorded = [pair for pair in pairs(store) if pair.kind == "shadow"]
+    assert len(recorded) == RUNS + 1
+    assert all(pair.params.stream for pair in recorded)
+    statuses = [pair.candidate.status for pair in recorded]
+    assert statuses[0] == candidate_status
+    assert set(statuses) <= {candidate_status, 503}  # an open circuit, as above
+    assert {pair.primary.text for pair in recorded} == {expected.text}
 
 
 def test_streamed_requests_are_streamed_to_the_candidate_too(
