@@ -168,7 +168,8 @@ class Guarded:
             raise self._overloaded()
         self._waiting += 1
         try:
-            await asyncio.wait_for(self._slots.acquire(), self._queue_timeout)
+            async with asyncio.timeout(self._queue_timeout):  # 3.11's wait_for can drop a cancel
+                await self._slots.acquire()
         except TimeoutError:
             self.circuit.abandon()
             raise self._overloaded() from None
