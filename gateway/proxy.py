@@ -7,7 +7,6 @@ rendered here, as JSON before the response has started and as an SSE event after
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -234,19 +233,12 @@ class Proxy:
         waited = perf_counter()
         events = await until_disconnect(backend.stream(upstream), receive)
         exchange.upstream_wait = perf_counter() - waited
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": SSE_HEADERS + exchange.headers(),
-            }
-        )
         chunks: list[tuple[float, bytes]] | None = [] if exchange.mirror is not None else None
         relay = Relay(exchange)
-        pump = asyncio.ensure_future(relay.pump(events, send, chunks))
-        status = 200
-        try:
-            await until_disconnect(pump, receive)
+        try:  # from here on, whatever happens closes the upstream stream
+            headers = SSE_HEADERS + exchange.headers()
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await until_disconnect(relay.pump(events, send, chunks), receive)
         except ClientDisconnected:
             # A client that hangs up once it has read [DONE] was fully served.
             if not relay.delivered:
@@ -256,7 +248,7 @@ class Proxy:
             if exchange.mirror is not None and chunks is not None:
                 done = 200 if relay.delivered else CLIENT_CLOSED
                 exchange.mirror.finish(PrimaryOutcome(done, waited, perf_counter(), chunks=chunks))
-        return status
+        return 200
 
     async def _try_send_error(self, send: Send, exchange: Exchange, exc: GatewayError) -> None:
         # If the response had started, nothing more can be said to this client.

@@ -33,7 +33,7 @@ def _under(stack: Stack, function: str) -> bool:
     return any(frame.function == function for frame in stack)
 
 
-WATCHER = "disconnect watcher (until_disconnect: 2 tasks, asyncio.wait, cancel)"
+WATCHER = "disconnect watcher (until_disconnect: a timer; a task after 20 ms)"
 RULES: list[Rule] = [
     ("pydantic validation (model_validate_json)", lambda f, s: "pydantic" in f.file),
     ("metrics (prometheus_client labels/inc/observe)",
@@ -50,6 +50,8 @@ RULES: list[Rule] = [
                                             or f.function.startswith("ClientResponse."))),
     ("aiohttp: send the request (session, connector, writer, timers)",
      lambda f, s: "aiohttp/" in f.file),
+    ("upstream client (backends/http1.py: pool, write, httptools parse, timers)",
+     lambda f, s: f.file == "backends/http1.py"),
     ("orjson parse of the request (parse_body)", lambda f, s: f.function == "parse_body"),
     ("backend adapter (openai_http: answer check, model rename)",
      lambda f, s: f.file.startswith("backends/")),
