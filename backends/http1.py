@@ -34,46 +34,34 @@ import ssl
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
 from urllib.parse import urlsplit
 
-import httptools
+from backends.http1_connection import (
+    SLACK,
+    ConnectFailed,
+    Connection,
+    ConnectTimeout,
+    DisconnectedBeforeStatus,
+    HTTPError,
+    ProtocolError,
+    ReadTimeout,
+    Timeout,
+    TotalTimeout,
+)
 
-HIGH_WATER = 64 * 1024  # bytes of a stream left unread before the socket's reading pauses
-LOW_WATER = 16 * 1024
-SLACK = 0.001  # seconds: uvloop's timers have millisecond resolution and may fire that early
-
-
-class HTTPError(Exception):
-    """Any failure of a call; the message says what happened, for logs only."""
-
-
-class ConnectFailed(HTTPError):
-    """Refused or unreachable: nothing was sent, safe to retry."""
-
-
-class DisconnectedBeforeStatus(HTTPError):
-    """Closed or reset before any byte of an answer: safe to retry."""
-
-
-class ProtocolError(HTTPError):
-    """A malformed answer, or one cut short."""
-
-
-class Timeout(HTTPError):
-    """A timeout of the call: see its subclasses."""
-
-
-class ConnectTimeout(Timeout):
-    """The TCP connect took longer than `connect_timeout`."""
-
-
-class ReadTimeout(Timeout):
-    """No byte for `read_timeout` seconds, the first one included."""
-
-
-class TotalTimeout(Timeout):
-    """The whole call took longer than its total timeout."""
+__all__ = [
+    "Answer",
+    "ConnectFailed",
+    "ConnectTimeout",
+    "DisconnectedBeforeStatus",
+    "HTTPError",
+    "Pool",
+    "ProtocolError",
+    "ReadTimeout",
+    "Response",
+    "Timeout",
+    "TotalTimeout",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +105,10 @@ class Pool:
         self._connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._total_timeout = total_timeout
-        self._idle: list[_Connection] = []  # a stack: the last one released is on top
-        self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
+        self._idle: list[Connection] = []  # a stack: the last one released is on top
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
         self._open = 0  # connections counted against the limit: connecting, busy or idle
-        self._all: set[_Connection] = set()
+        self._all: set[Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -176,7 +164,7 @@ class Pool:
         headers: Mapping[str, str] | None,
         total: float | None,
         stream: bool,
-    ) -> _Connection:
+    ) -> Connection:
         extra = encode_headers(headers) if headers else b""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self._total_timeout if total is None else total)
@@ -196,7 +184,7 @@ class Pool:
             raise
         return conn
 
-    async def _acquire(self, deadline: float) -> _Connection:
+    async def _acquire(self, deadline: float) -> Connection:
         """A connection when none is idle: a new one if the limit allows, else the next freed."""
         loop = asyncio.get_running_loop()
         while True:
@@ -204,7 +192,7 @@ class Pool:
                 raise ConnectFailed("the pool is closed")
             if self._open < self._limit:
                 return await self._connect(deadline)
-            waiter: asyncio.Future[_Connection | None] = loop.create_future()
+            waiter: asyncio.Future[Connection | None] = loop.create_future()
             self._waiters.append(waiter)
             try:
                 async with asyncio.timeout_at(deadline):
@@ -218,10 +206,10 @@ class Pool:
             if conn is not None:
                 return conn
 
-    async def _connect(self, deadline: float) -> _Connection:
+    async def _connect(self, deadline: float) -> Connection:
         loop = asyncio.get_running_loop()
         self._open += 1
-        conn = _Connection(self, loop)
+        conn = Connection(loop, self.read_timeout, self._drop)
         budget = min(self._connect_timeout, deadline - loop.time())
         try:
             async with asyncio.timeout(budget):
@@ -238,7 +226,7 @@ class Pool:
         self._all.add(conn)
         return conn
 
-    def _release(self, conn: _Connection) -> None:
+    def _release(self, conn: Connection) -> None:
         """Back to the pool after a whole answer, unless the server or the answer ended it."""
         if not conn.reusable() or self._closed:
             self._drop(conn)
@@ -249,7 +237,7 @@ class Pool:
             if self._sweeper is None:
                 self._sweeper = conn.loop.call_at(conn.idle_since + self._keepalive, self._sweep)
 
-    def _drop(self, conn: _Connection) -> None:
+    def _drop(self, conn: Connection) -> None:
         """Closes a connection (idempotent) and frees its place for a waiting call."""
         if conn.gone:
             return
@@ -263,13 +251,13 @@ class Pool:
         self._all.discard(conn)
         self._wake_one(None)
 
-    def _hand_back(self, conn: _Connection | None) -> None:
+    def _hand_back(self, conn: Connection | None) -> None:
         if conn is None:
             self._wake_one(None)
         else:
             self._release(conn)
 
-    def _wake_one(self, conn: _Connection | None) -> bool:
+    def _wake_one(self, conn: Connection | None) -> bool:
         """Hands a connection, or a free place (None), to the oldest waiting call."""
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -295,11 +283,11 @@ class Pool:
 class Response:
     """An answer whose body is read as it arrives; `close()` must follow, whatever happens."""
 
-    def __init__(self, pool: Pool, conn: _Connection) -> None:
+    def __init__(self, pool: Pool, conn: Connection) -> None:
         self.status = conn.status
         self.headers = conn.headers
         self._pool = pool
-        self._conn: _Connection | None = conn
+        self._conn: Connection | None = conn
 
     async def next_chunk(self) -> bytes | None:
         """The next piece of the body as it came off the socket; None at its end."""
@@ -329,193 +317,3 @@ class Response:
         if self._conn is not None and not self._conn.loop.is_closed():
             conn, self._conn = self._conn, None
             conn.loop.call_soon_threadsafe(self._pool._release, conn)
-
-
-class _Connection(asyncio.Protocol):
-    """One connection and the state of the call it carries (one at a time, no pipelining)."""
-
-    def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.idle = False
-        self.gone = False  # closed and no longer counted by the pool
-        self.lost = False
-        self.idle_since = 0.0
-        self.status = 0
-        self.headers: dict[str, str] = {}
-        self.chunks: deque[bytes] = deque()
-        self.done = False
-        self.error: HTTPError | None = None
-        self._pool = pool
-        self._parser = httptools.HttpResponseParser(self)
-        self._active = False  # a call is waiting for bytes of its answer
-        self._answered = False  # a byte of the answer came
-        self._headers_done = False
-        self._stream = False
-        self._paused = False
-        self._keep_alive = False
-        self._buffered = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline = 0.0
-        self._last_read = 0.0
-
-    def closing(self) -> bool:
-        return self.lost or self.transport is None or self.transport.is_closing()
-
-    def send(self, data: bytes, deadline: float, stream: bool) -> None:
-        if self.closing():
-            raise DisconnectedBeforeStatus("the connection closed before the request went")
-        self.status, self.headers = 0, {}
-        self.chunks.clear()
-        self.done = self._answered = self._headers_done = False
-        self.error, self._active, self._stream, self._buffered = None, True, stream, 0
-        self._deadline = deadline
-        self._last_read = now = self.loop.time()
-        self._timer = self.loop.call_at(min(now + self._pool.read_timeout, deadline), self._tick)
-        cast(asyncio.Transport, self.transport).write(data)
-
-    def reusable(self) -> bool:
-        return self.done and self._keep_alive and not self.closing()
-
-    async def wait_headers(self) -> None:
-        while not self._headers_done:
-            if self.error is not None:
-                raise self.error
-            await self._wait()
-
-    async def wait_done(self, collect: bool = False) -> None:
-        if collect and self._stream:
-            self._stream = False
-            self._resume()
-        while not self.done:
-            if self.error is not None:
-                raise self.error
-            await self._wait()
-
-    async def next_chunk(self) -> bytes | None:
-        while not self.chunks:
-            if self.done:
-                return None
-            if self.error is not None:
-                raise self.error
-            await self._wait()
-        chunk = self.chunks.popleft()
-        self._buffered -= len(chunk)
-        if self._paused and self._buffered <= LOW_WATER:
-            self._resume()
-        return chunk
-
-    async def _wait(self) -> None:
-        self._waiter = self.loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _resume(self) -> None:
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
-
-    def _fail(self, error: HTTPError) -> None:
-        if self._active:
-            self._active = False
-            self.error = error
-            self._stop_timer()
-            self._wake()
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _tick(self) -> None:
-        """The call's one timer: the total deadline, or the read timeout (re)armed lazily."""
-        self._timer = None
-        now = self.loop.time() + SLACK
-        if now >= self._deadline:
-            return self._abort(TotalTimeout("the call took too long"))
-        if self._stream and self.chunks:  # the reader is behind, not the server
-            self._last_read = now
-        due = self._last_read + self._pool.read_timeout
-        if now >= due:
-            return self._abort(ReadTimeout(f"no byte for {self._pool.read_timeout:.3g} s"))
-        self._timer = self.loop.call_at(min(due, self._deadline), self._tick)
-
-    def _abort(self, error: HTTPError) -> None:
-        self._fail(error)
-        if self.transport is not None:
-            self.transport.close()
-
-    # asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if not self._active:  # bytes nobody asked for: the connection cannot be trusted
-            cast(asyncio.Transport, self.transport).close()
-            return
-        self._answered = True
-        self._last_read = self.loop.time()
-        try:
-            self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._abort(ProtocolError(f"malformed answer: {exc}"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        if self.idle:
-            self._pool._drop(self)
-        elif not self._active:
-            return
-        elif not self._answered:
-            self._fail(DisconnectedBeforeStatus(f"closed before an answer: {exc}"))
-        elif self._headers_done and not self._framed():
-            self.on_message_complete()  # a body without framing ends when the connection does
-        else:
-            self._fail(ProtocolError(f"closed in the middle of the answer: {exc}"))
-
-    def _framed(self) -> bool:
-        return "content-length" in self.headers or "transfer-encoding" in self.headers
-
-    # httptools' callbacks
-
-    def on_message_begin(self) -> None:
-        if not self._active:  # feed_data raises: the connection is closed
-            raise ProtocolError("a second answer to one request")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
-        if self.status >= 200:  # 1xx: an interim answer, the real one follows
-            self._headers_done = True
-            if self._stream:
-                self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
-        if self._stream:
-            self._buffered += len(body)
-            if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
-                self._paused = True
-                self.transport.pause_reading()
-            self._wake()
-
-    def on_message_complete(self) -> None:
-        if not self._headers_done:
-            self.headers = {}
-            return
-        self.done = True
-        self._active = False
-        self._keep_alive = self._parser.should_keep_alive()  # reset once this callback returns
-        self._stop_timer()
-        self._resume()
-        self._wake()

@@ -20,7 +20,6 @@ import uvloop
 
 from backends.base import Route, UpstreamRequest
 from backends.http1 import (
-    HIGH_WATER,
     ConnectFailed,
     ConnectTimeout,
     DisconnectedBeforeStatus,
@@ -30,6 +29,7 @@ from backends.http1 import (
     TotalTimeout,
     encode_headers,
 )
+from backends.http1_connection import HIGH_WATER
 from backends.openai_http import OpenAIHTTPBackend
 from backends.vllm import VllmSettings
 from tests.support.fake_upstream import MODEL, FakeUpstream
