@@ -82,8 +82,12 @@ class ChatTemplate:
             end_token = "<|im_end|>"
         return cls(source, special, end_token)
 
-    def render(self, messages: Sequence[Mapping[str, Any]]) -> str:
-        """The prompt text for a chat, ending with the assistant's turn opened."""
+    def render(self, messages: Sequence[Mapping[str, Any]], *, strip_bos: bool = True) -> str:
+        """The prompt text for a chat, ending with the assistant's turn opened.
+
+        `strip_bos`: drop a BOS the template writes, for an engine whose tokenizer adds one
+        (TensorRT-LLM preprocessing with `add_special_tokens`), so that it is not doubled.
+        """
         flat = [{**message, "content": _text_content(message)} for message in messages]
         try:
             prompt = self._template.render(
@@ -91,10 +95,19 @@ class ChatTemplate:
             )
         except jinja2.TemplateError as exc:
             raise InvalidRequest(f"the chat template rejected the messages: {exc}") from None
-        # Engines that tokenize with add_special_tokens add BOS themselves.
-        if self.bos_token and prompt.startswith(self.bos_token):
+        if strip_bos and self.bos_token and prompt.startswith(self.bos_token):
             prompt = prompt[len(self.bos_token) :]
         return prompt
+
+    def writes_bos(self) -> bool:
+        """Does a rendered chat start with the BOS token (as the original Phi-3 template's)?"""
+        if not self.bos_token:
+            return False
+        try:
+            prompt = self.render([{"role": "user", "content": "x"}], strip_bos=False)
+        except InvalidRequest:
+            return False
+        return prompt.startswith(self.bos_token)
 
 
 def _template_source(directory: Path, config: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +36,7 @@ from backends.openai_shapes import Shapes, Usage
 from backends.settings import BackendSettingsBase
 from backends.triton_answer import Answer, Piece, error_summary, is_final, piece_of
 from backends.triton_interface import ModelInterface, StreamText
-from backends.triton_request import Generation, generation, inputs_for, prompt_of
+from backends.triton_request import Generation, Tokenizing, generation, inputs_for
 from gateway.errors import (
     BackendProtocolError,
     BackendTimeout,
@@ -45,6 +46,7 @@ from gateway.errors import (
     UpstreamRejected,
 )
 
+log = logging.getLogger("backends.triton")
 OUTPUTS = ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason")
 DONE = b"data: [DONE]\n\n"
 
@@ -66,6 +68,11 @@ class TritonSettings(BackendSettingsBase):
     stream_text: StreamText = Field(
         default="auto", description="Streamed text_output: new text, or all text so far."
     )
+    add_special_tokens: bool = Field(
+        default=True,
+        description="What the model's tokenizer step does with text_input: TensorRT-LLM "
+        "preprocessing's `add_special_tokens` parameter (default true).",
+    )
 
     @model_validator(mode="after")
     def _template_source(self) -> TritonSettings:
@@ -73,6 +80,8 @@ class TritonSettings(BackendSettingsBase):
             raise ValueError("set exactly one of tokenizer_dir and chat_template")
         if self.tokenizer_dir is not None and not (self.tokenizer_dir / "tokenizer.json").is_file():
             raise ValueError(f"{self.tokenizer_dir} has no tokenizer.json")
+        if not self.add_special_tokens and self.tokenizer_dir is None:
+            raise ValueError("add_special_tokens false needs tokenizer_dir (for the BOS it adds)")
         return self
 
 
@@ -97,6 +106,18 @@ class TritonBackend:
         # Without the end token's id the engine would run past the turn's end (its default end
         # id is the eos): the token's text goes as a stop word instead.
         self._turn_end = self._template.end_token if self._end_id is None else ""
+        self._tokenizing = Tokenizing.of(
+            settings.add_special_tokens, self._tokenizer, self._template.bos_token
+        )
+        if self._tokenizing.strips_template_bos and not self._template.writes_bos():
+            log.warning(
+                "backend '%s': the engine's tokenizer adds %s to text_input "
+                "(add_special_tokens true) and the chat template writes none, so chat prompts "
+                "are one token longer than on vLLM; set add_special_tokens false in the "
+                "preprocessing model's config and in this backend's settings",
+                name,
+                self._tokenizing.bos,
+            )
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         interface, plan, prompt_tokens = await self._plan(request)
@@ -150,21 +171,26 @@ class TritonBackend:
             except (InferenceServerException, grpc.RpcError) as exc:
                 raise self._error(exc) from None
             try:
-                self._interface = ModelInterface.from_config(
-                    config["config"], self._settings.stream_text
-                )
+                interface = ModelInterface.from_config(config["config"], self._settings.stream_text)
             except ValueError as exc:
                 raise BackendProtocolError(str(exc)) from None
+            if interface.llm_api and not self._settings.add_special_tokens:
+                # Its SamplingParams keep add_special_tokens true: the model has no input for it.
+                raise BackendProtocolError(
+                    f"Triton model '{interface.model}' is the LLM-API model, which always "
+                    f"tokenizes text_input with special tokens: set add_special_tokens true for "
+                    f"backend '{self.name}'"
+                )
+            self._interface = interface
         return self._interface
 
     async def _plan(
         self, request: UpstreamRequest
     ) -> tuple[ModelInterface, Generation, int | None]:
         interface = await self._model()
-        prompt = prompt_of(request.route, request.payload)
-        if prompt is None:
-            prompt = self._template.render(request.payload["messages"])
-        prompt_tokens = self._count(prompt, special=True)
+        prompt = self._tokenizing.text_input(request.route, request.payload, self._template)
+        # What the engine reads: its tokenizer step decides about special tokens.
+        prompt_tokens = self._count(prompt, special=self._tokenizing.add_special_tokens)
         room = self._settings.context_length - (prompt_tokens or 0)
         plan = generation(
             request.payload,

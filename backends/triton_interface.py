@@ -65,6 +65,7 @@ class ModelInterface:
     batched: bool  # max_batch_size > 0: every tensor gets a leading batch dim of 1
     decoupled: bool
     cumulative: bool  # streamed text_output holds all text so far, not the new token's
+    llm_api: bool = False  # the LLM-API model: it always tokenizes with special tokens
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], stream_text: StreamText) -> ModelInterface:
@@ -94,6 +95,7 @@ class ModelInterface:
             batched=int(config.get("max_batch_size", 0)) > 0,
             decoupled=bool(policy.get("decoupled", False)),
             cumulative=cumulative,
+            llm_api=llm_api,
         )
 
     def has(self, logical: str) -> bool:

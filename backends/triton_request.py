@@ -11,11 +11,15 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends.base import Route
+from backends.chat_template import ChatTemplate
 from backends.triton_interface import ModelInterface
 from gateway.errors import InvalidRequest, UnsupportedParameter
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 MAPPED = frozenset(
     {
@@ -68,6 +72,46 @@ class Generation:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0 or self.top_k == 1
+
+
+@dataclass(frozen=True, slots=True)
+class Tokenizing:
+    """What the model's tokenizer step does with `text_input`, so the engine reads vLLM's ids.
+
+    vLLM tokenizes a rendered chat without special tokens (the template decides about BOS) and
+    a completion prompt with them; TensorRT-LLM preprocessing tokenizes `text_input` with its
+    `add_special_tokens` parameter. `bos` is the BOS text the tokenizer adds with special tokens,
+    "" when it adds none. Example, Phi-3 served with `add_special_tokens:False`::
+
+        tokenizing = Tokenizing(add_special_tokens=False, bos="<s>")
+        tokenizing.text_input(Route.COMPLETIONS, {"prompt": "Hi"}, template)   # "<s>Hi"
+        tokenizing.strips_template_bos       # False: a chat goes as the template rendered it
+    """
+
+    add_special_tokens: bool
+    bos: str = ""
+
+    @classmethod
+    def of(cls, add_special_tokens: bool, tokenizer: Tokenizer | None, bos: str) -> Tokenizing:
+        """`bos` is kept where the tokenizer adds it: encoding with special tokens starts with
+        its id."""
+        if tokenizer is None or not bos:
+            return cls(add_special_tokens)
+        first = tokenizer.encode("x", add_special_tokens=True).ids[:1]
+        return cls(add_special_tokens, bos if first == [tokenizer.token_to_id(bos)] else "")
+
+    @property
+    def strips_template_bos(self) -> bool:
+        """A BOS the chat template writes is dropped only where the engine adds it again."""
+        return self.add_special_tokens and bool(self.bos)
+
+    def text_input(self, route: Route, payload: Mapping[str, Any], template: ChatTemplate) -> str:
+        """The prompt text to send, so that the engine's tokenizer reads vLLM's token ids."""
+        prompt = prompt_of(route, payload)
+        if prompt is None:
+            return template.render(payload["messages"], strip_bos=self.strips_template_bos)
+        # A special token's text encodes to its id, so the BOS can go as text.
+        return prompt if self.add_special_tokens else self.bos + prompt
 
 
 def check_fields(payload: Mapping[str, Any]) -> None:

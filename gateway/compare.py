@@ -2,7 +2,8 @@
 
 A pair is one of three things: an *error* (a leg failed: nothing to compare), *parity-flagged*
 (the legs did not run the same request: a dropped `response_format`, another effective
-`max_tokens`, a stop not applied, another streaming mode) or *compared*. Only compared pairs
+`max_tokens`, a stop not applied, another streaming mode, another prompt length in tokens) or
+*compared*. Only compared pairs
 count towards agreement, so a candidate that ignores a parameter shows up as that, with the
 reason, and not as a quality difference.
 
@@ -34,6 +35,7 @@ RESPONSE_FORMAT = "response_format not honoured"
 MAX_TOKENS = "different effective max_tokens"
 STOP = "stop not applied"
 STREAM = "streaming mode differs"
+PROMPT = "prompt tokens differ"
 
 EMPTY_DIGEST = "sha256:" + sha256("")  # how hashes mode stores an empty answer
 Role = Literal["primary", "candidate"]
@@ -189,6 +191,11 @@ def parity_flags(
         which = legs[0] if streamed[0] != pair.params.stream else legs[1]
         mode = "streamed" if pair.params.stream else "not streamed"
         flags.append(Flag(STREAM, f"request {mode}, {which.backend} answered otherwise"))
+    read = [leg.prompt_tokens for leg in legs]
+    if read[0] is not None and read[1] is not None and read[0] != read[1]:
+        # The engines were not given the same tokens (a BOS added by one tokenizer only).
+        detail = f"{legs[0].backend} read {read[0]} prompt tokens, {legs[1].backend} {read[1]}"
+        flags.append(Flag(PROMPT, detail))
     return tuple(flags)
 
 

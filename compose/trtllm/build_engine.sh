@@ -90,8 +90,10 @@ fill_templates() {
     run rm -rf "$TRITON_REPO"
     run cp -r "$TRTLLM_SRC/triton_backend/all_models/inflight_batcher_llm" "$TRITON_REPO"
     fill ensemble "triton_max_batch_size:$bs,logits_datatype:TYPE_FP32"
-    fill preprocessing \
-        "tokenizer_dir:$HF_DIR,triton_max_batch_size:$bs,preprocessing_instance_count:$n"
+    # add_special_tokens:False: text_input is tokenized as it comes, as vLLM tokenizes a rendered
+    # chat (the template decides about BOS); the gateway adds BOS to completion prompts itself.
+    fill preprocessing "tokenizer_dir:$HF_DIR,triton_max_batch_size:$bs,\
+preprocessing_instance_count:$n,add_special_tokens:False"
     fill postprocessing \
         "tokenizer_dir:$HF_DIR,triton_max_batch_size:$bs,postprocessing_instance_count:$n"
     # decoupled: streams; exclude_input_in_output: answers without the prompt echoed;

@@ -67,7 +67,7 @@ def _environment(vllm_url: str, triton_url: str, model_dir: Path, records: Path)
         "trt": {
             "kind": "triton", "url": triton_url, "model": "tensorrt_llm_bls",
             "tokenizer_dir": str(model_dir), "context_length": 2048,
-            "stream_text": "cumulative",
+            "stream_text": "cumulative", "add_special_tokens": False,
         },
     }  # fmt: skip
     return {

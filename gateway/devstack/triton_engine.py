@@ -29,6 +29,9 @@ from pathlib import Path
 from types import TracebackType
 
 MODEL_NAMES = ("ensemble", "tensorrt_llm_bls", "tensorrt_llm")
+# How each model tokenizes text_input (TensorRT-LLM preprocessing's `add_special_tokens`; the
+# LLM-API model always adds them): a gateway's `triton` backend setting must say the same.
+ADD_SPECIAL_TOKENS = {"ensemble": True, "tensorrt_llm_bls": False, "tensorrt_llm": True}
 _LOG_TAIL_LINES = 60
 _STOP_GRACE_SECONDS = 20.0
 

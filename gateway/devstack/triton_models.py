@@ -17,6 +17,12 @@ Three models are bound to one PyTriton server (see ``triton_engine``), all decou
   ``finish_reason`` (``"None"`` until the last response, as ``str(None)`` is what the real model
   sends), and every eos id of ``generation_config.json`` ends the answer. No guided decoding.
 
+Tokenizing ``text_input``: as the real preprocessing model with its ``add_special_tokens``
+parameter (``triton_engine.ADD_SPECIAL_TOKENS``): the ``ensemble`` keeps TensorRT-LLM's default
+(true, BOS added), the BLS is served as ``compose/trtllm/build_engine.sh`` fills it (false: the
+text as it comes, for parity with vLLM's chat). The LLM-API model always adds special tokens
+(its ``SamplingParams`` default; the real model has no input for it).
+
 Guided decoding: each step allows only the tokens whose bytes keep the answer a prefix of a
 match of the guide, and the end id only once it matches in full. ``regex`` guides are matched as
 given; a ``json_schema`` becomes a regex of compact JSON for the usual subset (``enum``,
@@ -69,6 +75,8 @@ from pytriton.model_config import ModelConfig, Tensor
 from pytriton.proxy.types import Request
 from pytriton.triton import Triton
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from gateway.devstack.triton_engine import ADD_SPECIAL_TOKENS
 
 MAX_SEQ_LEN = 2048
 LLMAPI_DEFAULT_MAX_TOKENS = 32  # the LLM API's SamplingParams default
@@ -404,11 +412,13 @@ class _Job:
 
 
 class TrtllmTextModel:
-    """``ensemble`` (per-token streamed text) or ``tensorrt_llm_bls`` (cumulative streamed text)."""
+    """``ensemble`` (per-token streamed text) or ``tensorrt_llm_bls`` (cumulative streamed text);
+    ``add_special_tokens`` is the preprocessing model's parameter of that name."""
 
-    def __init__(self, llm: TinyLlm, *, accumulate_tokens: bool) -> None:
+    def __init__(self, llm: TinyLlm, *, accumulate_tokens: bool, add_special_tokens: bool) -> None:
         self.llm = llm
         self.accumulate_tokens = accumulate_tokens
+        self.add_special_tokens = add_special_tokens
 
     async def __call__(self, requests: list[Request]) -> AsyncIterator[list[Response]]:
         job = self._job(_single(requests))
@@ -432,7 +442,7 @@ class TrtllmTextModel:
         if texts.shape[0] != 1:
             raise InvalidRequestError("this test model serves batch size 1 only")
         prompt = _text(texts.reshape(-1)[0])
-        prompt_ids = self.llm.encode(prompt, special=True)
+        prompt_ids = self.llm.encode(prompt, special=self.add_special_tokens)
         wanted = {
             name
             for name in ("num_input_tokens", "num_output_tokens")
@@ -506,7 +516,7 @@ class LlmApiModel:
                 "The current implementation only supports text_input being a 1D tensor."
             )
         prompt = _text(texts.reshape(-1)[0])
-        prompt_ids = self.llm.encode(prompt, special=True)
+        prompt_ids = self.llm.encode(prompt, special=ADD_SPECIAL_TOKENS["tensorrt_llm"])
         sampling = self._sampling(request, prompt, prompt_ids)
         streaming = bool(_scalar(request, "streaming"))
         stops = _strings(request, "sampling_param_stop")
@@ -632,7 +642,8 @@ def bind_models(triton: Triton, llm: TinyLlm) -> None:
     # No dynamic batcher: each call then carries one request, whose responses stream alone.
     batched = ModelConfig(max_batch_size=_MAX_BATCH_SIZE, batcher=None, decoupled=True)
     for name, accumulate in (("ensemble", False), ("tensorrt_llm_bls", True)):
-        model = TrtllmTextModel(llm, accumulate_tokens=accumulate)
+        special = ADD_SPECIAL_TOKENS[name]
+        model = TrtllmTextModel(llm, accumulate_tokens=accumulate, add_special_tokens=special)
         triton.bind(name, model, TRTLLM_INPUTS, TRTLLM_OUTPUTS, config=batched, strict=True)
     unbatched = ModelConfig(batching=False, decoupled=True)
     triton.bind(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from backends.base import Completion, Health, Route, UpstreamRequest
 from backends.triton import TritonBackend, TritonSettings
@@ -63,3 +66,25 @@ def test_a_request_to_a_silent_server_is_503_within_connect_timeout(silent_url: 
     assert isinstance(error, BackendUnavailable)
     assert error.status_code == 503
     assert elapsed < 2.0
+
+
+def test_a_chat_one_bos_longer_than_vllms_is_warned_about_at_start(
+    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tiny model's template writes no BOS; its tokenizer adds one with special tokens."""
+
+    async def start(special: bool) -> None:
+        settings = TritonSettings(tokenizer_dir=tiny_model_dir, add_special_tokens=special)
+        await TritonBackend("trt", settings).close()
+
+    asyncio.run(start(True))
+    asyncio.run(start(False))
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.name == "backends.triton"
+    assert "backend 'trt'" in warning.getMessage()
+    assert "set add_special_tokens false" in warning.getMessage()
+
+
+def test_add_special_tokens_false_needs_the_tokenizer() -> None:
+    with pytest.raises(ValidationError, match="needs tokenizer_dir"):
+        TritonSettings(chat_template="phi3", add_special_tokens=False)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer
 
+from backends.base import Route
+from backends.chat_template import ChatTemplate
 from backends.triton_interface import ModelInterface
-from backends.triton_request import Generation, generation, inputs_for
+from backends.triton_request import Generation, Tokenizing, generation, inputs_for
 from gateway.errors import InvalidRequest, UnsupportedParameter
 
 ENSEMBLE_INPUTS = [
@@ -151,3 +157,79 @@ def test_the_turn_end_is_a_stop_word_when_there_is_no_end_id() -> None:
     again = generation({"model": "m", "stop": ["<|end|>"]}, "prompt", 100, 64, LLMAPI, "<|end|>")
     assert tensors(LLMAPI, again, end_id=None)["sampling_param_stop"][1].tolist() == [b"<|end|>"]
     assert plan({"stop": "###"}).stops == ("###",)
+
+
+# The original Phi-3 template writes BOS itself; the June-2024 one (the tiny model's) writes none.
+BOS_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{'<|user|>\n' + message['content'] + '<|end|>\n<|assistant|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{message['content'] + '<|end|>\n'}}"
+    "{% endif %}{% endfor %}"
+)
+MESSAGES = [
+    {"role": "user", "content": "con sợ sai lắm... 9 ạ?"},
+    {"role": "assistant", "content": "Đúng rồi, 9!"},
+    {"role": "user", "content": "Thật ạ?"},
+]
+PROMPT = "Pika ơi, 2 + 3 bằng mấy?"
+
+
+def engine_ids(
+    tiny_model_dir: Path, add_special_tokens: bool, route: Route, source: str | None = None
+) -> tuple[list[int], list[int]]:
+    """(what the engine's tokenizer reads from the gateway's text_input, what vLLM reads)."""
+    reference = AutoTokenizer.from_pretrained(tiny_model_dir)
+    template = ChatTemplate.from_tokenizer_dir(tiny_model_dir)
+    if source is not None:
+        template = ChatTemplate(source, {"bos_token": "<s>"}, "<|end|>")
+    tokenizer = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
+    tokenizing = Tokenizing.of(add_special_tokens, tokenizer, template.bos_token)
+    payload = {"messages": MESSAGES} if route is Route.CHAT else {"prompt": PROMPT}
+    text = tokenizing.text_input(route, payload, template)
+    sent = reference.encode(text, add_special_tokens=add_special_tokens)
+    if route is Route.COMPLETIONS:  # vLLM's /v1/completions: with special tokens
+        return sent, reference.encode(PROMPT, add_special_tokens=True)
+    rendered = reference.apply_chat_template(
+        MESSAGES, chat_template=source, tokenize=False, add_generation_prompt=True
+    )  # vLLM's chat: the rendered template, without special tokens
+    return sent, reference.encode(rendered, add_special_tokens=False)
+
+
+@pytest.mark.parametrize("source", [None, BOS_TEMPLATE], ids=["no-bos", "bos-template"])
+@pytest.mark.parametrize("route", [Route.CHAT, Route.COMPLETIONS])
+def test_without_special_tokens_the_engine_reads_vllms_ids(
+    tiny_model_dir: Path, route: Route, source: str | None
+) -> None:
+    sent, vllm = engine_ids(tiny_model_dir, False, route, source)
+    assert sent == vllm
+    # A BOS where vLLM has one: a completion's, or the one a template writes; else none.
+    assert sent.count(1) == (0 if route is Route.CHAT and source is None else 1)
+
+
+@pytest.mark.parametrize(
+    ("route", "source"),
+    [(Route.COMPLETIONS, None), (Route.CHAT, BOS_TEMPLATE), (Route.COMPLETIONS, BOS_TEMPLATE)],
+)
+def test_with_special_tokens_the_engine_reads_vllms_ids_unless_no_bos_is_written(
+    tiny_model_dir: Path, route: Route, source: str | None
+) -> None:
+    sent, vllm = engine_ids(tiny_model_dir, True, route, source)
+    assert sent == vllm  # a template's BOS is dropped, as the engine adds it back
+
+
+def test_with_special_tokens_a_chat_without_a_template_bos_gets_one_more(
+    tiny_model_dir: Path,
+) -> None:
+    sent, vllm = engine_ids(tiny_model_dir, True, Route.CHAT)
+    assert sent == [1, *vllm]  # the limit the gateway warns about at start
+
+
+def test_a_tokenizer_that_adds_no_bos_gets_none_prepended(tiny_model_dir: Path) -> None:
+    config = json.loads((tiny_model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer = Tokenizer.from_str(json.dumps({**config, "post_processor": None}))
+    tokenizing = Tokenizing.of(False, tokenizer, "<s>")
+    assert tokenizing == Tokenizing(False, "")
+    template = ChatTemplate(BOS_TEMPLATE, {"bos_token": "<s>"}, "<|end|>")
+    assert tokenizing.text_input(Route.COMPLETIONS, {"prompt": "Hi"}, template) == "Hi"
+    assert Tokenizing.of(True, tokenizer, "<s>").strips_template_bos is False
+    assert Tokenizing.of(True, None, "<s>") == Tokenizing(True, "")

@@ -26,11 +26,12 @@ import openai
 import pytest
 from tokenizers import Tokenizer
 
+from backends.base import Health
 from backends.registry import BackendSettings
-from backends.triton import TritonSettings
+from backends.triton import TritonBackend, TritonSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
-from gateway.devstack.triton_engine import TritonEngine
+from gateway.devstack.triton_engine import ADD_SPECIAL_TOKENS, TritonEngine
 from gateway.devstack.vllm_engine import VllmEngine
 from gateway.settings import Settings
 from tests.conftest import CACHE, TINY_MODEL
@@ -99,6 +100,7 @@ def backend_settings(case: BackendCase, engines: tuple[VllmEngine, TritonEngine]
         tokenizer_dir=model_dir,
         context_length=2048,
         stream_text=stream_text,
+        add_special_tokens=ADD_SPECIAL_TOKENS[case.name],
     )
 
 
@@ -383,6 +385,8 @@ TRITON_MODELS = ["ensemble", "tensorrt_llm_bls", "tensorrt_llm"]
 
 def triton_gateway(model: str, url: str, **settings: Any) -> ThreadedServer:
     stream_text = "cumulative" if model == "tensorrt_llm_bls" else "auto"  # see backend_settings
+    if "tokenizer_dir" in settings:  # as the test engine's model tokenizes text_input
+        settings.setdefault("add_special_tokens", ADD_SPECIAL_TOKENS[model])
     backend = TritonSettings(
         url=url, model=model, context_length=2048, stream_text=stream_text, **settings
     )
@@ -594,3 +598,24 @@ def test_client_disconnect_cancels_the_grpc_call(
         assert call.done.wait(5.0), f"the gRPC call still runs, {call.responses} responses"
     assert call.ended == "cancelled", f"{call.ended} after {call.responses} of {total} responses"
     assert call.responses < total / 3, f"{call.responses} of {total} responses went through"
+
+
+def test_the_llmapi_model_is_not_ready_with_add_special_tokens_false(
+    triton_engine: TritonEngine, tiny_model_dir: Path
+) -> None:
+    """It always tokenizes with special tokens (it has no input to say otherwise)."""
+
+    async def health() -> Health:
+        settings = TritonSettings(
+            url=triton_engine.grpc_url, model="tensorrt_llm", tokenizer_dir=tiny_model_dir,
+            add_special_tokens=False,
+        )  # fmt: skip
+        backend = TritonBackend("trt", settings)
+        try:
+            return await backend.health()
+        finally:
+            await backend.close()
+
+    result = asyncio.run(health())
+    assert not result.ready
+    assert "always tokenizes text_input with special tokens" in result.detail

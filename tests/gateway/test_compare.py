@@ -224,3 +224,13 @@ def test_hashes_mode_cannot_see_stops_so_does_not_flag_them() -> None:
     legs = primary("a", ttft_ms=None, parsed=None), candidate("a END", ttft_ms=None, parsed=None)
     assert c.compare(pair("x", 0, *legs, params=stop)).status == "parity"
     assert c.compare(redact(pair("x", 0, *legs, params=stop))).status == "compared"
+
+
+def test_legs_that_read_different_prompt_tokens_are_flagged() -> None:
+    """One engine's tokenizer added a BOS the other did not: not a quality difference."""
+    result = c.compare(pair("x", 0, primary(prompt_tokens=40), candidate(prompt_tokens=41)))
+    assert result.status == "parity"
+    assert result.flags == (c.Flag(c.PROMPT, "vllm read 40 prompt tokens, trt 41"),)
+    assert c.compare(pair("x", 0, primary(), candidate())).status == "compared"
+    unknown = c.compare(pair("x", 0, primary(prompt_tokens=None), candidate(prompt_tokens=41)))
+    assert unknown.status == "compared"  # a leg that reports no usage cannot be judged

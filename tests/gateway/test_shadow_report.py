@@ -338,3 +338,18 @@ def test_the_text_report_leads_with_the_verdict(summary: dict[str, Any]) -> None
     )
     assert "happy       10      3" in text
     assert "-- b2 2023-11-14T23:02:00+00:00; fields differing: mood" in text
+
+
+def test_pairs_whose_engines_read_other_prompt_tokens_are_flagged_not_compared() -> None:
+    """A candidate whose tokenizer adds a BOS vLLM's chat does not: every pair flagged."""
+    shadow = [r for r in records() if r.kind == "shadow" and r.candidate.status == 200]
+    longer = [replace(r, candidate=replace(r.candidate, prompt_tokens=41)) for r in shadow]
+    summary = summarize(longer, LOOSE)
+    flagged = summary["parity"]["flagged"]
+    assert flagged["successes"] == flagged["n"] > 10  # every answered pair
+    assert summary["parity"]["by_reason"][compare.PROMPT] == flagged["n"]
+    assert summary["agreement"]["exact"]["n"] == 0
+    assert "vllm read 40 prompt tokens, trt 41" in render(summary, "text")
+    (parity,) = [r for r in summary["verdict"]["reasons"] if "parameter parity" in r]
+    assert parity.startswith("FAIL")
+    assert compare.PROMPT in parity

@@ -26,7 +26,7 @@ from backends.triton import TritonSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
 from gateway.compare import compare
-from gateway.devstack.triton_engine import TritonEngine
+from gateway.devstack.triton_engine import ADD_SPECIAL_TOKENS, TritonEngine
 from gateway.devstack.vllm_engine import VllmEngine
 from gateway.gate import GateRule
 from gateway.pairs import PairRecord
@@ -207,6 +207,7 @@ def test_streamed_requests_are_streamed_to_the_candidate_too(
     candidate = TritonSettings(
         url=triton_engine.grpc_url, model="tensorrt_llm_bls", tokenizer_dir=tiny_model_dir,
         context_length=2048, stream_text="cumulative",
+        add_special_tokens=ADD_SPECIAL_TOKENS["tensorrt_llm_bls"],
     )  # fmt: skip
     store = tmp_path / "pairs.db"
     with gateway(primary, candidate, store) as client:
@@ -240,6 +241,7 @@ def test_shadow_end_to_end_report_matches_the_pairs(
     candidate = TritonSettings(
         url=triton_engine.grpc_url, model="tensorrt_llm_bls", tokenizer_dir=tiny_model_dir,
         context_length=2048, stream_text="cumulative",
+        add_special_tokens=ADD_SPECIAL_TOKENS["tensorrt_llm_bls"],
     )  # fmt: skip
     store = tmp_path / "pairs.db"
     prompts = [f"Pika ơi, {i} + {i % 7} bằng mấy?" for i in range(200)]
@@ -257,6 +259,8 @@ def test_shadow_end_to_end_report_matches_the_pairs(
     assert 15 <= len(noise) <= 70  # 20% of 200, loosely
     assert sorted(pair.primary.text or "" for pair in shadow) == sorted(answers)
     assert all(pair.candidate.status == 200 for pair in shadow)
+    # Configured for parity, both engines read the same prompt tokens: no pair is flagged so.
+    assert all(pair.primary.prompt_tokens == pair.candidate.prompt_tokens for pair in shadow)
 
     summary = summarize(recorded, GateRule(min_pairs=100))
     # The report's numbers, recomputed by hand from the pairs.

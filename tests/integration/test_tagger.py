@@ -24,7 +24,7 @@ from backends.vllm import VllmSettings
 from gateway import cli, report
 from gateway.app import create_app
 from gateway.compare import compare
-from gateway.devstack.triton_engine import TritonEngine
+from gateway.devstack.triton_engine import ADD_SPECIAL_TOKENS, TritonEngine
 from gateway.devstack.vllm_engine import VllmEngine
 from gateway.eval_summary import INVALID
 from gateway.pairs import PairRecord
@@ -74,7 +74,7 @@ def triton_gateways(
         for model in TRITON_MODELS:
             backend = TritonSettings(
                 url=triton_engine.grpc_url, model=model, tokenizer_dir=tiny_model_dir,
-                context_length=2048,
+                context_length=2048, add_special_tokens=ADD_SPECIAL_TOKENS[model],
             )  # fmt: skip
             settings = Settings(
                 backends={"trt": backend}, primary="trt", models=[PUBLIC], tasks_enabled=True,
@@ -155,20 +155,38 @@ def test_the_alias_answers_one_code_on_vllm_and_triton_from_the_templates_prompt
         assert via_vllm.usage.completion_tokens == via_triton.usage.completion_tokens == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="vLLM's chat path adds no BOS (add_special_tokens=false) and the Phi-3 template "
-    "renders none, while Triton's tokenizer prepends <s>: Triton's prompt is one token longer",
-)
 def test_the_alias_reaches_vllm_and_triton_as_the_same_prompt(
     client: openai.OpenAI, triton: openai.OpenAI
 ) -> None:
     """The same exchanges through a vLLM-primary and a Triton-BLS-primary gateway: the same
-    prompt tokens."""
+    prompt tokens (the BLS tokenizes text_input with add_special_tokens false, as vLLM's chat)."""
     for exchange in same_prompt_exchanges():
         via_vllm, via_triton = ask_usage(client, exchange), ask_usage(triton, exchange)
         assert via_triton.usage.prompt_tokens == via_vllm.usage.prompt_tokens, exchange
+
+
+@pytest.mark.parametrize("model", TRITON_MODELS)
+def test_chats_and_completions_reach_triton_with_vllms_prompt_tokens(
+    model: str, client: openai.OpenAI, triton_gateways: dict[str, ThreadedServer]
+) -> None:
+    """vLLM's chat adds no BOS and its completions do. The BLS (add_special_tokens false) reads
+    both as vLLM does; the LLM-API model always adds BOS: a chat one token longer."""
+    url = triton_gateways[model].url + "/v1"
+    prompt, messages = "Pika ơi, 2 + 3 bằng mấy?", EXCHANGE[:1]
+    with openai.OpenAI(base_url=url, api_key="x", max_retries=0) as triton:
+        chats = [
+            side.chat.completions.create(model=name, messages=messages, max_tokens=1)  # type: ignore[arg-type]
+            for side, name in ((client, TINY_MODEL), (triton, PUBLIC))
+        ]
+        completions = [
+            side.completions.create(model=name, prompt=prompt, max_tokens=1)
+            for side, name in ((client, TINY_MODEL), (triton, PUBLIC))
+        ]
+    vllm_chat, triton_chat = (answer.usage.prompt_tokens for answer in chats if answer.usage)
+    extra = 0 if not ADD_SPECIAL_TOKENS[model] else 1
+    assert triton_chat == vllm_chat + extra
+    vllm_text, triton_text = (answer.usage.prompt_tokens for answer in completions if answer.usage)
+    assert triton_text == vllm_text
 
 
 def same_prompt_exchanges() -> list[list[dict[str, str]]]:
