@@ -138,3 +138,17 @@ def test_llm_clients(vllm_engine: VllmEngine, tmp_path: Path) -> None:
         assert row["failed"] == 0
         assert numbers(row, "ttft_ms_p50", "itl_ms_p50")
     assert set(report["added"]) >= {"ttft_ms", "itl_ms"}
+
+
+@pytest.mark.usefixtures("load_tools")
+def test_gateway_point() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "overhead" / "gateway_point.py"), "16", "1"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    fields = dict(part.split("=") for part in done.stdout.split() if "=" in part)
+    assert int(fields["c"]) == 16
+    assert float(fields["req/s"]) > 0
+    assert fields["errors"] == "0"
+    assert float(fields["cpu_per_request"]) > 0

@@ -1,0 +1,48 @@
+"""One gateway load point, for comparing commits: req/s, latency and CPU per request.
+
+Usage: ``python benchmarks/overhead/gateway_point.py CONNECTIONS SECONDS``
+
+Starts nginx's static answer (core 0) and ``python -m gateway serve`` (core 1) from whatever
+``gateway`` package Python imports, so ``PYTHONPATH=<a worktree of another commit>`` measures that
+commit with this harness; wrk loads it from core 0 after a 2 s warm-up. The optimisation log in
+benchmarks/README.md was taken this way, one worktree per commit.
+"""
+
+import os
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
+
+from procs import cpu_ticks, gateway_settings, metric, start_gateway
+
+from benchmarks.upstream_client.servers import start_nginx
+from benchmarks.upstream_client.wrkload import run_wrk
+
+HERE = Path(__file__).resolve().parent
+POST = HERE.parent / "upstream_client" / "post.lua"
+
+
+def main() -> int:
+    connections, seconds = int(sys.argv[1]), int(sys.argv[2])
+    with tempfile.TemporaryDirectory(prefix="gateway-point-") as name, ExitStack() as stack:
+        tmp = Path(name)
+        (tmp / "nginx").mkdir()
+        upstream = start_nginx(stack, tmp / "nginx", 0)
+        gateway = start_gateway(stack, tmp, "1", gateway_settings(upstream, tmp), "gateway")
+        url = gateway.url + "/v1/chat/completions"
+        run_wrk(url, connections, 2, POST, 0)
+        ticks, served = cpu_ticks(gateway.pid), metric(gateway.url, "gateway_requests_total")
+        result = run_wrk(url, connections, seconds, POST, 0)
+        ticks = cpu_ticks(gateway.pid) - ticks
+        served = metric(gateway.url, "gateway_requests_total") - served
+    cpu_us = ticks / os.sysconf("SC_CLK_TCK") / served * 1e6
+    print(f"c={connections} req/s={result.rps:.0f} p50={result.p50_ms} ms p99={result.p99_ms} ms "
+          f"errors={result.errors} cpu_per_request={cpu_us:.1f} us")  # fmt: skip
+    return 1 if result.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
