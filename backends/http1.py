@@ -126,7 +126,7 @@ class Pool:
         total: float | None = None,
     ) -> Answer:
         """Sends a request and reads its whole answer; `total` overrides the pool's timeout."""
-        conn = await self._send(head, body, headers, total, stream=False)
+        conn = await self._call(head, body, headers, total, stream=False)
         try:
             await conn.wait_done()
         except BaseException:
@@ -140,13 +140,37 @@ class Pool:
         self, head: bytes, body: bytes = b"", headers: Mapping[str, str] | None = None
     ) -> Response:
         """Sends a request and reads its status and headers; the caller must close the answer."""
-        conn = await self._send(head, body, headers, None, stream=True)
-        try:
-            await conn.wait_headers()
-        except BaseException:
-            self._drop(conn)
-            raise
+        conn = await self._call(head, body, headers, None, stream=True)
         return Response(self, conn)
+
+    async def _call(
+        self,
+        head: bytes,
+        body: bytes,
+        headers: Mapping[str, str] | None,
+        total: float | None,
+        stream: bool,
+    ) -> Connection:
+        """Sends, and waits for the status line and headers.
+
+        A kept-alive connection can be closed by the server just as a request goes out on it
+        (its idle timeout): nothing was read then, so the request goes once more, on a new
+        connection, as aiohttp and httpcore do. A new connection failing is the caller's.
+        """
+        for fresh in (False, True):
+            conn, reused = await self._send(head, body, headers, total, stream, fresh)
+            try:
+                await conn.wait_headers()
+            except DisconnectedBeforeStatus:
+                self._drop(conn)
+                if reused and not fresh:
+                    continue
+                raise
+            except BaseException:
+                self._drop(conn)
+                raise
+            return conn
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def close(self) -> None:
         """Closes every connection; calls still running fail with ProtocolError."""
@@ -164,17 +188,21 @@ class Pool:
         headers: Mapping[str, str] | None,
         total: float | None,
         stream: bool,
-    ) -> Connection:
+        fresh: bool,
+    ) -> tuple[Connection, bool]:
+        """Writes the request on an idle connection (unless `fresh`) or a new one; says which."""
         extra = encode_headers(headers) if headers else b""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self._total_timeout if total is None else total)
-        while self._idle:
+        reused = False
+        while self._idle and not fresh:
             conn = self._idle.pop()
             conn.idle = False
             if not conn.closing():
+                reused = True
                 break
             self._drop(conn)  # the server closed it; its connection_lost is on the way
-        else:
+        if not reused:
             conn = await self._acquire(deadline)
         data = b"%scontent-length: %d\r\n%s\r\n%s" % (head, len(body), extra, body)
         try:
@@ -182,7 +210,7 @@ class Pool:
         except BaseException:
             self._drop(conn)
             raise
-        return conn
+        return conn, reused
 
     async def _acquire(self, deadline: float) -> Connection:
         """A connection when none is idle: a new one if the limit allows, else the next freed."""

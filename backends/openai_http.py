@@ -34,7 +34,9 @@ from gateway.errors import (
 
 T = TypeVar("T")
 BACKOFF = 0.05  # seconds: the scale of the jittered exponential wait between attempts
-KEEPALIVE = 30.0  # seconds an idle upstream connection is kept
+# Seconds an idle upstream connection is kept: under uvicorn's 5 s default, so vLLM's server
+# (and trtllm-serve's) rarely closes a connection just as a request goes out on it.
+KEEPALIVE = 4.0
 
 # Rewrites a parsed body for an engine; returns None when the raw body can go as it is.
 BodyFilter = Callable[[Mapping[str, Any]], dict[str, Any] | None]

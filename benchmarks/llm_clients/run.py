@@ -86,7 +86,22 @@ def measure(
                 after = _overhead(targets[name])
                 seconds, count = seconds + after[0] - before[0], count + after[1] - before[1]
             reports[name].append(json.loads(out.read_text()))
+            for failure in failures(reports[name][-1]):
+                print(f"WARNING: {name}, round {round_}: {failure}", file=sys.stderr)
     return reports, 1000.0 * seconds / max(count, 1.0)
+
+
+def failures(report: dict[str, Any], most: int = 3) -> list[str]:
+    """What guidellm recorded for the first failed requests of a report, shortened."""
+    found = []
+    for benchmark in report.get("benchmarks", []):
+        requests = benchmark.get("requests") or {}
+        for kind in ("errored", "incomplete"):
+            for request in (requests.get(kind) or [])[:most]:
+                info = request.get("info") or {}
+                detail = request.get("error") or info.get("error") or json.dumps(request)[:300]
+                found.append(f"{kind}: {str(detail)[:300]}")
+    return found[:most]
 
 
 def run_guidellm(guidellm: Path, target: str, requests: int, out: Path) -> None:

@@ -246,6 +246,34 @@ def test_a_hang_up_before_the_status_line_is_safe_to_retry(run: Run, hang_up: St
     run(scenario())
 
 
+@pytest.mark.parametrize("hang_up", [send(keep=False), reset], ids=["closed", "reset"])
+@pytest.mark.parametrize("stream", [False, True], ids=["fetch", "open"])
+def test_a_kept_alive_connection_closed_under_a_request_is_retried_once_on_a_new_one(
+    run: Run, hang_up: Step, stream: bool
+) -> None:
+    """The server's idle timeout can close a pooled connection as a request goes out: nothing
+    was read, so the pool sends it again on a new connection, once; a new connection that
+    fails the same way is the caller's to handle."""
+
+    async def scenario() -> None:
+        answer = CHUNKED + chunk(b"data: 1\n\n") + END if stream else OK
+        async with Scripted(send(OK), hang_up, send(answer), send(OK, keep=False)) as server:
+            pool = pool_for(server.url)
+            await call(pool, stream=False)  # opens the connection, leaves it idle in the pool
+            await call(pool, stream)  # closed under it: sent again on a second connection
+            assert server.connections == 2
+            assert len(server.requests) == 3
+            await pool.close()
+        async with Scripted(hang_up) as server:
+            pool = pool_for(server.url)
+            with pytest.raises(DisconnectedBeforeStatus):  # a new connection: not retried
+                await call(pool, stream)
+            assert len(server.requests) == 1
+            await pool.close()
+
+    run(scenario())
+
+
 @pytest.mark.parametrize(
     "answer",
     [
