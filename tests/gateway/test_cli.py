@@ -19,24 +19,13 @@ import pytest
 
 from gateway.devstack.vllm_engine import free_port
 from tests.support.fake_upstream import MODEL, FakeUpstream
-from tests.support.servers import ThreadedServer
+from tests.support.servers import ThreadedServer, gateway_process, until_ready
 
 Fake = tuple[FakeUpstream, ThreadedServer]
 
 
-def until_ready(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-
-
 @pytest.fixture
 def served(fake_upstream: Fake) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = free_port()
     env = {
         **os.environ,
         "GATEWAY_BACKENDS": json.dumps({"main": {"kind": "vllm", "url": fake_upstream[1].url}}),
@@ -44,18 +33,8 @@ def served(fake_upstream: Fake) -> Iterator[tuple[str, subprocess.Popen[str]]]:
         "GATEWAY_API_KEYS": '["sk-test-secret-key"]',
         "GATEWAY_LOG_LEVEL": "debug",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", "2"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        until_ready(url)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+    with gateway_process(env, "--workers", "2", output=subprocess.PIPE) as served:
+        yield served
 
 
 def test_serve_runs_workers_and_never_logs_keys_or_text(
@@ -151,7 +130,6 @@ def shadowed_gateway(
     upstream: str, store: Path, *args: str, **env: str
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """`gateway serve` mirroring every request to a shadow, both backends on `upstream`."""
-    port = free_port()
     backends = {
         "main": {"kind": "vllm", "url": upstream},
         "cand": {"kind": "vllm", "url": upstream},
@@ -161,18 +139,8 @@ def shadowed_gateway(
         "GATEWAY_SHADOW": "cand", "GATEWAY_SHADOW_RATE": "1", "GATEWAY_NOISE_RATE": "0",
         "GATEWAY_RECORDS_URL": f"sqlite:///{store}", **env,
     }  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port), *args],
-        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        until_ready(url)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+    with gateway_process(environment, *args, graceful=False) as served:
+        yield served
 
 
 def chat(cue: str, stream: bool = True) -> dict[str, object]:

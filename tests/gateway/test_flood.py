@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +19,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.devstack.vllm_engine import free_port
-from tests.gateway.test_cli import Fake, chat, until_ready
+from tests.gateway.test_cli import Fake, chat
+from tests.support.servers import gateway_process
 
 CLIENTS = 1500
 BODY = json.dumps(chat("slow:1", stream=False)).encode()
@@ -41,19 +39,8 @@ def flooded(fake_upstream: Fake, tmp_path: Path) -> Iterator[tuple[str, subproce
                "max_queue": 8, "queue_timeout": 0.5}  # fmt: skip
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
     env |= {"GATEWAY_BACKENDS": json.dumps({"main": backend}), "GATEWAY_PRIMARY": "main"}
-    port = free_port()
-    with (tmp_path / "gateway.log").open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        until_ready(url)
-        yield url, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    with (tmp_path / "gateway.log").open("w") as log, gateway_process(env, output=log) as served:
+        yield served
 
 
 async def flood(url: str) -> Counter[str]:

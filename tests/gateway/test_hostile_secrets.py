@@ -10,7 +10,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,8 @@ import httpx
 import orjson
 import pytest
 
-from gateway.devstack.vllm_engine import free_port
 from tests.support.fake_upstream import MODEL, FakeUpstream
-from tests.support.servers import ThreadedServer
+from tests.support.servers import ThreadedServer, gateway_process
 
 Fake = tuple[FakeUpstream, ThreadedServer]
 KEY = "sk-pika-4f1c9e7a2b8d6053e1aa"
@@ -45,25 +43,8 @@ def served(fake_upstream: Fake, tmp_path: Path) -> Iterator[tuple[str, subproces
         "GATEWAY_MAX_BODY_BYTES": "65536",
         "GATEWAY_RECORDS_URL": f"sqlite:///{tmp_path / 'pairs.db'}",
     }
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+    with gateway_process(env, output=subprocess.PIPE, graceful=False) as served:
+        yield served
 
 
 def chat(*texts: str, **fields: object) -> dict[str, object]:

@@ -1,15 +1,22 @@
-"""Real servers for tests: any ASGI app under uvicorn, in a thread, on a free port."""
+"""Real servers for tests: any ASGI app under uvicorn in a thread, and `gateway serve` as a
+process, each on a free port."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
 
+import httpx
 import uvicorn
+
+from gateway.devstack.vllm_engine import free_port
 
 
 class ThreadedServer:
@@ -62,3 +69,44 @@ def serving(app: Any, **config: Any) -> Iterator[ThreadedServer]:
         yield server
     finally:
         server.stop()
+
+
+def until_ready(url: str, timeout: float = 30.0) -> None:
+    """Waits (at most `timeout` seconds) for a gateway's `/ready` to answer 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def gateway_process(
+    env: Mapping[str, str],
+    *args: str,
+    output: int | IO[str] = subprocess.DEVNULL,
+    graceful: bool = True,
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`python -m gateway serve` on a free port, configured by `env` alone, once ready.
+
+    On exit a process the test has not stopped gets SIGTERM and is waited for (`graceful`), or
+    is killed. `output` takes its stdout and stderr: a file, or PIPE for the test to read.
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port), *args],
+        env=dict(env), stdout=output, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        until_ready(url)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            if graceful:
+                process.send_signal(signal.SIGTERM)
+            else:
+                process.kill()
+            process.wait(timeout=30)
