@@ -5,14 +5,7 @@ call (benchmarks/upstream_client/client_cpu.py): one pool per upstream, each req
 with one `transport.write`, answers framed by Content-Length, chunked encoding or the close of
 the connection, and one timer per call for the read and total timeouts.
 
-    HTTPError
-    ├── ConnectFailed (refused or unreachable: nothing was sent, safe to retry)
-    ├── DisconnectedBeforeStatus (closed or reset before any byte of an answer: safe to retry)
-    ├── ProtocolError (a malformed answer, or one cut short)
-    └── Timeout
-        ├── ConnectTimeout (the TCP connect)
-        ├── ReadTimeout (the gap between bytes, the first one included)
-        └── TotalTimeout (the whole call, waiting for a connection included)
+Its errors are `HTTPError` and its subclasses, drawn in `backends.http1_connection`.
 
 Example::
 
@@ -163,7 +156,7 @@ class Pool:
                 await conn.wait_headers()
             except DisconnectedBeforeStatus:
                 self._drop(conn)
-                if reused and not fresh:
+                if reused:  # never on the fresh attempt
                     continue
                 raise
             except BaseException:

@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,6 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
@@ -39,7 +37,7 @@ from procs import (
 )
 from report import render, summary
 
-from benchmarks.upstream_client.servers import start_nginx, start_proxy
+from benchmarks.upstream_client.servers import run_main, start_nginx, start_proxy
 
 CONNECTIONS = (1, 16, 64, 256)
 FLOOR = "raw ASGI + aiohttp"  # benchmarks/upstream_client/proxy_asgi_aiohttp.py
@@ -85,7 +83,6 @@ def main() -> int:
         plan = replace(plan, duration=args.duration)
     if args.itl_ms is not None:
         plan = plan.with_itl(args.itl_ms)
-    signal.signal(signal.SIGTERM, exit_on_signal)
     load_before = os.getloadavg()
     started = time.monotonic()
     points = measure(plan)
@@ -223,13 +220,5 @@ def machine() -> dict[str, Any]:
     }
 
 
-def exit_on_signal(signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM becomes SystemExit, so the ExitStacks stop every child."""
-    raise SystemExit(128 + signum)
-
-
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main(main)

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shlex
-import signal
 import sys
 import tempfile
 import time
@@ -22,7 +21,6 @@ from contextlib import ExitStack
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import uvloop
@@ -40,6 +38,7 @@ from benchmarks.soak.plan import FULL, QUICK, Plan, schedule
 from benchmarks.soak.report import render
 from benchmarks.soak.summary import faults, recoveries, verdict, windows
 from benchmarks.soak.upstream import FakeUpstreamProcess, outage
+from benchmarks.upstream_client.servers import run_main
 
 CORES = ",".join(map(str, sorted(os.sched_getaffinity(0))))  # taskset -c: every allowed core
 MIN_WINDOWS = 8  # so that a quarter of the run is at least two windows
@@ -60,7 +59,6 @@ def main() -> int:
     if plan.duration < 4 or plan.rate <= 0:
         parser.error("--duration must be >= 4 and --rate > 0")
     plan = replace(plan, window=min(plan.window, plan.duration / MIN_WINDOWS))
-    signal.signal(signal.SIGTERM, exit_on_signal)
     report = soak(plan)
     print(render(report))
     if args.json:
@@ -167,13 +165,5 @@ def unexpected(log: Path) -> int:
     return sum("unexpected" in line or "Traceback" in line for line in text.splitlines())
 
 
-def exit_on_signal(signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM becomes SystemExit, so the ExitStack stops every child."""
-    raise SystemExit(128 + signum)
-
-
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main(main)

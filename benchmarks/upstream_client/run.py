@@ -12,18 +12,16 @@ import http.client
 import json
 import os
 import shlex
-import signal
 import sys
 import tempfile
 from contextlib import ExitStack
 from importlib.metadata import version
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
 from interference import other_cpu_percent, snapshot, wait_until_quiet
-from servers import HERE, start_nginx, start_proxy
+from servers import HERE, run_main, start_nginx, start_proxy
 from wrkload import WrkResult, run_wrk
 
 CONNECTIONS = (1, 16, 64)
@@ -55,7 +53,6 @@ def main() -> int:
     if args.duration < 1:
         parser.error("wrk needs --duration >= 1")
     # Turn SIGTERM into SystemExit so the ExitStacks still stop every child.
-    signal.signal(signal.SIGTERM, exit_on_signal)
     load_core, proxy_core = pick_cores()
     results = measure(args.duration, args.retries, load_core, proxy_core)
     print(render_table(results))
@@ -205,13 +202,5 @@ def as_json(results: dict[str, list[WrkResult]]) -> list[dict[str, Any]]:
     return [{"path": label, "runs": [vars(run) for run in runs]} for label, runs in results.items()]
 
 
-def exit_on_signal(signum: int, _frame: FrameType | None) -> None:
-    """Signal handler: raise SystemExit so cleanup code runs."""
-    raise SystemExit(128 + signum)
-
-
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # children are already stopped by the ExitStacks
-        sys.exit(130)
+    run_main(main)

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 HERE = Path(__file__).resolve().parent
 START_TIMEOUT_S = 15.0
@@ -127,3 +129,17 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def run_main(main: Callable[[], int]) -> NoReturn:
+    """A benchmark's entry point: SIGTERM and Ctrl-C end it through SystemExit, so its
+    ExitStacks unwind and stop every child it started."""
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
