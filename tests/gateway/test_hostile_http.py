@@ -1,8 +1,9 @@
-"""Hostile HTTP at a real gateway (uvicorn, httptools) in front of the fake upstream: lying
-lengths, chunked bodies, HTTP/1.0, wrong methods and content types, query strings, CORS.
+"""Hostile HTTP at a real gateway (its own HTTP protocol, under uvicorn) in front of the fake
+upstream: lying lengths, chunked bodies, HTTP/1.0, wrong methods and content types, query
+strings, CORS.
 
-Every refusal the gateway makes is OpenAI error JSON; the one exception is the HTTP parser's
-own 400 for bytes that are not HTTP, which uvicorn answers before the gateway sees a request.
+Every refusal the gateway makes is OpenAI error JSON; the one exception is the HTTP protocol's
+plain 400 (or 431) for bytes that are not HTTP, sent before the gateway sees a request.
 """
 
 from __future__ import annotations
@@ -159,6 +160,18 @@ def test_an_http_1_0_client_is_served(gateway: str) -> None:
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"connection: close" in head
     assert orjson.loads(body)["choices"][0]["message"]["content"] == "hello from fake"
+
+
+def test_an_http_1_0_client_can_read_a_stream(gateway: str) -> None:
+    body = orjson.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": CHILD}], "stream": True}
+    )
+    answer = exchange(gateway, post_head(HOT[0], len(body), version=b"1.0") + body)
+    head, _, events = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"transfer-encoding" not in head  # HTTP/1.0 knows no chunks: the close ends it
+    assert events.startswith(b"data: {")
+    assert events.endswith(b"data: [DONE]\n\n")
 
 
 def test_an_http_1_0_client_without_a_body_gets_openai_json(gateway: str) -> None:

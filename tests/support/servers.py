@@ -1,5 +1,5 @@
-"""Real servers for tests: any ASGI app under uvicorn in a thread, and `gateway serve` as a
-process, each on a free port."""
+"""Real servers for tests: any ASGI app under uvicorn in a thread (with the gateway's own HTTP
+protocol, as `gateway serve` runs), and `gateway serve` as a process, each on a free port."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from typing import IO, Any
 import httpx
 import uvicorn
 
+from gateway.cli import HTTP_PROTOCOL
 from gateway.devstack.vllm_engine import free_port
 
 
 class ThreadedServer:
-    """Runs an ASGI app with uvicorn (uvloop, httptools) on 127.0.0.1, port 0."""
+    """Runs an ASGI app with uvicorn (uvloop, the gateway's protocol) on 127.0.0.1, port 0."""
 
     def __init__(self, app: Any, **config: Any) -> None:
         self._config = uvicorn.Config(
@@ -28,10 +29,9 @@ class ThreadedServer:
             host="127.0.0.1",
             port=0,
             loop="uvloop",
-            http="httptools",
             log_level="warning",
             access_log=False,
-            **config,
+            **{"http": HTTP_PROTOCOL, **config},
         )
         self._server = uvicorn.Server(self._config)
         self._thread = threading.Thread(target=self._run, daemon=True)
