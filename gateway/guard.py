@@ -13,7 +13,9 @@ those after waiting instead of piling onto an engine that cannot keep up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 
 from backends.base import Backend, Completion, EventStream, Health, UpstreamRequest
@@ -86,7 +88,13 @@ class Circuit:
 
 
 class Guarded:
-    """A `Backend` behind admission control and a circuit breaker."""
+    """A `Backend` behind admission control and a circuit breaker.
+
+    Admission is a count of busy slots and a line of waiters, not an `asyncio.Semaphore`: the
+    common case (a free slot) is then a compare and an increment, where the semaphore's
+    `locked()` and `acquire()` took about 5% of the CPU at 4,500 requests a second. A freed slot
+    goes straight to the oldest waiter still waiting, so a newcomer never jumps the line.
+    """
 
     def __init__(
         self,
@@ -100,16 +108,25 @@ class Guarded:
         self.inner = backend
         self.name = backend.name
         self.circuit = circuit
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._capacity = max_concurrency
+        self._busy = 0  # slots taken, those handed to a waiter not yet awake included
+        # Oldest first; a waiter handed a slot is popped, one cancelled is removed.
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._queue_timeout = queue_timeout
         self._max_queue = max_queue
-        self._waiting = 0
+        self._waiting = 0  # waiters counted against `max_queue`, until their wait ends
+
+    @property
+    def busy(self) -> int:
+        """Slots in use: requests in flight, and streams not yet ended."""
+        return self._busy
 
     def available(self) -> bool:
         return self.circuit.state != "open"
 
     async def complete(self, request: UpstreamRequest) -> Completion:
-        await self._admit()
+        if not self._admit_now():  # inline rather than `await self._admit()`: one frame less
+            await self._wait_for_slot()
         try:
             completion = await self.inner.complete(request)
         except ENGINE_FAILURES:
@@ -122,7 +139,7 @@ class Guarded:
             self.circuit.abandon()
             raise
         finally:
-            self._slots.release()
+            self._release()
         self.circuit.succeeded()
         return completion
 
@@ -131,7 +148,7 @@ class Guarded:
         try:
             events = await self.inner.stream(request)
         except BaseException as exc:
-            self._slots.release()
+            self._release()
             if isinstance(exc, ENGINE_FAILURES):
                 self.circuit.failed()
             elif isinstance(exc, GatewayError):
@@ -153,31 +170,66 @@ class Guarded:
         await self.inner.close()
 
     async def _admit(self) -> None:
+        """Takes a slot, waiting in line for one if none is free."""
+        if not self._admit_now():
+            await self._wait_for_slot()
+
+    def _admit_now(self) -> bool:
+        """Takes a free slot if there is one; False: the caller must wait in line for one.
+
+        Raises `BackendUnavailable` while the circuit is open. A free slot means nobody is in
+        line: `_release` hands a slot to a live waiter before it ever frees one.
+        """
         if not self.circuit.allow():
             raise BackendUnavailable(
                 f"backend '{self.name}' is failing; its circuit is open",
                 code="circuit_open",
                 headers={"Retry-After": f"{self.circuit.retry_after():.0f}"},
             )
-        if not self._slots.locked():
-            await self._slots.acquire()  # a free slot: taken without suspending
-            return
+        if self._busy < self._capacity:
+            self._busy += 1
+            return True
+        return False
+
+    async def _wait_for_slot(self) -> None:
+        """Waits in line, up to `queue_timeout`, for a slot `_release` hands over."""
         # Each waiter holds its request body: counting them bounds memory under a flood.
         if self._waiting >= self._max_queue:
             self.circuit.abandon()
             raise self._overloaded()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         self._waiting += 1
         try:
             async with asyncio.timeout(self._queue_timeout):  # 3.11's wait_for can drop a cancel
-                await self._slots.acquire()
-        except TimeoutError:
+                await waiter
+        except BaseException as exc:
+            self._leave_line(waiter)
             self.circuit.abandon()
-            raise self._overloaded() from None
-        except BaseException:
-            self.circuit.abandon()
+            if isinstance(exc, TimeoutError):
+                raise self._overloaded() from None
             raise
         finally:
             self._waiting -= 1
+
+    def _leave_line(self, waiter: asyncio.Future[None]) -> None:
+        """A waiter timed out or was cancelled: it must neither keep a slot nor stay in line."""
+        if waiter.done() and not waiter.cancelled():
+            self._release()  # handed a slot just before the timeout or cancel: pass it on
+            return
+        # Else timed-out waiters pile up while no slot frees; `_release` may have popped it.
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+
+    def _release(self) -> None:
+        """Hands the slot to the oldest waiter still waiting, or frees it if there is none."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # done: cancelled, its task is leaving the line
+                waiter.set_result(None)
+                return
+        self._busy -= 1
 
     def _overloaded(self) -> Overloaded:
         return Overloaded(
@@ -199,5 +251,5 @@ class Guarded:
         else:
             self.circuit.succeeded()
         finally:
-            self._slots.release()
+            self._release()
             await events.aclose()

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import uvloop
 
+from backends.base import Completion, EventStream, Health, Route, UpstreamRequest
 from backends.vllm import VllmSettings
 from gateway.app import create_app
-from gateway.guard import Circuit
+from gateway.errors import Overloaded
+from gateway.guard import Circuit, Guarded
 from gateway.settings import Settings
 from tests.support.fake_upstream import MODEL, FakeUpstream
 from tests.support.servers import ThreadedServer
@@ -159,10 +165,6 @@ def test_waiters_beyond_max_queue_get_429_at_once(fake_upstream: Fake) -> None:
 def test_a_probe_that_never_gets_an_answer_lets_the_next_request_probe() -> None:
     """A half-open probe refused by admission or abandoned by its client proves nothing: the
     circuit must not wait forever for its verdict."""
-    import asyncio
-
-    from backends.base import Completion, Health, Route, UpstreamRequest
-    from gateway.guard import Guarded
 
     class Hanging:
         name = "hanging"
@@ -206,3 +208,193 @@ def test_a_probe_that_never_gets_an_answer_lets_the_next_request_probe() -> None
             await holder
 
     asyncio.run(scenario())
+
+
+# --- Admission, unit by unit: FIFO hand-off, and no slot leaked whatever the waiters do ---
+
+
+class Gated:
+    """A backend whose calls each wait for their own gate, recording the order they enter."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.entered: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+
+    def gate(self, request_id: str) -> asyncio.Event:
+        return self.gates.setdefault(request_id, asyncio.Event())
+
+    async def complete(self, request: UpstreamRequest) -> Completion:
+        self.entered.append(request.request_id)
+        await self.gate(request.request_id).wait()
+        return Completion(b"{}")
+
+    async def stream(self, request: UpstreamRequest) -> EventStream:
+        raise AssertionError("not used")
+
+    async def health(self) -> Health:
+        return Health(True)
+
+    async def close(self) -> None:
+        return None
+
+
+def gated(capacity: int, *, queue_timeout: float = 10.0, max_queue: int = 100) -> Guarded:
+    circuit = Circuit(failures=1000, cooldown=1)
+    return Guarded(Gated(), capacity, queue_timeout, circuit, max_queue=max_queue)
+
+
+def call(guarded: Guarded, request_id: str) -> asyncio.Future[Completion]:
+    request = UpstreamRequest(Route.CHAT, b"{}", {}, "m", request_id, False)
+    return asyncio.ensure_future(guarded.complete(request))
+
+
+def backend_of(guarded: Guarded) -> Gated:
+    assert isinstance(guarded.inner, Gated)
+    return guarded.inner
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def assert_idle(guarded: Guarded) -> None:
+    assert guarded.busy == 0
+    assert not guarded._waiters
+    assert guarded._waiting == 0
+
+
+def test_freed_slots_go_to_waiters_in_arrival_order() -> None:
+    async def scenario() -> None:
+        guarded = gated(1)
+        backend = backend_of(guarded)
+        calls = [call(guarded, "holder")]
+        await settle()
+        for name in ("first", "second", "third"):
+            calls.append(call(guarded, name))
+            await settle()  # each one queued before the next arrives
+        backend.gate("holder").set()
+        calls.append(call(guarded, "late"))  # arrives as the slot frees: behind the line
+        for name in ("first", "second", "third", "late"):
+            await settle()
+            assert backend.entered[-1] == name
+            assert guarded.busy == 1
+            backend.gate(name).set()
+        await asyncio.gather(*calls)
+        assert backend.entered == ["holder", "first", "second", "third", "late"]
+        assert_idle(guarded)
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_waiter_leaves_the_line_without_its_slot() -> None:
+    async def scenario() -> None:
+        guarded = gated(1)
+        backend = backend_of(guarded)
+        holder, leaver = call(guarded, "holder"), call(guarded, "leaver")
+        await settle()
+        stayer = call(guarded, "stayer")
+        await settle()
+        leaver.cancel()
+        await settle()
+        assert len(guarded._waiters) == 1  # the cancelled one is gone at once
+        backend.gate("holder").set()
+        await settle()
+        assert backend.entered == ["holder", "stayer"]  # the slot skipped the cancelled one
+        backend.gate("stayer").set()
+        await asyncio.gather(holder, stayer)
+        with pytest.raises(asyncio.CancelledError):
+            await leaver
+        assert_idle(guarded)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("behind", [False, True], ids=["alone", "with-one-behind"])
+def test_a_waiter_cancelled_just_after_a_slot_was_handed_to_it_passes_it_on(
+    behind: bool,
+) -> None:
+    """The race: the slot is handed over (the waiter's future is done) and the waiter's task
+    is cancelled before it wakes. The slot must go on to the next waiter, or be freed."""
+
+    async def scenario() -> None:
+        guarded = gated(1)
+        backend = backend_of(guarded)
+        await guarded._admit()  # this test holds the one slot itself, to free it at will
+        waiter = call(guarded, "waiter")
+        await settle()
+        later = call(guarded, "later") if behind else None
+        await settle()
+        guarded._release()  # hands the slot to the waiter...
+        waiter.cancel()  # ...which is cancelled before it runs
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        await settle()
+        if later is not None:
+            assert backend.entered == ["later"]
+            assert guarded.busy == 1
+            backend.gate("later").set()
+            await later
+        assert backend.entered == (["later"] if behind else [])
+        assert_idle(guarded)
+
+    asyncio.run(scenario())
+
+
+def test_a_slot_handed_over_as_the_queue_timeout_fires_is_not_leaked() -> None:
+    async def scenario() -> None:
+        guarded = gated(1, queue_timeout=0)  # the timeout fires on the loop's next round
+        await guarded._admit()
+        waiter = call(guarded, "waiter")
+        await asyncio.sleep(0)  # the waiter queues; its timeout is now due
+        guarded._release()  # the slot is handed over just as the timeout fires
+        with contextlib.suppress(Overloaded):
+            await waiter
+        assert_idle(guarded)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_after_any_mix_of_completions_timeouts_and_cancels_no_slot_is_busy(
+    seed: int, loop: str
+) -> None:
+    chooser = random.Random(seed)
+
+    async def scenario() -> None:
+        guarded = gated(3, queue_timeout=0.02, max_queue=5)
+        backend = backend_of(guarded)
+        calls: list[asyncio.Future[Completion]] = []
+        for index in range(60):
+            calls.append(call(guarded, str(index)))
+            await asyncio.sleep(chooser.choice([0, 0, 0.001, 0.005]))
+            action = chooser.random()
+            pending = [future for future in calls if not future.done()]
+            if action < 0.4 and backend.entered:  # an engine answers one in flight
+                backend.gate(chooser.choice(backend.entered)).set()
+            elif action < 0.6 and pending:  # a client leaves, waiting or in flight
+                chooser.choice(pending).cancel()
+        for index in range(len(calls)):  # the waiters still in line included
+            backend.gate(str(index)).set()
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(*calls, return_exceptions=True)
+        refused = [result for result in results if isinstance(result, Overloaded)]
+        assert refused  # the mix did overload the guard
+        assert all(
+            isinstance(result, (Completion, Overloaded, asyncio.CancelledError))
+            for result in results
+        )
+        assert_idle(guarded)
+        backend.gate("after").set()
+        after = call(guarded, "after")
+        await asyncio.sleep(0)
+        assert backend.entered[-1] == "after"  # admitted at once
+        await after
+
+    if loop == "uvloop":
+        uvloop.run(scenario())
+    else:
+        asyncio.run(scenario())
