@@ -13,6 +13,7 @@ Example::
                 connect_timeout=2.0, read_timeout=60.0, total_timeout=600.0)
     head = pool.head("POST", "/v1/completions", {"content-type": "application/json"})
     answer = await pool.fetch(head, body)  # status, headers and the whole body
+    answer = await pool.fetch(head, body, header_line("x-request-id", "r1"))  # + its own header
     response = await pool.open(head, body)  # status and headers; the body as it arrives:
     while (chunk := await response.next_chunk()) is not None:
         ...
@@ -26,7 +27,7 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from backends.http1_connection import (
@@ -54,12 +55,17 @@ __all__ = [
     "Response",
     "Timeout",
     "TotalTimeout",
+    "encode_headers",
+    "header_line",
 ]
 
+# A call's own headers: a mapping, or lines already encoded by `header_line` or `encode_headers`.
+Headers = Mapping[str, str] | bytes | None
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A whole answer; header names are lower case."""
+
+class Answer(NamedTuple):
+    """A whole answer; header names are lower case. Immutable, and a NamedTuple rather than a
+    frozen dataclass: that one's `__init__` alone cost a microsecond per call."""
 
     status: int
     headers: dict[str, str]
@@ -72,6 +78,21 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
     if text.count("\r") != len(headers) or text.count("\n") != len(headers):
         raise ValueError("a header name or value contains CR or LF")
     return text.encode("latin-1")
+
+
+def header_line(name: str, value: str) -> bytes:
+    """One header line, as `encode_headers` would write it (CR and LF refused), at a third of
+    its cost: for the header a call adds (its request id), encoded on every call."""
+    if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+        raise ValueError("a header name or value contains CR or LF")
+    return f"{name}: {value}\r\n".encode("latin-1")
+
+
+def _encoded(headers: Headers) -> bytes:
+    """A call's own header lines, whichever form they came in."""
+    if isinstance(headers, bytes):
+        return headers
+    return encode_headers(headers) if headers else b""
 
 
 class Pool:
@@ -111,17 +132,13 @@ class Pool:
         return line + encode_headers({"host": self._authority, **(headers or {})})
 
     async def fetch(
-        self,
-        head: bytes,
-        body: bytes = b"",
-        headers: Mapping[str, str] | None = None,
-        *,
-        total: float | None = None,
+        self, head: bytes, body: bytes = b"", headers: Headers = None, *, total: float | None = None
     ) -> Answer:
         """Sends a request and reads its whole answer; `total` overrides the pool's timeout."""
-        conn = await self._call(head, body, headers, total, stream=False)
+        conn = await self._call(head, body, _encoded(headers), total, stream=False)
         try:
-            await conn.wait_done()
+            if not conn.done:  # a short answer often comes whole with its headers
+                await conn.wait_done()
         except BaseException:
             self._drop(conn)
             raise
@@ -129,30 +146,31 @@ class Pool:
         self._release(conn)
         return answer
 
-    async def open(
-        self, head: bytes, body: bytes = b"", headers: Mapping[str, str] | None = None
-    ) -> Response:
+    async def open(self, head: bytes, body: bytes = b"", headers: Headers = None) -> Response:
         """Sends a request and reads its status and headers; the caller must close the answer."""
-        conn = await self._call(head, body, headers, None, stream=True)
+        conn = await self._call(head, body, _encoded(headers), None, stream=True)
         return Response(self, conn)
 
     async def _call(
-        self,
-        head: bytes,
-        body: bytes,
-        headers: Mapping[str, str] | None,
-        total: float | None,
-        stream: bool,
+        self, head: bytes, body: bytes, extra: bytes, total: float | None, stream: bool
     ) -> Connection:
-        """Sends, and waits for the status line and headers.
+        """Sends on an idle connection or a new one, and waits for the status line and headers.
 
         A kept-alive connection can be closed by the server just as a request goes out on it
         (its idle timeout): nothing was read then, so the request goes once more, on a new
         connection, as aiohttp and httpcore do. A new connection failing is the caller's.
         """
+        data = b"%scontent-length: %d\r\n%s\r\n%s" % (head, len(body), extra, body)
+        loop = asyncio.get_running_loop()
         for fresh in (False, True):
-            conn, reused = await self._send(head, body, headers, total, stream, fresh)
+            deadline = loop.time() + (self._total_timeout if total is None else total)
+            conn = None if fresh else self._reuse_idle()
+            reused = conn is not None
+            if conn is None:
+                conn = await self._acquire(deadline)
             try:
+                # `send` refuses a closing connection, and a reused one was just seen open.
+                conn.send(data, deadline, stream)
                 await conn.wait_headers()
             except DisconnectedBeforeStatus:
                 self._drop(conn)
@@ -174,36 +192,15 @@ class Pool:
             self._drop(conn)
         await asyncio.sleep(0)  # lets the transports finish closing
 
-    async def _send(
-        self,
-        head: bytes,
-        body: bytes,
-        headers: Mapping[str, str] | None,
-        total: float | None,
-        stream: bool,
-        fresh: bool,
-    ) -> tuple[Connection, bool]:
-        """Writes the request on an idle connection (unless `fresh`) or a new one; says which."""
-        extra = encode_headers(headers) if headers else b""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self._total_timeout if total is None else total)
-        reused = False
-        while self._idle and not fresh:
+    def _reuse_idle(self) -> Connection | None:
+        """The idle connection released last, if one is still open."""
+        while self._idle:
             conn = self._idle.pop()
             conn.idle = False
             if not conn.closing():
-                reused = True
-                break
+                return conn
             self._drop(conn)  # the server closed it; its connection_lost is on the way
-        if not reused:
-            conn = await self._acquire(deadline)
-        data = b"%scontent-length: %d\r\n%s\r\n%s" % (head, len(body), extra, body)
-        try:
-            conn.send(data, deadline, stream)
-        except BaseException:
-            self._drop(conn)
-            raise
-        return conn, reused
+        return None
 
     async def _acquire(self, deadline: float) -> Connection:
         """A connection when none is idle: a new one if the limit allows, else the next freed."""

@@ -95,7 +95,8 @@ class Connection(asyncio.Protocol):
         return self.lost or self.transport is None or self.transport.is_closing()
 
     def send(self, data: bytes, deadline: float, stream: bool) -> None:
-        if self.closing():
+        transport = self.transport  # `closing()` inlined: this runs on every call
+        if transport is None or self.lost or transport.is_closing():
             raise DisconnectedBeforeStatus("the connection closed before the request went")
         self.status, self.headers = 0, {}
         self.chunks.clear()
@@ -104,7 +105,7 @@ class Connection(asyncio.Protocol):
         self._deadline = deadline
         self._last_read = now = self.loop.time()
         self._timer = self.loop.call_at(min(now + self._read_timeout, deadline), self._tick)
-        cast(asyncio.Transport, self.transport).write(data)
+        transport.write(data)
 
     def reusable(self) -> bool:
         return self.done and self._keep_alive and not self.closing()
@@ -113,7 +114,7 @@ class Connection(asyncio.Protocol):
         while not self._headers_done:
             if self.error is not None:
                 raise self.error
-            await self._wait()
+            await self._arm()
 
     async def wait_done(self, collect: bool = False) -> None:
         if collect and self._stream:
@@ -122,7 +123,7 @@ class Connection(asyncio.Protocol):
         while not self.done:
             if self.error is not None:
                 raise self.error
-            await self._wait()
+            await self._arm()
 
     async def next_chunk(self) -> bytes | None:
         while not self.chunks:
@@ -130,19 +131,21 @@ class Connection(asyncio.Protocol):
                 return None
             if self.error is not None:
                 raise self.error
-            await self._wait()
+            await self._arm()
         chunk = self.chunks.popleft()
         self._buffered -= len(chunk)
         if self._paused and self._buffered <= LOW_WATER:
             self._resume()
         return chunk
 
-    async def _wait(self) -> None:
+    def _arm(self) -> asyncio.Future[None]:
+        """The future the next event of the answer completes, for the caller to await.
+
+        A plain method, not a coroutine: awaiting the future directly spares a frame per wait.
+        It stays in `_waiter` once done (or cancelled), where `_wake` skips it.
+        """
         self._waiter = self.loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
+        return self._waiter
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -28,6 +28,7 @@ from backends.http1 import (
     ReadTimeout,
     TotalTimeout,
     encode_headers,
+    header_line,
 )
 from backends.http1_connection import HIGH_WATER
 from backends.openai_http import OpenAIHTTPBackend
@@ -450,6 +451,46 @@ def test_a_slow_reader_pauses_the_socket_and_loses_nothing(run: Run) -> None:
 def test_header_values_cannot_smuggle_headers() -> None:
     with pytest.raises(ValueError, match="CR or LF"):
         encode_headers({"x-request-id": "a\r\nx-admin: 1"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("x-request-id", "a\r\nx-admin: 1"), ("x-request-id", "a\nb"), ("x-request-id", "a\r"),
+     ("x-admin: 1\r\nx-request-id", "a"), ("x\nid", "a")],
+)  # fmt: skip
+def test_a_single_header_line_cannot_smuggle_headers_either(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match="CR or LF"):
+        header_line(name, value)
+
+
+def test_a_calls_own_header_goes_out_the_same_encoded_or_as_a_mapping(run: Run) -> None:
+    async def scenario() -> None:
+        async with Scripted(send(OK), send(OK), send(OK)) as server:
+            pool = pool_for(server.url)
+            head = pool.head("POST", "/v1/x", {"content-type": "application/json"})
+            line = header_line("x-request-id", "r1")
+            assert line == encode_headers({"x-request-id": "r1"}) == b"x-request-id: r1\r\n"
+            await pool.fetch(head, b"{}", {"x-request-id": "r1"})
+            await pool.fetch(head, b"{}", line)
+            response = await pool.open(head, b"{}", line)
+            assert await response.read() == b"{}"
+            await pool.close()
+        assert server.requests[0] == server.requests[1] == server.requests[2]
+        assert b"\r\nx-request-id: r1\r\n\r\n{}" in server.requests[0]
+
+    run(scenario())
+
+
+def test_an_answer_cannot_be_changed(run: Run) -> None:
+    async def scenario() -> None:
+        async with Scripted(send(OK)) as server:
+            pool = pool_for(server.url)
+            answer = await pool.fetch(pool.head("GET", "/"))
+            with pytest.raises(AttributeError):
+                answer.status = 500  # type: ignore[misc]
+            await pool.close()
+
+    run(scenario())
 
 
 @pytest.fixture(scope="module")
