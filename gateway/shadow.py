@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from time import perf_counter
@@ -160,13 +160,16 @@ class ShadowLeg:
         try:
             try:
                 async with self._slots:
-                    calls = [self._call(self.candidate, upstream, "shadow", parse)]
+                    shadow = self._call(self.candidate, upstream, "shadow", parse)
                     if noise:
-                        calls.append(self._call(self.primary, upstream, "noise", parse))
-                    results = await asyncio.gather(*calls)
+                        noisy = self._call(self.primary, upstream, "noise", parse)
+                        results: list[Leg] = list(await asyncio.gather(shadow, noisy))
+                    else:  # most shadows: awaited here, no task of its own to schedule
+                        results = [await shadow]
             finally:
                 self._release(mirror)
-            outcome = await asyncio.wait_for(mirror.outcome, self._config.timeout * 4)
+            async with asyncio.timeout(self._config.timeout * 4):  # cheaper than wait_for
+                outcome = await mirror.outcome
         except (TimeoutError, asyncio.CancelledError):
             self._metrics.shadow_dropped.labels("primary_unfinished").inc()
             return
@@ -222,7 +225,7 @@ class ShadowLeg:
         prompt_version: str | None,
     ) -> None:
         pair = PairRecord(
-            pair_id=uuid.uuid4().hex,
+            pair_id=os.urandom(16).hex(),  # as random as uuid4().hex, a quarter of its cost
             created_at=time.time(),
             kind=kind,
             public_model=upstream.public_model,
