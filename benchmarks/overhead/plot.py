@@ -13,7 +13,8 @@ from report import added, find, value_of
 
 WIDTH, PANEL_H, TOP, LEFT, BOTTOM = 760, 260, 40, 70, 50
 COLOURS = {
-    "direct": "#8c8c8c", "nginx": "#4e79a7", "raw ASGI + aiohttp": "#f28e2b", "gateway": "#e15759",
+    "direct": "#8c8c8c", "nginx": "#4e79a7", "raw ASGI + aiohttp": "#f28e2b",
+    "Python floor": "#76b7b2", "gateway": "#e15759",
 }  # fmt: skip
 Series = dict[str, list[float | None]]
 

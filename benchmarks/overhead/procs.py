@@ -8,6 +8,7 @@ Ctrl-C) stops its whole process group, workers included.
 import http.client
 import json
 import os
+import re
 import string
 import sys
 from contextlib import ExitStack
@@ -25,6 +26,7 @@ from benchmarks.upstream_client.servers import (
 from gateway.devstack.vllm_engine import sum_samples
 
 HERE = Path(__file__).resolve().parent
+LISTENING = re.compile(r"listening on (\d+)")
 MODEL = "phi-3-mini-4k-instruct"  # what post.lua and sse_client.py send
 ATTEMPTS = 3  # nginx cannot bind port 0 and report it: a free port may be taken meanwhile
 # Load generator and upstreams share the first allowed core; the gateway gets the second.
@@ -75,6 +77,20 @@ def _try_nginx_proxy(stack: ExitStack, tmpdir: Path, core: int, upstream: str, p
     child = spawn(stack, [*pinned(core), "nginx", *args], log, dict(os.environ))
     wait_for(lambda: port if pidfile.exists() else None, child, log)
     return Server(f"http://127.0.0.1:{port}", child.pid)
+
+
+def start_floor_proxy(stack: ExitStack, tmpdir: Path, core: int, upstream: str) -> Server:
+    """``floor_proxy.py`` (the least a Python proxy can do) pinned to ``core``."""
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    log = tmpdir / "floor_proxy.log"
+    command = [*pinned(core), sys.executable, str(HERE / "floor_proxy.py"), upstream]
+    child = spawn(stack, command, log, dict(os.environ))
+
+    def bound_port() -> int | None:
+        found = LISTENING.search(log.read_text(errors="replace"))
+        return int(found[1]) if found else None
+
+    return Server(f"http://127.0.0.1:{wait_for(bound_port, child, log)}", child.pid)
 
 
 def start_gateway(

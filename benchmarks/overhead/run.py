@@ -31,6 +31,7 @@ from procs import (
     LOAD_CORE,
     gateway_settings,
     metric,
+    start_floor_proxy,
     start_gateway,
     start_nginx_proxy,
     start_sse_upstream,
@@ -41,6 +42,7 @@ from benchmarks.upstream_client.servers import run_main, start_nginx, start_prox
 
 CONNECTIONS = (1, 16, 64, 256)
 FLOOR = "raw ASGI + aiohttp"  # benchmarks/upstream_client/proxy_asgi_aiohttp.py
+PYTHON_FLOOR = "Python floor"  # floor_proxy.py: the loop, two sockets, two parsers, no more
 PACKAGES = ["uvicorn", "uvloop", "httptools", "aiohttp", "orjson", "pydantic", "prometheus-client"]
 
 
@@ -117,7 +119,7 @@ def measure(plan: Plan) -> list[Point]:
 
 
 def http_paths(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
-    """Direct, nginx, the smallest Python proxy and the gateway at every concurrency."""
+    """Direct, nginx, the two Python floors and the gateway at every concurrency."""
     points = [_http(plan, "http", "direct", upstream, c, None) for c in CONNECTIONS]
     with ExitStack() as stack:
         nginx = start_nginx_proxy(stack, tmp / "nginx-proxy", GATEWAY_CORE, upstream)
@@ -125,6 +127,9 @@ def http_paths(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
     with ExitStack() as stack:  # upstream_client's floor: parse, forward, relay, nothing else
         url = start_proxy(stack, "proxy_asgi_aiohttp", upstream, _dir(tmp / "asgi"), GATEWAY_CORE)
         points += [_http(plan, "http", FLOOR, url, c, None) for c in CONNECTIONS]
+    with ExitStack() as stack:
+        floor = start_floor_proxy(stack, tmp / "floor", GATEWAY_CORE, upstream)
+        points += [_http(plan, "http", PYTHON_FLOOR, floor.url, c, floor.pid) for c in CONNECTIONS]
     with ExitStack() as stack:
         home = _dir(tmp / "gw")
         gw = start_gateway(stack, home, str(GATEWAY_CORE), gateway_settings(upstream, home), "gw")

@@ -70,7 +70,7 @@ def test_overhead(tmp_path: Path) -> None:
     run(BENCH / "overhead" / "run.py", "--quick", "--json", str(out), "--plot", str(plot))
     report = json.loads(out.read_text())
     rows = {(p["scenario"], p["path"], p["concurrency"]): p for p in report["points"]}
-    paths = ("direct", "nginx", "raw ASGI + aiohttp", "gateway")
+    paths = ("direct", "nginx", "raw ASGI + aiohttp", "Python floor", "gateway")
     expected = [("http", path, c) for path in paths for c in (1, 16, 64, 256)]
     expected += [("stream", path, n) for path in ("direct", "nginx", "gateway") for n in (1, 100)]
     expected += [
