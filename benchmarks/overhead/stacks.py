@@ -34,16 +34,25 @@ def _under(stack: Stack, function: str) -> bool:
 
 
 WATCHER = "disconnect watcher (until_disconnect: a timer; a task after 20 ms)"
+SEND = "response send (head and body writes: gateway/http_cycle.py, or uvicorn's)"
+SERVER_SENDS = (
+    "Cycle.send",
+    "Cycle._start",
+    "Cycle._body",
+    "Cycle._flush_head",
+    "HTTPProtocol.write",
+)
+RECEIVES = ("RequestResponseCycle.receive", "Cycle.receive")
 RULES: list[Rule] = [
     ("pydantic validation (model_validate_json)", lambda f, s: "pydantic" in f.file),
     ("metrics (prometheus_client labels/inc/observe)",
      lambda f, s: "prometheus_client" in f.file or f.file == "gateway/metrics.py"),
-    ("response send (uvicorn send: head and body writes)",
-     lambda f, s: f.function == "RequestResponseCycle.send"),
-    ("body read (read_body, uvicorn receive)",
+    (SEND, lambda f, s: f.function == "RequestResponseCycle.send"),
+    (SEND, lambda f, s: f.file.startswith("gateway/") and f.function in SERVER_SENDS),
+    ("body read (read_body, the server's receive)",
      lambda f, s: f.function == "read_body"
-     or (f.function == "RequestResponseCycle.receive" and _under(s, "read_body"))),
-    (WATCHER, lambda f, s: f.function in ("until_disconnect", "RequestResponseCycle.receive")),
+     or (f.function in RECEIVES and _under(s, "read_body"))),
+    (WATCHER, lambda f, s: f.function == "until_disconnect" or f.function in RECEIVES),
     (WATCHER, lambda f, s: f.file == "asyncio/tasks.py" and f.function.startswith("_wait")),
     ("aiohttp: read the answer (protocol, parser, ClientResponse)",
      lambda f, s: "aiohttp/" in f.file and ("client_proto" in f.file or "streams" in f.file
@@ -57,6 +66,8 @@ RULES: list[Rule] = [
      lambda f, s: f.file.startswith("backends/")),
     ("uvicorn + httptools: parse, new request, start the ASGI task",
      lambda f, s: f.function.startswith("HttpToolsProtocol.")),
+    ("HTTP protocol (gateway/server.py): parse, new request, start the ASGI task",
+     lambda f, s: f.file in ("gateway/server.py", "gateway/http_cycle.py")),
     ("uvicorn: run_asgi, ProxyHeadersMiddleware",
      lambda f, s: f.function.startswith("RequestResponseCycle.") or "proxy_headers" in f.file),
     ("gateway: dispatch, auth, routing, Exchange, headers",
