@@ -46,9 +46,8 @@ HOT_ROUTES = {route.path: route for route in Route}
 # cycles), so the young generation is collected after 10,000 net new objects, not 700: with
 # 1,000 streams held, the default's frequent young collections paused the loop for tens of ms
 # (gap p99 147 to 227 ms for 100 ms events; 105 to 112 ms with this; benchmarks/README.md).
-# The older generations keep their defaults: a flood's refused requests leave exceptions in
-# cycles, and rarer full collections let those grow the process by 25 MB
-# (tests/gateway/test_flood.py).
+# Not higher: at 50,000, a flood's refused requests (their exceptions sit in cycles) grew the
+# process by 25 MB before a collection (tests/gateway/test_flood.py), for no better gaps.
 GC_THRESHOLDS = (10_000, 10, 10)
 
 
