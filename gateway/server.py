@@ -6,6 +6,8 @@ hot path about a fifth of its CPU per request (benchmarks/README.md, optimisatio
 differs from uvicorn's httptools protocol in these ways:
 
 - a response with a Content-Length leaves in one write (status line, headers and body), not two;
+- a stream's head leaves with its first event when that is already there, else on the loop's
+  next turn, so the client wakes once for both;
 - response headers are checked with one `bytes.translate` each, not two regular expressions;
 - one keep-alive timer per connection, re-armed when it fires, not a new timer per request;
 - a request line and headers over `MAX_HEAD` bytes are refused with 431 (uvicorn sets no limit);
