@@ -60,7 +60,7 @@ class Relay:
     """
 
     def __init__(self, exchange: Exchange) -> None:
-        self.delivered = False  # every event, [DONE] included, was handed to the server
+        self.delivered = False  # the answer's events up to [DONE] were handed to the server
         self._exchange = exchange
 
     async def pump(
@@ -82,17 +82,21 @@ class Relay:
                 if capture is not None:
                     capture.append((perf_counter(), chunk))
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if chunk.endswith(DONE_EVENT):
+                    # The client has its whole answer: an SDK may hang up now, before the
+                    # engine's last bytes (the end of its chunked body) have been read.
+                    self.delivered = True
         except GatewayError as exc:
             error = exc
         except Exception as exc:  # a bug in an adapter: the client still gets a clean end
             log.error("unexpected %s in a stream\n%s", type(exc).__name__, frames(exc))
             error = GatewayError("internal gateway error")
-        if error is not None:
+        if error is not None and not self.delivered:
             body = error.to_sse() + DONE_EVENT
             if capture is not None:
                 capture.append((perf_counter(), body))
             await send({"type": "http.response.body", "body": body, "more_body": True})
-        self.delivered = error is None
+        self.delivered = self.delivered or error is None
         await send({"type": "http.response.body", "body": b""})
 
 

@@ -236,6 +236,34 @@ def test_metrics_count_requests_and_overhead(
     assert "gateway_in_flight_requests" in text
 
 
+def test_a_client_that_hangs_up_after_done_was_served(gateway: ThreadedServer) -> None:
+    """SDKs may close once they read `[DONE]`, before the engine has ended its body: that
+    client got its whole answer (a 200, and the primary leg of a shadow pair), not a 499."""
+    counted = 'gateway_requests_total{backend="vllm",route="/v1/chat/completions",status="%s"}'
+
+    def count(status: str) -> float:
+        for line in httpx.get(gateway.url + "/metrics").text.splitlines():
+            if line.startswith(counted % status + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    before = count("200"), count("499")
+    body = {
+        "model": MODEL,
+        "stream": True,
+        "messages": [{"role": "user", "content": "linger-after-done"}],
+    }
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if line == "data: [DONE]":
+                break  # and hang up, as the engine's body is still open
+    deadline = time.monotonic() + 5
+    while count("200") == before[0]:
+        assert time.monotonic() < deadline, "the request was never counted"
+        time.sleep(0.05)
+    assert (count("200"), count("499")) == (before[0] + 1, before[1])
+
+
 def test_overhead_of_a_slow_answer_excludes_the_wait(client: openai.OpenAI) -> None:
     started = time.monotonic()
     raw = client.chat.completions.with_raw_response.create(

@@ -1,8 +1,9 @@
 """A fake OpenAI upstream, only for what a real engine cannot show on demand.
 
 The last user message (or the prompt) picks the behaviour: `hang`, `slow:<seconds>`,
-`status:<code>`, `garbage`, `stall-after-headers`, `malformed-sse`, `reset-mid-stream`;
-anything else gets a normal answer. Real-engine behaviour is tested against real vLLM.
+`status:<code>`, `garbage`, `stall-after-headers`, `malformed-sse`, `reset-mid-stream`,
+`linger-after-done` (a stream whose body ends 2 s after its `[DONE]`); anything else gets a
+normal answer. Real-engine behaviour is tested against real vLLM.
 `DroppingUpstream` is a raw TCP server for what ASGI cannot do: hang up before any answer.
 """
 
@@ -127,6 +128,13 @@ class FakeUpstream:
                 return
             await send({"type": "http.response.body", "body": _chunk("."), "more_body": True})
         gone.cancel()
+        if cue == "linger-after-done":
+            await send(
+                {"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True}
+            )
+            await _idle(receive, 2.0)
+            await send({"type": "http.response.body", "body": b""})
+            return
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
 
