@@ -81,7 +81,7 @@ async def serve(upstream: str) -> None:
     server = await loop.create_server(lambda: FloorProxy(pool, head), "127.0.0.1", 0, backlog=4096)
     gc.freeze()  # as the gateway does after its startup
     port = server.sockets[0].getsockname()[1]
-    print(f"listening on {port}", flush=True)
+    print(f"listening on {port}", flush=True)  # procs.start_script reads the port here
     await server.serve_forever()
 
 

@@ -44,13 +44,27 @@ class Server:
 
 def start_sse_upstream(stack: ExitStack, tmpdir: Path, core: int, delay_ms: float) -> Server:
     """The paced SSE upstream (``sse_upstream.py``) pinned to ``core``."""
-    port = free_port()
-    log = tmpdir / "sse_upstream.log"
-    script = str(HERE / "sse_upstream.py")
-    command = [*pinned(core), sys.executable, script, "--port", str(port)]
-    child = spawn(stack, [*command, "--delay-ms", str(delay_ms)], log, dict(os.environ))
-    wait_for(lambda: port if b"listening" in log.read_bytes() else None, child, log)
-    return Server(f"http://127.0.0.1:{port}", child.pid)
+    return start_script(stack, tmpdir, core, "sse_upstream.py", "--delay-ms", str(delay_ms))
+
+
+def start_floor_proxy(stack: ExitStack, tmpdir: Path, core: int, upstream: str) -> Server:
+    """``floor_proxy.py`` (the least a Python proxy can do) pinned to ``core``."""
+    return start_script(stack, tmpdir, core, "floor_proxy.py", upstream)
+
+
+def start_script(stack: ExitStack, tmpdir: Path, core: int, script: str, *args: str) -> Server:
+    """One of this folder's server scripts, pinned to ``core``; it binds port 0 and prints
+    ``listening on PORT`` (no free-port race, unlike nginx)."""
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    log = tmpdir / f"{Path(script).stem}.log"
+    command = [*pinned(core), sys.executable, str(HERE / script), *args]
+    child = spawn(stack, command, log, dict(os.environ))
+
+    def bound_port() -> int | None:
+        found = LISTENING.search(log.read_text(errors="replace"))
+        return int(found[1]) if found else None
+
+    return Server(f"http://127.0.0.1:{wait_for(bound_port, child, log)}", child.pid)
 
 
 def start_nginx_proxy(stack: ExitStack, tmpdir: Path, core: int, upstream: str) -> Server:
@@ -77,20 +91,6 @@ def _try_nginx_proxy(stack: ExitStack, tmpdir: Path, core: int, upstream: str, p
     child = spawn(stack, [*pinned(core), "nginx", *args], log, dict(os.environ))
     wait_for(lambda: port if pidfile.exists() else None, child, log)
     return Server(f"http://127.0.0.1:{port}", child.pid)
-
-
-def start_floor_proxy(stack: ExitStack, tmpdir: Path, core: int, upstream: str) -> Server:
-    """``floor_proxy.py`` (the least a Python proxy can do) pinned to ``core``."""
-    tmpdir.mkdir(parents=True, exist_ok=True)
-    log = tmpdir / "floor_proxy.log"
-    command = [*pinned(core), sys.executable, str(HERE / "floor_proxy.py"), upstream]
-    child = spawn(stack, command, log, dict(os.environ))
-
-    def bound_port() -> int | None:
-        found = LISTENING.search(log.read_text(errors="replace"))
-        return int(found[1]) if found else None
-
-    return Server(f"http://127.0.0.1:{wait_for(bound_port, child, log)}", child.pid)
 
 
 def start_gateway(

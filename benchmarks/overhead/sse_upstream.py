@@ -1,6 +1,6 @@
 """A zero-work OpenAI upstream that streams N chat chunks at a fixed inter-token delay.
 
-Usage: ``python sse_upstream.py --port P [--chunks N] [--delay-ms D]``
+Usage: ``python sse_upstream.py [--port P] [--chunks N] [--delay-ms D]``
 
 nginx cannot pace a response (``return`` sends everything at once), so this is a raw asyncio
 protocol on uvloop with httptools' C parser: no framework, every byte pre-built, one timer per
@@ -139,13 +139,14 @@ async def serve(port: int, chunks: int, delay: float) -> None:
     server = await loop.create_server(
         lambda: Upstream(chunks, delay), "127.0.0.1", port, backlog=4096
     )
-    print(f"sse upstream listening on 127.0.0.1:{port}", flush=True)
+    bound = server.sockets[0].getsockname()[1]
+    print(f"listening on {bound}", flush=True)  # procs.start_script reads the port here
     await server.serve_forever()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0, help="0: the kernel picks (printed)")
     parser.add_argument("--chunks", type=int, default=20, help="events without max_tokens")
     parser.add_argument("--delay-ms", type=float, default=50.0, help="inter-token delay")
     args = parser.parse_args()
