@@ -265,9 +265,7 @@ class HTTPProtocol(asyncio.Protocol):
     def answered(self, cycle: Cycle) -> None:
         """`cycle`'s response is complete: close, or serve the next request, or wait idle."""
         self.server_state.total_requests += 1
-        if cycle is not self.serving:
-            return
-        self.serving = None
+        self.serving = None  # only the cycle being served has a task that answers
         if not cycle.keep_alive:
             self.close()
             return
