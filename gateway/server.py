@@ -74,6 +74,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.connections = cast("set[HTTPProtocol]", server_state.connections)
         self.app_state = app_state
         self.root_path: str = config.root_path
+        self.raw_root_path = self.root_path.encode("ascii")  # once, not per request
         self.keep_alive_timeout = float(config.timeout_keep_alive)
         self.parser = httptools.HttpRequestParser(self)
         with contextlib.suppress(AttributeError):  # httptools < 0.6.3
@@ -196,7 +197,7 @@ class HTTPProtocol(asyncio.Protocol):
             "method": parser.get_method().decode("ascii"),
             "root_path": self.root_path,
             "path": self.root_path + path,
-            "raw_path": self.root_path.encode("ascii") + url.path,
+            "raw_path": self.raw_root_path + url.path,
             "query_string": url.query or b"",
             "headers": self._headers,
             "state": self.app_state.copy(),
