@@ -8,7 +8,7 @@ import http
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gateway.asgi import Message, Receive, Scope, Send
+from gateway.asgi import ClientDisconnected, Message, Receive, Scope, Send
 from gateway.relay import frames
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ class Cycle:
         send: Send = self.send
         try:
             result = await app(self.scope, receive, send)
+        except ClientDisconnected:
+            pass  # the client left: nobody to answer, nothing to report
         except BaseException as exc:  # cancelled at the shutdown deadline, or a bug
             log.error("Exception in ASGI application: %s\n%s", type(exc).__name__, frames(exc))
             if not self.response_started:
@@ -128,7 +130,9 @@ class Cycle:
         if self.conn.write_paused and not self.disconnected:
             await self.conn.drain()
         if self.disconnected:
-            return
+            # Said here too, not only by `receive`: the caller stops (and closes its engine
+            # call) at its next write, even if nothing is watching `receive` yet.
+            raise ClientDisconnected
         kind = message["type"]
         if not self.response_started:
             if kind != "http.response.start":

@@ -11,7 +11,7 @@ from time import perf_counter
 from typing import Any
 
 from backends.base import EventStream, Route
-from gateway.asgi import Send, json_headers
+from gateway.asgi import ClientDisconnected, Send, json_headers
 from gateway.errors import GatewayError
 from gateway.shadow import Mirror
 
@@ -88,6 +88,8 @@ class Relay:
                     self.delivered = True
         except GatewayError as exc:
             error = exc
+        except ClientDisconnected:
+            raise
         except Exception as exc:  # a bug in an adapter: the client still gets a clean end
             log.error("unexpected %s in a stream\n%s", type(exc).__name__, frames(exc))
             error = GatewayError("internal gateway error")

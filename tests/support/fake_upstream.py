@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from gateway.asgi import ClientDisconnected
+
 MODEL = "fake-model"
 
 
@@ -119,14 +121,18 @@ class FakeUpstream:
             return
         if cue == "reset-mid-stream":
             raise ConnectionResetError("fake reset")
-        # uvicorn's send() stays silent once the client is gone; receive() is what tells.
+        # uvicorn's send() stays silent once the client is gone; receive() always tells.
         gone = asyncio.ensure_future(receive())
         for _ in range(int(cue.removeprefix("long:")) if cue.startswith("long:") else 0):
             await asyncio.sleep(0.01)
             if gone.done():
                 self.cancelled += 1
                 return
-            await send({"type": "http.response.body", "body": _chunk("."), "more_body": True})
+            try:
+                await send({"type": "http.response.body", "body": _chunk("."), "more_body": True})
+            except ClientDisconnected:  # the gateway's protocol also says so on send
+                self.cancelled += 1
+                return
         gone.cancel()
         if cue == "linger-after-done":
             await send(
