@@ -19,6 +19,8 @@ from typing import cast
 
 import httptools
 
+from gateway.write_batch import batch_of
+
 HIGH_WATER = 64 * 1024  # bytes of a stream left unread before the socket's reading pauses
 LOW_WATER = 16 * 1024
 SLACK = 0.001  # seconds: uvloop's timers have millisecond resolution and may fire that early
@@ -66,6 +68,7 @@ class Connection(asyncio.Protocol):
         on_lost: Callable[[Connection], None],
     ) -> None:
         self.loop = loop
+        self._writes = batch_of(loop)
         self.transport: asyncio.Transport | None = None
         self.idle = False
         self.gone = False  # closed and no longer counted by the pool
@@ -105,7 +108,7 @@ class Connection(asyncio.Protocol):
         self._deadline = deadline
         self._last_read = now = self.loop.time()
         self._timer = self.loop.call_at(min(now + self._read_timeout, deadline), self._tick)
-        transport.write(data)
+        self._writes.write(transport, data)  # held to the turn's end when not the turn's first
 
     def reusable(self) -> bool:
         return self.done and self._keep_alive and not self.closing()

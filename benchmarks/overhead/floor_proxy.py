@@ -4,7 +4,8 @@ Usage: ``python floor_proxy.py UPSTREAM_URL`` (port 0; prints ``listening on POR
 
 A raw asyncio protocol on uvloop with httptools' C parser, forwarding each POST body as it is to
 the upstream through the gateway's own upstream client (`backends.http1`) and writing the answer
-back in one write. No ASGI, no framework, no validation, no routing, no metrics, no headers of
+back in one write, gathered per turn of the loop as the gateway's are (`gateway/write_batch.py`).
+No ASGI, no framework, no validation, no routing, no metrics, no headers of
 its own: what is left is the loop, the two sockets and the two parsers, the work every Python
 proxy on this machine must do. The framework-free ``raw ASGI + aiohttp`` row of
 ``../upstream_client`` is the floor the issue's reference numbers were taken against; this one
@@ -23,6 +24,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for backends
 
 from backends.http1 import HTTPError, Pool
+from gateway.write_batch import batch_of
 
 BAD_GATEWAY = b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n"
 
@@ -50,6 +52,7 @@ class FloorProxy(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None:
+            batch_of(asyncio.get_running_loop()).flush()
             self.transport.close()
 
     def on_body(self, body: bytes) -> None:
@@ -69,7 +72,7 @@ class FloorProxy(asyncio.Protocol):
         except HTTPError:
             response = BAD_GATEWAY
         if self.transport is not None:
-            self.transport.write(response)
+            batch_of(asyncio.get_running_loop()).write(self.transport, response)
 
 
 async def serve(upstream: str) -> None:
