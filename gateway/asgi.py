@@ -58,8 +58,9 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-# A request shorter than this never starts a disconnect watcher: a task per request cost the
-# hot path more than parsing and validating the body (benchmarks/README.md, optimisation log).
+# Under a server other than the gateway's own, a request shorter than this never starts a
+# disconnect watcher: a task per request cost the hot path more than parsing and validating
+# the body (benchmarks/README.md, optimisation log).
 WATCH_AFTER = 0.02  # seconds; a client that hangs up is noticed at most this much later
 
 
@@ -67,12 +68,31 @@ async def until_disconnect(work: Awaitable[T], receive: Receive) -> T:
     """Awaits `work` in this task, cancelling it if the client disconnects first.
 
     Cancelling closes the upstream call, so the engine stops generating for nobody. Every
-    request passes here, so the work runs in the caller's task, and the watcher (a task
-    waiting on `receive`) starts only once the work has taken `WATCH_AFTER` seconds.
+    request passes here, so the work runs in the caller's task. The gateway's own server
+    (`gateway.server`) cancels it itself when the connection is lost; under any other server a
+    watcher (a task waiting on `receive`) starts once the work has taken `WATCH_AFTER` seconds.
     """
     task = asyncio.current_task()
     if task is None:  # pragma: no cover - always called from a task
         raise RuntimeError("until_disconnect needs a running task")
+    cycle = getattr(receive, "__self__", None)  # `receive` of gateway.http_cycle.Cycle
+    watch: Callable[[asyncio.Task[Any] | None], None] | None = getattr(
+        cycle, "watch_disconnect", None
+    )
+    if watch is None:
+        return await _watching_receive(work, receive, task)
+    watch(task)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if getattr(cycle, "disconnected", False) and task.uncancel() == 0:
+            raise ClientDisconnected from None
+        raise
+    finally:
+        watch(None)
+
+
+async def _watching_receive(work: Awaitable[T], receive: Receive, task: asyncio.Task[Any]) -> T:
     state: dict[str, Any] = {"gone": False, "over": False, "watcher": None}
 
     def on_message(watcher: asyncio.Future[Message]) -> None:

@@ -54,6 +54,7 @@ class Cycle:
         "response_started",
         "scope",
         "waiter",
+        "watcher",
     )
 
     def __init__(
@@ -74,6 +75,9 @@ class Cycle:
         self.left: int | None = None  # bytes still owed under the response's Content-Length
         self.head = b""  # the response head, held to leave with the first body bytes
         self.waiter: asyncio.Future[None] | None = None
+        # A task to cancel when the client leaves (`gateway.asgi.until_disconnect`): the server
+        # says so itself, so no task or timer watches `receive` for it.
+        self.watcher: asyncio.Task[Any] | None = None
 
     async def run(self, app: App) -> None:
         receive: Receive = self.receive
@@ -98,6 +102,18 @@ class Cycle:
             elif not self.response_complete and not self.disconnected:
                 log.error("ASGI callable returned without completing its response")
                 self.conn.close()
+
+    def client_left(self) -> None:
+        self.disconnected = True
+        self.wake()
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+    def watch_disconnect(self, task: asyncio.Task[Any] | None) -> None:
+        """Until called again with None, `task` is cancelled if the client leaves."""
+        self.watcher = task
+        if task is not None and self.disconnected:
+            task.cancel()
 
     def wake(self) -> None:
         waiter = self.waiter

@@ -134,8 +134,7 @@ class HTTPProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         if self.serving is not None:
-            self.serving.disconnected = True
-            self.serving.wake()
+            self.serving.client_left()
         self.pipeline.clear()
         self.resume_writing()  # a send waiting to drain returns, and sees the disconnect
         if self._idle_timer is not None:
