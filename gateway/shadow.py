@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -195,7 +195,11 @@ class ShadowLeg:
     async def _answer(
         self, backend: Backend, upstream: UpstreamRequest, tag: str, parse: Parser | None
     ) -> Leg:
-        request = replace(upstream, request_id=f"{upstream.request_id}-{tag}")
+        # Built directly: dataclasses.replace costs three times as much, on every shadow call.
+        request = UpstreamRequest(
+            upstream.route, upstream.raw, upstream.payload, upstream.public_model,
+            f"{upstream.request_id}-{tag}", upstream.stream,
+        )  # fmt: skip
         started = perf_counter()
         try:
             async with asyncio.timeout(self._config.timeout):
@@ -236,11 +240,13 @@ class ShadowLeg:
             primary=primary,
             candidate=other,
             prompt_version=prompt_version,
+            extra={},
         )
         if params.schema is not None or params.response_format == "json_object":
             # Judged now, while the text exists: the hashes mode stores no text to judge later.
+            # Into the record's own new dict, before anything else can see the record.
             verdicts = {f"{role}_schema_valid": schema_valid(pair, role) for role in ROLES}
-            pair = replace(pair, extra={**pair.extra, **verdicts})
+            pair.extra.update(verdicts)
         if kind == "shadow":
             self._count(pair)
         self._sink.record(pair)

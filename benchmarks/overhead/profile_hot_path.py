@@ -39,6 +39,9 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     parser.add_argument("--out", type=Path, help="folder for stacks.txt and breakdown.md")
     parser.add_argument("--flamegraph", action="store_true", help="also sample a flame graph")
+    parser.add_argument(
+        "--shadow", action="store_true", help="every request shadowed to a second nginx"
+    )
     args = parser.parse_args()
     if shutil.which("py-spy") is None:
         parser.error("py-spy is not installed: pip install py-spy")
@@ -48,7 +51,12 @@ def main() -> int:
         tmp = Path(name)
         (tmp / "upstream").mkdir()
         upstream = start_nginx(stack, tmp / "upstream", LOAD_CORE)
-        gw = start_gateway(stack, tmp, str(GATEWAY_CORE), gateway_settings(upstream, tmp), "gw")
+        candidate = None
+        if args.shadow:
+            (tmp / "candidate").mkdir()
+            candidate = start_nginx(stack, tmp / "candidate", LOAD_CORE)
+        settings = gateway_settings(upstream, tmp, shadow=candidate)
+        gw = start_gateway(stack, tmp, str(GATEWAY_CORE), settings, "gw")
         seconds = WARMUP_S + args.duration * (2 if args.flamegraph else 1) + 1
         wrk = _wrk(gw.url, args.connections, seconds)
         try:

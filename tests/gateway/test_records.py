@@ -235,6 +235,9 @@ def test_redact_keeps_hashes_labels_and_error_codes_only() -> None:
     assert hidden.extra == {"retries": 1}
     assert replace(hidden, request=None, primary=pair.primary, candidate=pair.candidate,
                    extra=pair.extra) == replace(pair, request=None)  # fmt: skip
+    kept = [field.name for field in fields(Leg) if field.name not in {"text", "parsed", "error"}]
+    for before, after in ((pair.primary, hidden.primary), (pair.candidate, hidden.candidate)):
+        assert [getattr(after, name) for name in kept] == [getattr(before, name) for name in kept]
     assert CHILD_WORD not in repr(hidden)
 
 
