@@ -69,8 +69,11 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
-        for result in ("agree", "disagree"):  # both series from the start, so rates start at 0
-            self.shadow_agreement.labels(result)
+        # Children made once (`labels()` costs more than the increment), both agreement series
+        # from the start, so rates start at 0.
+        self.shadow_agree = self.shadow_agreement.labels("agree")
+        self.shadow_disagree = self.shadow_agreement.labels("disagree")
+        self.shadow_queue_full = self.shadow_dropped.labels("queue_full")
 
     def observe(
         self, backend: str, route: str, status: int, seconds: float, overhead: float

@@ -10,7 +10,7 @@ PostgreSQL). Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any, Literal, cast
 
 import orjson
@@ -50,7 +50,8 @@ COLUMNS = PAIR_COLUMNS + tuple(
 NAMES = tuple(name for name, _ in COLUMNS)
 _REQUIRED = {"pair_id", "created_at", "kind", "public_model", "route", "request_hash", "params"}
 _REQUIRED |= {"extra"} | {f"{leg}_{name}" for leg in LEGS for name in ("backend", "status")}
-_PARAM_FIELDS = {f.name for f in fields(Params)}
+_PARAM_NAMES = tuple(f.name for f in fields(Params))
+_PARAM_FIELDS = set(_PARAM_NAMES)
 
 
 def create_statements(types: Mapping[ColumnType, str]) -> list[str]:
@@ -81,10 +82,15 @@ def to_row(record: PairRecord) -> tuple[Any, ...]:
     """The record's column values in the order of `NAMES`, JSON columns as text."""
     head = (
         record.pair_id, record.created_at, record.kind, record.public_model, record.route,
-        record.request_hash, record.request, dump_json(asdict(record.params)),
+        record.request_hash, record.request, dump_json(_params_dict(record.params)),
         record.prompt_version, dump_json(record.extra),
     )  # fmt: skip
     return head + _leg_row(record.primary) + _leg_row(record.candidate)
+
+
+def _params_dict(params: Params) -> dict[str, Any]:
+    # Shallow, unlike dataclasses.asdict, which deep-copies the schema only to be serialised.
+    return {name: getattr(params, name) for name in _PARAM_NAMES}
 
 
 def _leg_row(leg: Leg) -> tuple[Any, ...]:

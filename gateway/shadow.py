@@ -115,7 +115,7 @@ class ShadowLeg:
             return None
         self._metrics.shadow_sampled.inc()
         if self.admitted >= self._config.max_in_flight + self._config.queue:
-            self._metrics.shadow_dropped.labels("queue_full").inc()
+            self._metrics.shadow_queue_full.inc()
             return None
         self.admitted += 1
         task_schema = self._task_schemas.get(upstream.public_model) if prompt_version else None
@@ -257,7 +257,8 @@ class ShadowLeg:
         self._metrics.shadow_completed.inc()
         result = compare(pair)
         if result.status == "compared" and result.exact is not None:
-            self._metrics.shadow_agreement.labels("agree" if result.exact else "disagree").inc()
+            metrics = self._metrics
+            (metrics.shadow_agree if result.exact else metrics.shadow_disagree).inc()
 
 
 def params_of(payload: Mapping[str, Any], task_schema: dict[str, Any] | None = None) -> Params:

@@ -1,6 +1,7 @@
 """One gateway load point, for comparing commits: req/s, latency and CPU per request.
 
-Usage: ``python benchmarks/overhead/gateway_point.py CONNECTIONS SECONDS``
+Usage: ``python benchmarks/overhead/gateway_point.py CONNECTIONS SECONDS [shadow]``
+(``shadow``: every request also shadowed to a second nginx, as the overhead run's shadow point)
 
 Starts nginx's static answer (core 0) and ``python -m gateway serve`` (core 1) from whatever
 ``gateway`` package Python imports, so ``PYTHONPATH=<a worktree of another commit>`` measures that
@@ -27,11 +28,17 @@ POST = HERE.parent / "upstream_client" / "post.lua"
 
 def main() -> int:
     connections, seconds = int(sys.argv[1]), int(sys.argv[2])
+    shadowed = sys.argv[3:] == ["shadow"]
     with tempfile.TemporaryDirectory(prefix="gateway-point-") as name, ExitStack() as stack:
         tmp = Path(name)
         (tmp / "nginx").mkdir()
         upstream = start_nginx(stack, tmp / "nginx", 0)
-        gateway = start_gateway(stack, tmp, "1", gateway_settings(upstream, tmp), "gateway")
+        candidate = None
+        if shadowed:
+            (tmp / "candidate").mkdir()
+            candidate = start_nginx(stack, tmp / "candidate", 0)
+        settings = gateway_settings(upstream, tmp, shadow=candidate)
+        gateway = start_gateway(stack, tmp, "1", settings, "gateway")
         url = gateway.url + "/v1/chat/completions"
         run_wrk(url, connections, 2, POST, 0)
         ticks, served = cpu_ticks(gateway.pid), metric(gateway.url, "gateway_requests_total")

@@ -259,7 +259,8 @@ def test_shadow_end_to_end_report_matches_the_pairs(
     recorded = pairs(store)  # the gateway has shut down: its queue was drained
     shadow = [pair for pair in recorded if pair.kind == "shadow"]
     noise = [pair for pair in recorded if pair.kind == "noise"]
-    assert "gateway_shadow_dropped_total{" not in metrics, metrics
+    dropped = [line for line in metrics.splitlines() if line.startswith("gateway_shadow_dropped")]
+    assert dropped == ['gateway_shadow_dropped_total{reason="queue_full"} 0.0'], metrics
     assert len(shadow) == len(prompts)
     assert 15 <= len(noise) <= 70  # 20% of 200, loosely
     assert sorted(pair.primary.text or "" for pair in shadow) == sorted(answers)
