@@ -33,7 +33,17 @@ def _under(stack: Stack, function: str) -> bool:
     return any(frame.function == function for frame in stack)
 
 
-WATCHER = "disconnect watcher (until_disconnect: a timer; a task after 20 ms)"
+WATCHER = "disconnect watcher (until_disconnect; under uvicorn's protocol a timer, a task)"
+WRITES = "socket writes, gathered per turn of the loop (gateway/write_batch.py)"
+SHADOW_FILES = (
+    "gateway/shadow.py",
+    "gateway/legs.py",
+    "gateway/compare.py",
+    "gateway/pairs.py",
+    "gateway/records.py",
+    "gateway/records_schema.py",
+    "gateway/records_sqlite.py",
+)
 SEND = "response send (head and body writes: gateway/http_cycle.py, or uvicorn's)"
 SERVER_SENDS = (
     "Cycle.send",
@@ -47,6 +57,7 @@ RULES: list[Rule] = [
     ("pydantic validation (model_validate_json)", lambda f, s: "pydantic" in f.file),
     ("metrics (prometheus_client labels/inc/observe)",
      lambda f, s: "prometheus_client" in f.file or f.file == "gateway/metrics.py"),
+    (WRITES, lambda f, s: f.file == "gateway/write_batch.py"),
     (SEND, lambda f, s: f.function == "RequestResponseCycle.send"),
     (SEND, lambda f, s: f.file.startswith("gateway/") and f.function in SERVER_SENDS),
     ("body read (read_body, the server's receive)",
@@ -70,6 +81,8 @@ RULES: list[Rule] = [
      lambda f, s: f.file in ("gateway/server.py", "gateway/http_cycle.py")),
     ("uvicorn: run_asgi, ProxyHeadersMiddleware",
      lambda f, s: f.function.startswith("RequestResponseCycle.") or "proxy_headers" in f.file),
+    ("shadow leg and record writer (gateway/shadow.py, legs, compare, records*)",
+     lambda f, s: f.file in SHADOW_FILES),
     ("gateway: dispatch, auth, routing, Exchange, headers",
      lambda f, s: f.file.startswith("gateway/")),
     ("event loop (uvloop: epoll, transports, callbacks, task steps)",

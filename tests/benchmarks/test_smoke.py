@@ -103,6 +103,10 @@ def test_hot_path_steps_are_recognised() -> None:
     assert classify(watcher).startswith("disconnect watcher")
     assert classify(body).startswith("body read")
     assert classify([loop]).startswith("event loop")
+    flush = [loop, Frame("WriteBatch.flush", "gateway/write_batch.py", 51)]
+    assert classify(flush).startswith("socket writes")
+    insert = [Frame("SqliteStore.write_batch.<locals>.insert", "gateway/records_sqlite.py", 49)]
+    assert classify(insert).startswith("shadow leg")
     assert classify([]).startswith("unresolved")
     line = "a (gateway/app.py:82);parse_body (gateway/parsing.py:25) 7\n"
     assert breakdown(parse_collapsed([line])) == {"orjson parse of the request (parse_body)": 7}
