@@ -137,8 +137,11 @@ def serve_forever(settings: Settings) -> int:
     # Requests still running `shutdown_timeout` seconds after SIGTERM are cut (every worker).
     signal.signal(signal.SIGTERM, lambda *_: None)
     if settings.workers > 1:
-        # Each worker process builds its own app (and pools) from the same environment.
-        uvicorn.run(
+        from gateway import workers
+
+        # Each worker process builds its own app (and pools) from the same environment, and
+        # listens on its own socket (gateway/workers.py).
+        config = uvicorn.Config(
             "gateway.app:create_app",
             factory=True,
             host=settings.host,
@@ -151,6 +154,7 @@ def serve_forever(settings: Settings) -> int:
             log_level=settings.log_level,
             timeout_graceful_shutdown=settings.shutdown_timeout,
         )
+        workers.run(config)
         return 0
     from gateway.app import create_app
 

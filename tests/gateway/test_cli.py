@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +35,17 @@ def served(fake_upstream: Fake) -> Iterator[tuple[str, subprocess.Popen[str]]]:
         "GATEWAY_LOG_LEVEL": "debug",
     }
     with gateway_process(env, "--workers", "2", output=subprocess.PIPE) as served:
+        yield served
+
+
+@pytest.fixture
+def two_workers(fake_upstream: Fake) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    env = {
+        **os.environ,
+        "GATEWAY_BACKENDS": json.dumps({"main": {"kind": "vllm", "url": fake_upstream[1].url}}),
+        "GATEWAY_PRIMARY": "main",
+    }
+    with gateway_process(env, "--workers", "2") as served:
         yield served
 
 
@@ -69,6 +81,73 @@ def test_serve_runs_workers_and_never_logs_keys_or_text(
     assert output.count("Application startup complete") == 2
     for leaked in ("sk-test-secret-key", "sk-wrong-key", "Bống", secret_text):
         assert leaked not in output
+
+
+def test_workers_share_connections_opened_at_once(
+    two_workers: tuple[str, subprocess.Popen[str]],
+) -> None:
+    """Each worker listens on its own SO_REUSEPORT socket (gateway/workers.py): with one shared
+    socket, the worker that woke first accepted every waiting connection."""
+    url, process = two_workers
+    port = int(url.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 30
+    while len(sockets_on(port, "0A")) < 2:  # a worker listens once its app has started
+        assert time.monotonic() < deadline, "the second worker never listened"
+        time.sleep(0.05)
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            held = connections_per_worker(process.pid, port)
+            if sum(held.values()) == len(clients) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(held) == 2
+        assert sum(held.values()) == len(clients), held
+        assert min(held.values()) >= 4, held  # even odds each: fewer than 4 of 32 is ~1e-6
+    finally:
+        for client in clients:
+            client.close()
+
+
+def connections_per_worker(supervisor: int, port: int) -> dict[int, int]:
+    """Established connections to `port` that each worker process holds open."""
+    established = sockets_on(port, "01")
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    held = {}
+    for pid in map(int, children):
+        if b"spawn_main" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            continue  # multiprocessing's resource tracker
+        fds = Path(f"/proc/{pid}/fd")
+        held[pid] = sum(1 for fd in fds.iterdir() if os.readlink(fd) in established)
+    return held
+
+
+def sockets_on(port: int, state: str) -> set[str]:
+    """`socket:[inode]` of the local TCP sockets on `port` in `state` (01 established, 0A
+    listening), as /proc/<pid>/fd links name them."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+            found.add(f"socket:[{fields[9]}]")
+    return found
+
+
+def test_a_port_another_gateway_holds_is_refused_with_workers(
+    two_workers: tuple[str, subprocess.Popen[str]],
+) -> None:
+    """SO_REUSEPORT must not let a second gateway share the first one's port."""
+    url, _ = two_workers
+    port = url.rsplit(":", 1)[1]
+    env = {**os.environ, "GATEWAY_BACKENDS": json.dumps({"main": {"kind": "vllm", "url": url}}),
+           "GATEWAY_PRIMARY": "main"}  # fmt: skip
+    second = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--port", port, "--workers", "2"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert second.returncode != 0
+    assert "Address already in use" in second.stdout + second.stderr
 
 
 def test_sigterm_under_load_answers_everything_and_drains_records(
