@@ -5,11 +5,13 @@ Usage: ``python floor_proxy.py UPSTREAM_URL`` (port 0; prints ``listening on POR
 A raw asyncio protocol on uvloop with httptools' C parser, forwarding each POST body as it is to
 the upstream through the gateway's own upstream client (`backends.http1`) and writing the answer
 back in one write, gathered per turn of the loop as the gateway's are (`gateway/write_batch.py`).
-No ASGI, no framework, no validation, no routing, no metrics, no headers of
-its own: what is left is the loop, the two sockets and the two parsers, the work every Python
-proxy on this machine must do. The framework-free ``raw ASGI + aiohttp`` row of
-``../upstream_client`` is the floor the issue's reference numbers were taken against; this one
-is lower still, so the distance from it to the gateway is the gateway's own cost.
+A streamed request (a body with ``"stream":true``, as the SSE load client writes it) is relayed
+chunk by chunk as it arrives, in chunked encoding, the head leaving with the first chunk. No
+ASGI, no framework, no validation, no routing, no metrics, no headers of its own: what is left
+is the loop, the two sockets and the two parsers, the work every Python proxy on this machine
+must do. The framework-free ``raw ASGI + aiohttp`` row of ``../upstream_client`` is the floor
+the issue's reference numbers were taken against; this one is lower still, so the distance from
+it to the gateway is the gateway's own cost.
 """
 
 import asyncio
@@ -27,6 +29,9 @@ from backends.http1 import HTTPError, Pool
 from gateway.write_batch import batch_of
 
 BAD_GATEWAY = b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n"
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+)
 
 
 class FloorProxy(asyncio.Protocol):
@@ -63,6 +68,9 @@ class FloorProxy(asyncio.Protocol):
         asyncio.get_running_loop().create_task(self.forward(body))
 
     async def forward(self, body: bytes) -> None:
+        if b'"stream":true' in body:
+            await self.relay(body)
+            return
         try:
             answer = await self.pool.fetch(self.head, body)
             response = (
@@ -73,6 +81,28 @@ class FloorProxy(asyncio.Protocol):
             response = BAD_GATEWAY
         if self.transport is not None:
             batch_of(asyncio.get_running_loop()).write(self.transport, response)
+
+    async def relay(self, body: bytes) -> None:
+        writes = batch_of(asyncio.get_running_loop())
+        try:
+            answer = await self.pool.open(self.head, body)
+        except HTTPError:
+            if self.transport is not None:
+                writes.write(self.transport, BAD_GATEWAY)
+            return
+        head = STREAM_HEAD
+        try:
+            while (chunk := await answer.next_chunk()) is not None:
+                if self.transport is None:
+                    return
+                writes.write(self.transport, head + b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                head = b""
+            if self.transport is not None:
+                writes.write(self.transport, head + b"0\r\n\r\n")
+        except HTTPError:
+            self.close()  # cut: the client must see it cut
+        finally:
+            answer.close()
 
 
 async def serve(upstream: str) -> None:

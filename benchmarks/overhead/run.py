@@ -157,12 +157,16 @@ def shadow_and_workers(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
 
 
 def stream_paths(plan: Plan, tmp: Path, sse: str) -> list[Point]:
-    """TTFT with one stream, gaps and memory with many, direct, through nginx, the gateway."""
+    """TTFT with one stream, gaps and memory with many: direct, through nginx, the Python
+    floor and the gateway."""
     loads = (plan.one, plan.many)
     points = [_stream(plan, "direct", sse, load, None) for load in loads]
     with ExitStack() as stack:
         nginx = start_nginx_proxy(stack, tmp / "nginx-sse", GATEWAY_CORE, sse)
         points += [_stream(plan, "nginx", nginx.url, load, nginx.pid) for load in loads]
+    with ExitStack() as stack:
+        floor = start_floor_proxy(stack, _dir(tmp / "floor-sse"), GATEWAY_CORE, sse)
+        points += [_stream(plan, PYTHON_FLOOR, floor.url, load, floor.pid) for load in loads]
     with ExitStack() as stack:
         home = _dir(tmp / "gw-sse")
         gw = start_gateway(stack, home, str(GATEWAY_CORE), gateway_settings(sse, home), "gw-sse")

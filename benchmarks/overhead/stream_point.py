@@ -1,7 +1,7 @@
 """One gateway streaming point, for comparing commits: TTFT and inter-event gaps.
 
-Usage: ``python benchmarks/overhead/stream_point.py STREAMS`` (1: the TTFT point, 1000: the
-gaps point, both as the overhead run measures them)
+Usage: ``python benchmarks/overhead/stream_point.py STREAMS [quick]`` (1: the TTFT point,
+1000: the gaps point, both as the overhead run measures them; ``quick``: its ``--quick`` loads)
 
 Starts the paced SSE upstream (core 0) and ``python -m gateway serve`` (core 1) from whatever
 ``gateway`` package Python imports, so ``PYTHONPATH=<a worktree of another commit>`` measures that
@@ -17,12 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.u
 
 from loads import StreamLoad, StreamResult, stream_point
 from procs import GATEWAY_CORE, LOAD_CORE, gateway_settings, start_gateway, start_sse_upstream
-from run import FULL
+from run import FULL, QUICK
 
 
 def main() -> int:
     streams = int(sys.argv[1])
-    load: StreamLoad = FULL.one if streams == 1 else FULL.many
+    plan = QUICK if sys.argv[2:] == ["quick"] else FULL
+    load: StreamLoad = plan.one if streams == 1 else plan.many
     with tempfile.TemporaryDirectory(prefix="stream-point-") as name, ExitStack() as stack:
         tmp = Path(name)
         sse = start_sse_upstream(stack, tmp, LOAD_CORE, FULL.itl_ms)

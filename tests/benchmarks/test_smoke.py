@@ -72,7 +72,8 @@ def test_overhead(tmp_path: Path) -> None:
     rows = {(p["scenario"], p["path"], p["concurrency"]): p for p in report["points"]}
     paths = ("direct", "nginx", "raw ASGI + aiohttp", "Python floor", "gateway")
     expected = [("http", path, c) for path in paths for c in (1, 16, 64, 256)]
-    expected += [("stream", path, n) for path in ("direct", "nginx", "gateway") for n in (1, 100)]
+    streamed = ("direct", "nginx", "Python floor", "gateway")
+    expected += [("stream", path, n) for path in streamed for n in (1, 100)]
     expected += [
         ("shadow", "gateway, shadow 100%", 64),
         ("workers", "gateway, 2 workers on cores 0+1", 64),
@@ -156,3 +157,31 @@ def test_gateway_point() -> None:
     assert float(fields["req/s"]) > 0
     assert fields["errors"] == "0"
     assert float(fields["cpu_per_request"]) > 0
+
+
+@pytest.mark.usefixtures("load_tools")
+def test_gateway_point_shadowed_and_stream_point() -> None:
+    points = [
+        ("gateway_point.py", ["16", "1", "shadow"]),
+        ("stream_point.py", ["1", "quick"]),
+        ("stream_point.py", ["1000", "quick"]),
+    ]
+    for script, args in points:
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "overhead" / script), *args],
+            capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+        fields = dict(part.split("=") for part in done.stdout.split() if "=" in part)
+        assert fields["errors"] == "0", done.stdout
+
+
+def test_wake_cost() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "overhead" / "wake_cost.py"), "--rounds", "200"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| a")]
+    assert len(rows) == 3, done.stdout
+    assert all(" µs |" in row for row in rows), done.stdout
