@@ -109,7 +109,21 @@ def start_gateway(
     child = spawn(stack, [*command, "-m", "gateway", "serve"], log, env)
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: port if get(url, "/ready")[0] == 200 else None, child, log)
+    # /ready answers once one worker serves; each listens on its own socket once its app has
+    # started (gateway/workers.py), and connections opened before go to those listening.
+    workers = int(settings.get("GATEWAY_WORKERS", "1"))
+    wait_for(lambda: port if listening(port) >= workers else None, child, log)
     return Server(url, child.pid)
+
+
+def listening(port: int) -> int:
+    """Sockets listening on local TCP `port` (/proc/net/tcp, state 0A)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if _local_port(line) == port and line.split()[3] == "0A")
+
+
+def _local_port(line: str) -> int:
+    return int(line.split()[1].rsplit(":", 1)[1], 16)
 
 
 def gateway_settings(primary: str, home: Path, shadow: str | None = None) -> dict[str, str]:
