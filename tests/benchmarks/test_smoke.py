@@ -145,14 +145,20 @@ def test_llm_clients(vllm_engine: VllmEngine, tmp_path: Path) -> None:
     assert set(report["added"]) >= {"ttft_ms", "itl_ms"}
 
 
-@pytest.mark.usefixtures("load_tools")
-def test_gateway_point() -> None:
+def point(script: str, *args: str) -> dict[str, str]:
+    """One of the overhead folder's A/B scripts, run; its `key=value` fields."""
     done = subprocess.run(
-        [sys.executable, str(BENCH / "overhead" / "gateway_point.py"), "16", "1"],
+        [sys.executable, str(BENCH / "overhead" / script), *args],
         capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-    fields = dict(part.split("=") for part in done.stdout.split() if "=" in part)
+    return dict(part.split("=") for part in done.stdout.split() if "=" in part)
+
+
+@pytest.mark.usefixtures("load_tools")
+@pytest.mark.parametrize("args", [("16", "1"), ("16", "1", "shadow")], ids=["plain", "shadowed"])
+def test_gateway_point(args: tuple[str, ...]) -> None:
+    fields = point("gateway_point.py", *args)
     assert int(fields["c"]) == 16
     assert float(fields["req/s"]) > 0
     assert fields["errors"] == "0"
@@ -160,20 +166,12 @@ def test_gateway_point() -> None:
 
 
 @pytest.mark.usefixtures("load_tools")
-def test_gateway_point_shadowed_and_stream_point() -> None:
-    points = [
-        ("gateway_point.py", ["16", "1", "shadow"]),
-        ("stream_point.py", ["1", "quick"]),
-        ("stream_point.py", ["1000", "quick"]),
-    ]
-    for script, args in points:
-        done = subprocess.run(
-            [sys.executable, str(BENCH / "overhead" / script), *args],
-            capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-        fields = dict(part.split("=") for part in done.stdout.split() if "=" in part)
-        assert fields["errors"] == "0", done.stdout
+@pytest.mark.parametrize("streams", ["1", "1000"])
+def test_stream_point(streams: str) -> None:
+    fields = point("stream_point.py", streams, "quick")
+    assert fields["errors"] == "0"
+    assert float(fields["ttft_p50"]) > 0
+    assert float(fields["gap_p99"]) > 0
 
 
 def test_wake_cost() -> None:
