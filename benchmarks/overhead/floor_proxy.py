@@ -42,6 +42,7 @@ class FloorProxy(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.body: list[bytes] = []
+        self.writes = batch_of(asyncio.get_running_loop())  # the loop's one batch, looked up once
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -57,7 +58,7 @@ class FloorProxy(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None:
-            batch_of(asyncio.get_running_loop()).flush()
+            self.writes.flush()
             self.transport.close()
 
     def on_body(self, body: bytes) -> None:
@@ -80,10 +81,10 @@ class FloorProxy(asyncio.Protocol):
         except HTTPError:
             response = BAD_GATEWAY
         if self.transport is not None:
-            batch_of(asyncio.get_running_loop()).write(self.transport, response)
+            self.writes.write(self.transport, response)
 
     async def relay(self, body: bytes) -> None:
-        writes = batch_of(asyncio.get_running_loop())
+        writes = self.writes
         try:
             answer = await self.pool.open(self.head, body)
         except HTTPError:
