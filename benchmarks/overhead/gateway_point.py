@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
 
-from procs import cpu_ticks, gateway_settings, metric, start_gateway
+from procs import cpu_ticks, gateway_settings, metric, shadowed_settings, start_gateway
 
 from benchmarks.upstream_client.servers import start_nginx
 from benchmarks.upstream_client.wrkload import run_wrk
@@ -33,11 +33,10 @@ def main() -> int:
         tmp = Path(name)
         (tmp / "nginx").mkdir()
         upstream = start_nginx(stack, tmp / "nginx", 0)
-        candidate = None
         if shadowed:
-            (tmp / "candidate").mkdir()
-            candidate = start_nginx(stack, tmp / "candidate", 0)
-        settings = gateway_settings(upstream, tmp, shadow=candidate)
+            settings = shadowed_settings(stack, upstream, tmp)
+        else:
+            settings = gateway_settings(upstream, tmp)
         gateway = start_gateway(stack, tmp, "1", settings, "gateway")
         url = gateway.url + "/v1/chat/completions"
         run_wrk(url, connections, 2, POST, 0)

@@ -21,6 +21,7 @@ from benchmarks.upstream_client.servers import (
     free_port,
     pinned,
     spawn,
+    start_nginx,
     wait_for,
 )
 from gateway.devstack.vllm_engine import sum_samples
@@ -124,6 +125,13 @@ def listening(port: int) -> int:
 
 def _local_port(line: str) -> int:
     return int(line.split()[1].rsplit(":", 1)[1], 16)
+
+
+def shadowed_settings(stack: ExitStack, primary: str, home: Path) -> dict[str, str]:
+    """`gateway_settings` with every request shadowed to a second static nginx (load core)."""
+    folder = home / "candidate"
+    folder.mkdir(parents=True, exist_ok=True)
+    return gateway_settings(primary, home, shadow=start_nginx(stack, folder, LOAD_CORE))
 
 
 def gateway_settings(primary: str, home: Path, shadow: str | None = None) -> dict[str, str]:

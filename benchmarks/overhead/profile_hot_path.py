@@ -23,7 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
 
 from loads import POST_LUA
-from procs import GATEWAY_CORE, LOAD_CORE, cpu_ticks, gateway_settings, metric, start_gateway
+from procs import (
+    GATEWAY_CORE,
+    LOAD_CORE,
+    cpu_ticks,
+    gateway_settings,
+    metric,
+    shadowed_settings,
+    start_gateway,
+)
 from stacks import breakdown, parse_collapsed, render
 
 from benchmarks.upstream_client.interference import other_cpu_percent, snapshot
@@ -51,11 +59,10 @@ def main() -> int:
         tmp = Path(name)
         (tmp / "upstream").mkdir()
         upstream = start_nginx(stack, tmp / "upstream", LOAD_CORE)
-        candidate = None
         if args.shadow:
-            (tmp / "candidate").mkdir()
-            candidate = start_nginx(stack, tmp / "candidate", LOAD_CORE)
-        settings = gateway_settings(upstream, tmp, shadow=candidate)
+            settings = shadowed_settings(stack, upstream, tmp)
+        else:
+            settings = gateway_settings(upstream, tmp)
         gw = start_gateway(stack, tmp, str(GATEWAY_CORE), settings, "gw")
         seconds = WARMUP_S + args.duration * (2 if args.flamegraph else 1) + 1
         wrk = _wrk(gw.url, args.connections, seconds)

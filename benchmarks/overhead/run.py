@@ -31,6 +31,7 @@ from procs import (
     LOAD_CORE,
     gateway_settings,
     metric,
+    shadowed_settings,
     start_floor_proxy,
     start_gateway,
     start_nginx_proxy,
@@ -140,9 +141,8 @@ def http_paths(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
 def shadow_and_workers(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
     """c=64 with every request shadowed, and with two worker processes on both cores."""
     with ExitStack() as stack:
-        candidate = start_nginx(stack, _dir(tmp / "shadow-upstream"), LOAD_CORE)
         home = _dir(tmp / "gw-shadow")
-        env = gateway_settings(upstream, home, shadow=candidate)
+        env = shadowed_settings(stack, upstream, home)
         gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-shadow")
         shadowed = _http(plan, "shadow", "gateway, shadow 100%", gw.url, 64, gw.pid)
         time.sleep(1.0)  # let the last shadow calls and the record writer finish
