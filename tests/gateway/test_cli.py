@@ -25,27 +25,26 @@ from tests.support.servers import ThreadedServer, gateway_process, until_ready
 Fake = tuple[FakeUpstream, ThreadedServer]
 
 
+def env_for(url: str, **settings: str) -> dict[str, str]:
+    """This process's environment with one vLLM-kind backend at `url`, and `settings`."""
+    backends = json.dumps({"main": {"kind": "vllm", "url": url}})
+    return {**os.environ, "GATEWAY_BACKENDS": backends, "GATEWAY_PRIMARY": "main", **settings}
+
+
 @pytest.fixture
 def served(fake_upstream: Fake) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    env = {
-        **os.environ,
-        "GATEWAY_BACKENDS": json.dumps({"main": {"kind": "vllm", "url": fake_upstream[1].url}}),
-        "GATEWAY_PRIMARY": "main",
-        "GATEWAY_API_KEYS": '["sk-test-secret-key"]',
-        "GATEWAY_LOG_LEVEL": "debug",
-    }
+    env = env_for(
+        fake_upstream[1].url,
+        GATEWAY_API_KEYS='["sk-test-secret-key"]',
+        GATEWAY_LOG_LEVEL="debug",
+    )
     with gateway_process(env, "--workers", "2", output=subprocess.PIPE) as served:
         yield served
 
 
 @pytest.fixture
 def two_workers(fake_upstream: Fake) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    env = {
-        **os.environ,
-        "GATEWAY_BACKENDS": json.dumps({"main": {"kind": "vllm", "url": fake_upstream[1].url}}),
-        "GATEWAY_PRIMARY": "main",
-    }
-    with gateway_process(env, "--workers", "2") as served:
+    with gateway_process(env_for(fake_upstream[1].url), "--workers", "2") as served:
         yield served
 
 
@@ -140,8 +139,7 @@ def test_a_port_another_gateway_holds_is_refused_with_workers(
     """SO_REUSEPORT must not let a second gateway share the first one's port."""
     url, _ = two_workers
     port = url.rsplit(":", 1)[1]
-    env = {**os.environ, "GATEWAY_BACKENDS": json.dumps({"main": {"kind": "vllm", "url": url}}),
-           "GATEWAY_PRIMARY": "main"}  # fmt: skip
+    env = env_for(url)
     second = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--port", port, "--workers", "2"],
         env=env, capture_output=True, text=True, timeout=60,
