@@ -29,10 +29,11 @@ class ReusePortProcess(multiprocess.Process):
         super().target([listening_twin(sock) for sock in sockets or []])
 
 
-def reuse_port_socket(
+def bound_socket(
     address: tuple[str, int], family: socket.AddressFamily, reuse_port: bool = True
 ) -> socket.socket:
-    """A TCP socket bound to `address` with SO_REUSEADDR (and SO_REUSEPORT), not listening."""
+    """A TCP socket bound to `address` with SO_REUSEADDR (and SO_REUSEPORT unless told not
+    to), not listening."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -47,7 +48,7 @@ def reuse_port_socket(
 
 def listening_twin(shared: socket.socket) -> socket.socket:
     """This worker's own socket on `shared`'s address; the shared one is closed here."""
-    twin = reuse_port_socket(shared.getsockname()[:2], shared.family)
+    twin = bound_socket(shared.getsockname()[:2], shared.family)
     shared.close()
     return twin
 
@@ -55,8 +56,8 @@ def listening_twin(shared: socket.socket) -> socket.socket:
 def run(config: Config) -> None:
     """Serves `config` with `config.workers` processes until the supervisor is told to stop."""
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    reuse_port_socket((config.host, config.port), family, reuse_port=False).close()  # taken?
-    sock = reuse_port_socket((config.host, config.port), family)
+    bound_socket((config.host, config.port), family, reuse_port=False).close()  # taken?
+    sock = bound_socket((config.host, config.port), family)
     sock.set_inheritable(True)
     # The supervisor makes its workers through this module-level name (start, restart).
     multiprocess.Process = ReusePortProcess  # type: ignore[misc]

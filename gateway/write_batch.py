@@ -1,8 +1,9 @@
 """Socket writes gathered per turn of the event loop: the first at once, the rest at its end.
 
 Why: on this machine (a VM with two vCPUs), a write that wakes a reader asleep on the other core
-costs the writer the wake-up, in its own CPU time: 23 to 135 µs per `send` of 400 bytes,
-against 7.5 µs for one that wakes nobody (benchmarks/README.md, "Writes gathered per turn").
+costs the writer the wake-up, in its own CPU time: 27 to 31 µs per `send` of 400 bytes, against
+10 µs for one that wakes nobody (`benchmarks/overhead/wake_cost.py`; benchmarks/README.md,
+"Writes gathered per turn of the loop").
 Under load the gateway writes to many sockets in one turn of its loop, each after tens of µs
 of Python, so each write found its reader asleep again. Held to the turn's end, they leave back
 to back, and the readers woken by the first find the rest already there. The first write of a
