@@ -27,6 +27,7 @@ from backends.registry import BackendSettings
 from gateway.admin import build_admin
 from gateway.asgi import Message, Receive, Scope, Send, request_id_from
 from gateway.auth import KeyCheck
+from gateway.busy_poll import BusyPoll
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed
 from gateway.guard import Circuit, Guarded
 from gateway.metrics import Metrics
@@ -38,6 +39,7 @@ from gateway.settings import Settings, describe_errors
 from gateway.shadow import ShadowConfig, ShadowLeg
 from gateway.task_config import TaskConfigError
 from gateway.tasks import Task, load_tasks
+from gateway.write_batch import batch_of
 
 log = logging.getLogger("gateway")
 
@@ -106,6 +108,9 @@ class Gateway:
 
     async def start(self) -> None:
         self._runtime = await self._build(self.settings, self.keys, self.tasks)
+        if self.settings.busy_poll_us:  # the process's loop: set once, not on reload
+            loop = asyncio.get_running_loop()
+            batch_of(loop).busy_poll = BusyPoll(loop, self.settings.busy_poll_us / 1e6)
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             # Only the main thread may own signals; tests run the app in other threads.
             asyncio.get_running_loop().add_signal_handler(

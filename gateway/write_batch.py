@@ -19,18 +19,21 @@ from __future__ import annotations
 import asyncio
 from weakref import WeakKeyDictionary
 
+from gateway.busy_poll import BusyPoll
+
 MAX_HELD = 64 * 1024  # bytes; asyncio's and uvloop's default high-water mark of a transport
 
 
 class WriteBatch:
     """The writes held in one event loop's current turn; `batch_of(loop)` gives its batch."""
 
-    __slots__ = ("_held", "_held_bytes", "_open")
+    __slots__ = ("_held", "_held_bytes", "_open", "busy_poll")
 
     def __init__(self) -> None:
         self._held: list[tuple[asyncio.WriteTransport, bytes]] = []
         self._held_bytes = 0
         self._open = False  # a write went this turn; the turn's end is scheduled
+        self.busy_poll: BusyPoll | None = None  # armed by each turn's first write when set
 
     def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
         if self._open:
@@ -43,6 +46,8 @@ class WriteBatch:
         # The running loop, not one kept here: a batch must not keep its loop alive.
         asyncio.get_running_loop().call_soon(self._end_turn)
         transport.write(data)
+        if self.busy_poll is not None:
+            self.busy_poll.arm()
 
     def flush(self) -> None:
         """Writes what is held now; call it before closing a transport, so its bytes go first."""

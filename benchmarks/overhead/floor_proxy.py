@@ -1,6 +1,8 @@
 """The Python floor: the least a proxy can do in Python, for the overhead benchmark's bottom row.
 
-Usage: ``python floor_proxy.py UPSTREAM_URL`` (port 0; prints ``listening on PORT``)
+Usage: ``python floor_proxy.py UPSTREAM_URL [--busy-poll-us N]`` (port 0; prints
+``listening on PORT``; ``--busy-poll-us``: polls N µs after each write, as the gateway's
+``GATEWAY_BUSY_POLL_US`` does)
 
 A raw asyncio protocol on uvloop with httptools' C parser, forwarding each POST body as it is to
 the upstream through the gateway's own upstream client (`backends.http1`) and writing the answer
@@ -14,6 +16,7 @@ the issue's reference numbers were taken against; this one is lower still, so th
 it to the gateway is the gateway's own cost.
 """
 
+import argparse
 import asyncio
 import gc
 import sys
@@ -26,6 +29,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for backends
 
 from backends.http1 import HTTPError, Pool
+from gateway.busy_poll import BusyPoll
 from gateway.write_batch import batch_of
 
 BAD_GATEWAY = b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n"
@@ -106,12 +110,14 @@ class FloorProxy(asyncio.Protocol):
             answer.close()
 
 
-async def serve(upstream: str) -> None:
+async def serve(upstream: str, busy_poll_us: int) -> None:
     pool = Pool(
         upstream, limit=1100, keepalive=30.0, connect_timeout=2.0, read_timeout=60, total_timeout=60
     )
     head = pool.head("POST", "/v1/chat/completions", {"content-type": "application/json"})
     loop = asyncio.get_running_loop()
+    if busy_poll_us:
+        batch_of(loop).busy_poll = BusyPoll(loop, busy_poll_us / 1e6)
     server = await loop.create_server(lambda: FloorProxy(pool, head), "127.0.0.1", 0, backlog=4096)
     gc.freeze()  # as the gateway does after its startup
     port = server.sockets[0].getsockname()[1]
@@ -120,4 +126,8 @@ async def serve(upstream: str) -> None:
 
 
 if __name__ == "__main__":
-    uvloop.run(serve(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("upstream", help="base URL of the upstream")
+    parser.add_argument("--busy-poll-us", type=int, default=0, help="µs polled after each write")
+    args = parser.parse_args()
+    uvloop.run(serve(args.upstream, args.busy_poll_us))

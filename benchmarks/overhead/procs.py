@@ -48,9 +48,13 @@ def start_sse_upstream(stack: ExitStack, tmpdir: Path, core: int, delay_ms: floa
     return start_script(stack, tmpdir, core, "sse_upstream.py", "--delay-ms", str(delay_ms))
 
 
-def start_floor_proxy(stack: ExitStack, tmpdir: Path, core: int, upstream: str) -> Server:
-    """``floor_proxy.py`` (the least a Python proxy can do) pinned to ``core``."""
-    return start_script(stack, tmpdir, core, "floor_proxy.py", upstream)
+def start_floor_proxy(
+    stack: ExitStack, tmpdir: Path, core: int, upstream: str, busy_poll_us: int = 0
+) -> Server:
+    """``floor_proxy.py`` (the least a Python proxy can do) pinned to ``core``; polling for
+    ``busy_poll_us`` after each write, as the gateway's ``GATEWAY_BUSY_POLL_US`` does."""
+    poll = ["--busy-poll-us", str(busy_poll_us)] if busy_poll_us else []
+    return start_script(stack, tmpdir, core, "floor_proxy.py", upstream, *poll)
 
 
 def start_script(stack: ExitStack, tmpdir: Path, core: int, script: str, *args: str) -> Server:
@@ -134,7 +138,9 @@ def shadowed_settings(stack: ExitStack, primary: str, home: Path) -> dict[str, s
     return gateway_settings(primary, home, shadow=start_nginx(stack, folder, LOAD_CORE))
 
 
-def gateway_settings(primary: str, home: Path, shadow: str | None = None) -> dict[str, str]:
+def gateway_settings(
+    primary: str, home: Path, shadow: str | None = None, busy_poll_us: int = 0
+) -> dict[str, str]:
     """The gateway's environment: one backend per upstream; records (if any) under ``home``."""
     backend = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}  # >= 1,000 streams
     backends = {"primary": {**backend, "url": primary}}
@@ -143,6 +149,7 @@ def gateway_settings(primary: str, home: Path, shadow: str | None = None) -> dic
         "GATEWAY_WORKERS": "1",
         "GATEWAY_LOG_LEVEL": "warning",
         "GATEWAY_RECORDS_URL": f"sqlite:///{home / 'records' / 'pairs.db'}",
+        "GATEWAY_BUSY_POLL_US": str(busy_poll_us),
     }
     if shadow is not None:
         backends["candidate"] = {**backend, "url": shadow}

@@ -74,7 +74,12 @@ def test_overhead(tmp_path: Path) -> None:
     expected = [("http", path, c) for path in paths for c in (1, 16, 64, 256)]
     streamed = ("direct", "nginx", "Python floor", "gateway")
     expected += [("stream", path, n) for path in streamed for n in (1, 100)]
+    polled = "busy poll 300 µs"
     expected += [
+        ("http", f"Python floor, {polled}", 1),
+        ("http", f"gateway, {polled}", 1),
+        ("http", f"gateway, {polled}", 64),
+        ("stream", f"gateway, {polled}", 1),
         ("shadow", "gateway, shadow 100%", 64),
         ("workers", "gateway, 2 workers on cores 0+1", 64),
     ]
@@ -90,7 +95,7 @@ def test_overhead(tmp_path: Path) -> None:
             assert numbers(row, "rps", "p50_ms", "p99_ms"), key
     assert rows[("stream", "gateway", 100)]["rss_mb"] > 0
     assert rows[("shadow", "gateway, shadow 100%", 64)]["extra"]["sampled"] > 0
-    assert len(report["summary"]["targets"]) == 7
+    assert len(report["summary"]["targets"]) == 9
     assert report["machine"]["nproc"] >= 1
     assert ET.fromstring(plot.read_text()).tag.endswith("svg")  # noqa: S314  (our own file)
 

@@ -148,6 +148,29 @@ def test_a_port_another_gateway_holds_is_refused_with_workers(
     assert "Address already in use" in second.stdout + second.stderr
 
 
+def test_busy_poll_keeps_a_worker_polling_after_each_answer(fake_upstream: Fake) -> None:
+    """GATEWAY_BUSY_POLL_US: after each write the worker polls for that long instead of
+    sleeping, which shows as CPU time spent between requests (gateway/busy_poll.py)."""
+    spent = {}
+    chat_request = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    for window in ("0", "10000"):
+        env = env_for(fake_upstream[1].url, GATEWAY_BUSY_POLL_US=window)
+        with gateway_process(env) as (url, process), httpx.Client(base_url=url) as client:
+            before = cpu_seconds(process.pid)
+            for _ in range(20):  # 30 ms apart, the 10 ms windows never overlap
+                assert client.post("/v1/chat/completions", json=chat_request).status_code == 200
+                time.sleep(0.03)
+            spent[window] = cpu_seconds(process.pid) - before
+    assert spent["10000"] > 0.1, spent  # 20 windows of 10 ms, most of each spent polling
+    assert spent["0"] < spent["10000"] / 3, spent
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_sigterm_under_load_answers_everything_and_drains_records(
     fake_upstream: Fake, tmp_path: Path
 ) -> None:
