@@ -188,3 +188,16 @@ def test_wake_cost() -> None:
     rows = [line for line in done.stdout.splitlines() if line.startswith("| a")]
     assert len(rows) == 3, done.stdout
     assert all(" µs |" in row for row in rows), done.stdout
+
+
+def test_cold_cost() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "overhead" / "cold_cost.py"), "--rounds", "20"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    rows = [line for line in done.stdout.splitlines() if line.endswith(" µs |")]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| none", "| spinning 0.1 ms", "| spinning 1 ms", "| spinning 10 ms",
+        "| sleeping 0.1 ms", "| sleeping 1 ms", "| sleeping 10 ms",
+    ], done.stdout  # fmt: skip

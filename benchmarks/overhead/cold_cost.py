@@ -1,0 +1,80 @@
+"""What one step of the gateway costs when it runs again after a pause, on the gateway's core.
+
+Usage: ``python benchmarks/overhead/cold_cost.py [--rounds N]``
+
+Times `gateway.parsing.parse_body` (orjson and pydantic's validation of the overhead run's chat
+body, the largest single step of a request) back to back, and after a pause of the same
+process: spinning (never leaving the CPU) or sleeping, for 0.1, 1 and 10 ms. At one connection
+the gateway's steps run one request (~0.4 ms) apart; one stream at a time, 100 ms apart. On a
+machine whose caches are the process's own, the pause changes nothing. On this VM it changes
+the figures several times over (benchmarks/README.md, "A step after a pause"): that, not the
+number of steps, is most of what the gateway adds at one connection and to the first token.
+"""
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for gateway
+
+from loads import POST_LUA
+from procs import GATEWAY_CORE
+
+from backends.base import Route
+from gateway.parsing import parse_body
+
+PAUSES_MS = (0.1, 1.0, 10.0)
+
+
+def benchmark_body() -> bytes:
+    """The body wrk sends in the overhead run (post.lua's ``wrk.body``, Lua escapes undone)."""
+    found = re.search(r"wrk\.body = '(.*)'", POST_LUA.read_text())
+    if found is None:
+        raise SystemExit(f"no wrk.body in {POST_LUA}")
+    return found[1].replace("\\\\", "\\").encode()
+
+
+def spin(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def median_us(body: bytes, pause: Callable[[], None], rounds: int) -> float:
+    """Median time of one `parse_body` after each `pause`."""
+    times = []
+    for _ in range(rounds):
+        pause()
+        started = time.perf_counter()
+        parse_body(Route.CHAT, body)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1000, help="timed calls per row")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {GATEWAY_CORE})
+    body = benchmark_body()
+    median_us(body, lambda: None, 2000)  # warm-up: imports, pydantic's first calls
+    rows = [("none", median_us(body, lambda: None, args.rounds))]
+    for ms in PAUSES_MS:
+        rows.append((f"spinning {ms:g} ms", median_us(body, partial(spin, ms / 1e3), args.rounds)))
+    for ms in PAUSES_MS:
+        rounds = max(1, args.rounds // 10) if ms >= 10 else args.rounds  # keep it under a minute
+        rows.append((f"sleeping {ms:g} ms", median_us(body, partial(time.sleep, ms / 1e3), rounds)))
+    print(f"| pause before each call (core {GATEWAY_CORE}) | parse_body p50 |\n|---|---|")
+    for name, us in rows:
+        print(f"| {name} | {us:.1f} µs |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
