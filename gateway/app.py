@@ -109,8 +109,8 @@ class Gateway:
     async def start(self) -> None:
         self._runtime = await self._build(self.settings, self.keys, self.tasks)
         if self.settings.busy_poll_us:  # the process's loop: set once, not on reload
-            loop = asyncio.get_running_loop()
-            batch_of(loop).busy_poll = BusyPoll(loop, self.settings.busy_poll_us / 1e6)
+            poll = BusyPoll(self.settings.busy_poll_us / 1e6)
+            batch_of(asyncio.get_running_loop()).busy_poll = poll
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             # Only the main thread may own signals; tests run the app in other threads.
             asyncio.get_running_loop().add_signal_handler(

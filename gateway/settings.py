@@ -58,7 +58,7 @@ class Settings(BaseSettings):
         ge=0,
         le=10_000,
         description="µs a worker polls its sockets after each write instead of sleeping; "
-        "0 is off. Lower latency when idle-ish, for a whole core's CPU (README, Performance).",
+        "0 is off. Lower latency at low load, for up to a core's CPU (README, Performance).",
     )
     shutdown_timeout: int = Field(
         default=30, gt=0, description="Seconds after SIGTERM for in-flight requests to finish."

@@ -117,7 +117,7 @@ async def serve(upstream: str, busy_poll_us: int) -> None:
     head = pool.head("POST", "/v1/chat/completions", {"content-type": "application/json"})
     loop = asyncio.get_running_loop()
     if busy_poll_us:
-        batch_of(loop).busy_poll = BusyPoll(loop, busy_poll_us / 1e6)
+        batch_of(loop).busy_poll = BusyPoll(busy_poll_us / 1e6)
     server = await loop.create_server(lambda: FloorProxy(pool, head), "127.0.0.1", 0, backlog=4096)
     gc.freeze()  # as the gateway does after its startup
     port = server.sockets[0].getsockname()[1]

@@ -5,28 +5,15 @@ under both event loops the gateway may run on."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import pytest
-import uvloop
-
+from gateway.busy_poll import BusyPoll
 from gateway.write_batch import MAX_HELD, WriteBatch, batch_of
-
-Scenario = Callable[[asyncio.AbstractEventLoop], Awaitable[None]]
-
-
-@pytest.fixture(params=["uvloop", "asyncio"])
-def run(request: pytest.FixtureRequest) -> Callable[[Scenario], None]:
-    def runner(scenario: Scenario) -> None:
-        loop = uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(scenario(loop))
-        finally:
-            loop.close()
-
-    return runner
+from tests.support.loops import Scenario
 
 
 @contextmanager
@@ -132,6 +119,23 @@ def test_each_loop_has_one_batch(run: Callable[[Scenario], None]) -> None:
             other.close()
 
     run(scenario)
+
+
+def test_a_batch_does_not_keep_its_loop_alive() -> None:
+    """The batches are kept by loop, weakly: a batch (and the busy poll it holds) must not
+    refer to its loop, or every loop a process ever ran would stay in memory."""
+
+    async def scenario() -> None:
+        poll = batch_of(asyncio.get_running_loop()).busy_poll = BusyPoll(0.001)
+        poll.arm()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(scenario())
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None
 
 
 def test_past_max_held_bytes_the_held_writes_leave_at_once(run: Callable[[Scenario], None]) -> None:
