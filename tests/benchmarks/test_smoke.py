@@ -150,14 +150,20 @@ def test_llm_clients(vllm_engine: VllmEngine, tmp_path: Path) -> None:
     assert set(report["added"]) >= {"ttft_ms", "itl_ms"}
 
 
-def point(script: str, *args: str) -> dict[str, str]:
-    """One of the overhead folder's A/B scripts, run; its `key=value` fields."""
+def overhead_script(script: str, *args: str) -> str:
+    """One of the overhead folder's scripts, run to success; what it printed."""
     done = subprocess.run(
         [sys.executable, str(BENCH / "overhead" / script), *args],
         capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-    return dict(part.split("=") for part in done.stdout.split() if "=" in part)
+    return done.stdout
+
+
+def point(script: str, *args: str) -> dict[str, str]:
+    """One of the overhead folder's A/B scripts, run; its `key=value` fields."""
+    out = overhead_script(script, *args)
+    return dict(part.split("=") for part in out.split() if "=" in part)
 
 
 @pytest.mark.usefixtures("load_tools")
@@ -180,24 +186,16 @@ def test_stream_point(streams: str) -> None:
 
 
 def test_wake_cost() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "overhead" / "wake_cost.py"), "--rounds", "200"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| a")]
-    assert len(rows) == 3, done.stdout
-    assert all(" µs |" in row for row in rows), done.stdout
+    out = overhead_script("wake_cost.py", "--rounds", "200")
+    rows = [line for line in out.splitlines() if line.startswith("| a")]
+    assert len(rows) == 3, out
+    assert all(" µs |" in row for row in rows), out
 
 
 def test_cold_cost() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "overhead" / "cold_cost.py"), "--rounds", "20"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-    rows = [line for line in done.stdout.splitlines() if line.endswith(" µs |")]
+    out = overhead_script("cold_cost.py", "--rounds", "20")
+    rows = [line for line in out.splitlines() if line.endswith(" µs |")]
     assert [row.split(" | ")[0] for row in rows] == [
         "| none", "| spinning 0.1 ms", "| spinning 1 ms", "| spinning 10 ms",
         "| sleeping 0.1 ms", "| sleeping 1 ms", "| sleeping 10 ms",
-    ], done.stdout  # fmt: skip
+    ], out  # fmt: skip

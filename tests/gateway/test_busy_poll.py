@@ -6,26 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-
-import pytest
-import uvloop
+from collections.abc import Callable
 
 from gateway.busy_poll import BusyPoll
-
-Scenario = Callable[[asyncio.AbstractEventLoop], Awaitable[None]]
-
-
-@pytest.fixture(params=["uvloop", "asyncio"])
-def run(request: pytest.FixtureRequest) -> Callable[[Scenario], None]:
-    def runner(scenario: Scenario) -> None:
-        loop = uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(scenario(loop))
-        finally:
-            loop.close()
-
-    return runner
+from tests.support.loops import Scenario
 
 
 async def cpu_seconds_while_waiting(seconds: float) -> float:
@@ -39,7 +23,7 @@ def test_an_armed_loop_polls_until_its_window_ends_then_sleeps(
 ) -> None:
     async def scenario(loop: asyncio.AbstractEventLoop) -> None:
         assert await cpu_seconds_while_waiting(0.2) < 0.05  # a loop at rest sleeps
-        BusyPoll(loop, 0.3).arm()
+        BusyPoll(0.3).arm()
         polling = await cpu_seconds_while_waiting(0.25)
         await asyncio.sleep(0.1)  # the window ends
         after = await cpu_seconds_while_waiting(0.2)
@@ -51,7 +35,7 @@ def test_an_armed_loop_polls_until_its_window_ends_then_sleeps(
 
 def test_each_arm_extends_the_window(run: Callable[[Scenario], None]) -> None:
     async def scenario(loop: asyncio.AbstractEventLoop) -> None:
-        poll = BusyPoll(loop, 0.15)
+        poll = BusyPoll(0.15)
         poll.arm()
         await asyncio.sleep(0.1)
         poll.arm()  # now polling until 0.25 s
