@@ -157,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Heavy imports here, so importing this module for TritonEngine stays cheap.
     from pytriton.triton import Triton, TritonConfig
 
-    from gateway.devstack.triton_models import TinyLlm, bind_models
+    from gateway.devstack.tiny_llm import TinyLlm
+    from gateway.devstack.triton_models import bind_models
 
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -9,7 +9,7 @@ PYTRITON = """Traceback (most recent call last):
     async for responses in self._model_callable(requests):
   File "/models/model.py", line 152, in steps
     raise InjectedFaultError(
-gateway.devstack.triton_models.InjectedFaultError: injected fault after 3 tokens of '<|user|>
+gateway.devstack.tiny_llm.InjectedFaultError: injected fault after 3 tokens of '<|user|>
 Bé Lan lớp 2A<|end|>'
 """
 CHAINED = """Traceback (most recent call last):
