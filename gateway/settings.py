@@ -110,8 +110,8 @@ class Settings(BaseSettings):
         default=0.0, ge=0.0, le=100.0, description="Share of users the canary serves, sticky."
     )
 
-    # Shadow pair storage (gateway/records.py). Text is kept only as hashes unless asked for:
-    # the requests are children's writing, personal data.
+    # Shadow pair storage (gateway/records.py, gateway/redaction.py). Text is kept only as
+    # hashes unless asked for: the requests are children's writing, personal data.
     records_url: str = Field(
         default="sqlite:///var/shadow.db",
         description="Where pairs are stored: sqlite:///<path> or postgresql://user:pass@host/db.",

@@ -41,6 +41,7 @@ SHADOW_FILES = (
     "gateway/compare.py",
     "gateway/pairs.py",
     "gateway/records.py",
+    "gateway/redaction.py",
     "gateway/records_schema.py",
     "gateway/records_sqlite.py",
 )
@@ -81,7 +82,7 @@ RULES: list[Rule] = [
      lambda f, s: f.file in ("gateway/server.py", "gateway/http_cycle.py")),
     ("uvicorn: run_asgi, ProxyHeadersMiddleware",
      lambda f, s: f.function.startswith("RequestResponseCycle.") or "proxy_headers" in f.file),
-    ("shadow leg and record writer (gateway/shadow.py, legs, compare, records*)",
+    ("shadow leg and record writer (gateway/shadow.py, legs, compare, records*, redaction)",
      lambda f, s: f.file in SHADOW_FILES),
     ("gateway: dispatch, auth, routing, Exchange, headers",
      lambda f, s: f.file.startswith("gateway/")),

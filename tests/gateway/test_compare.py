@@ -8,7 +8,7 @@ import pytest
 
 from gateway import compare as c
 from gateway.pairs import Leg, Params
-from gateway.records import redact
+from gateway.redaction import redact
 from tests.gateway.shadow_pairs import HAPPY, PARAMS, SAD, candidate, failed, pair, primary
 
 PLAIN = Params(stream=False, max_tokens=100)

@@ -23,20 +23,10 @@ from pydantic import ValidationError
 from gateway import cli, legs
 from gateway.compare import compare
 from gateway.pairs import Leg, PairRecord, Params, sha256
-from gateway.records import (
-    Recorder,
-    RecordStore,
-    StoreError,
-    check_url,
-    error_code,
-    labels,
-    open_store,
-    purge,
-    redact,
-    schema_enums,
-)
+from gateway.records import Recorder, RecordStore, StoreError, check_url, open_store, purge
 from gateway.records_schema import LEG_COLUMNS, NAMES
 from gateway.records_sqlite import SqliteStore
+from gateway.redaction import error_code, labels, redact, schema_enums
 from gateway.settings import Settings, describe_errors
 from gateway.tasks import load_tasks
 

@@ -11,7 +11,7 @@ import pytest
 
 from gateway import compare
 from gateway.gate import GateRule, evaluate
-from gateway.records import redact
+from gateway.redaction import redact
 from gateway.shadow_report import summarize
 from gateway.shadow_report_render import render
 from tests.gateway.shadow_pairs import T0, records
