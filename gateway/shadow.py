@@ -195,11 +195,7 @@ class ShadowLeg:
     async def _answer(
         self, backend: Backend, upstream: UpstreamRequest, tag: str, parse: Parser | None
     ) -> Leg:
-        # Built directly: dataclasses.replace costs three times as much, on every shadow call.
-        request = UpstreamRequest(
-            upstream.route, upstream.raw, upstream.payload, upstream.public_model,
-            f"{upstream.request_id}-{tag}", upstream.stream,
-        )  # fmt: skip
+        request = upstream.tagged(tag)
         started = perf_counter()
         try:
             async with asyncio.timeout(self._config.timeout):

@@ -24,6 +24,8 @@ from benchmarks.upstream_client.servers import (
     start_nginx,
     wait_for,
 )
+from gateway.devstack.procfs import TCP_LISTEN, tcp_sockets
+from gateway.devstack.procfs import cpu_ticks as own_ticks
 from gateway.devstack.vllm_engine import sum_samples
 
 HERE = Path(__file__).resolve().parent
@@ -122,13 +124,8 @@ def start_gateway(
 
 
 def listening(port: int) -> int:
-    """Sockets listening on local TCP `port` (/proc/net/tcp, state 0A)."""
-    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(1 for line in lines if _local_port(line) == port and line.split()[3] == "0A")
-
-
-def _local_port(line: str) -> int:
-    return int(line.split()[1].rsplit(":", 1)[1], 16)
+    """Sockets listening on local TCP `port`."""
+    return len(tcp_sockets(port, TCP_LISTEN))
 
 
 def shadowed_settings(stack: ExitStack, primary: str, home: Path) -> dict[str, str]:
@@ -179,21 +176,12 @@ def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
 
 def cpu_ticks(pid: int) -> int:
     """utime + stime of ``pid`` and its live descendants (a gateway's workers)."""
-    return _own_ticks(pid) + sum(tree_ticks(pid).values())
+    return own_ticks(pid) + sum(tree_ticks(pid).values())
 
 
 def rss_mb(pid: int) -> float:
     """Resident memory of ``pid`` and its live descendants, in MiB (VmRSS)."""
     return sum(_vm_rss_kb(p) for p in [pid, *tree_ticks(pid)]) / 1024.0
-
-
-def _own_ticks(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def _vm_rss_kb(pid: int) -> int:

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+from gateway.devstack.procfs import TICKS_PER_SECOND as TICKS_PER_S
+from gateway.devstack.procfs import stat_fields
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,9 @@ def tree_ticks(root: int) -> dict[int, int]:
     parents: dict[int, int] = {}
     ticks: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        fields = stat_fields(entry.name) if entry.name.isdigit() else None
+        if fields is None:  # not a process, or it exited while we were listing
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # the process exited while we were listing
-            continue
-        # The command name may contain spaces and parentheses; fields start after the last ')'.
-        fields = stat[stat.rindex(")") + 2 :].split()
         parents[int(entry.name)] = int(fields[1])
         ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
     return {pid: ticks[pid] for pid in parents if pid != root and descends(pid, root, parents)}

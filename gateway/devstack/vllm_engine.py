@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from gateway.devstack.procfs import stat_fields
+
 _LOG_TAIL_LINES = 60
 _STOP_GRACE_SECONDS = 20.0
 _SAMPLE = re.compile(r"^(?P<name>[^\s{]+)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
@@ -191,10 +193,9 @@ def _group_alive(pgid: int) -> bool:
     proc = Path("/proc")
     if not proc.is_dir():
         return _group_signalable(pgid)
-    for stat_file in proc.glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+    for process in proc.glob("[0-9]*"):
+        fields = stat_fields(process.name)
+        if fields is None:
             continue  # the process ended while we looked
         state, group = fields[0], int(fields[2])
         if group == pgid and state not in ("Z", "X"):

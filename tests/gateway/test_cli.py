@@ -18,6 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.devstack.procfs import (
+    TCP_ESTABLISHED,
+    TCP_LISTEN,
+    TICKS_PER_SECOND,
+    cpu_ticks,
+    tcp_sockets,
+)
 from gateway.devstack.vllm_engine import free_port
 from tests.support.fake_upstream import MODEL, FakeUpstream
 from tests.support.servers import ThreadedServer, gateway_process, until_ready
@@ -90,7 +97,7 @@ def test_workers_share_connections_opened_at_once(
     url, process = two_workers
     port = int(url.rsplit(":", 1)[1])
     deadline = time.monotonic() + 30
-    while len(sockets_on(port, "0A")) < 2:  # a worker listens once its app has started
+    while len(tcp_sockets(port, TCP_LISTEN)) < 2:  # a worker listens once its app has started
         assert time.monotonic() < deadline, "the second worker never listened"
         time.sleep(0.05)
     clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
@@ -111,7 +118,7 @@ def test_workers_share_connections_opened_at_once(
 
 def connections_per_worker(supervisor: int, port: int) -> dict[int, int]:
     """Established connections to `port` that each worker process holds open."""
-    established = sockets_on(port, "01")
+    established = tcp_sockets(port, TCP_ESTABLISHED)
     children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
     held = {}
     for pid in map(int, children):
@@ -120,17 +127,6 @@ def connections_per_worker(supervisor: int, port: int) -> dict[int, int]:
         fds = Path(f"/proc/{pid}/fd")
         held[pid] = sum(1 for fd in fds.iterdir() if os.readlink(fd) in established)
     return held
-
-
-def sockets_on(port: int, state: str) -> set[str]:
-    """`socket:[inode]` of the local TCP sockets on `port` in `state` (01 established, 0A
-    listening), as /proc/<pid>/fd links name them."""
-    found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
-            found.add(f"socket:[{fields[9]}]")
-    return found
 
 
 def test_a_port_another_gateway_holds_is_refused_with_workers(
@@ -166,9 +162,7 @@ def test_busy_poll_keeps_a_worker_polling_after_each_answer(fake_upstream: Fake)
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of process `pid` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_ticks(pid) / TICKS_PER_SECOND
 
 
 def test_sigterm_under_load_answers_everything_and_drains_records(
