@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.values import value_class
+
 
 class Route(enum.Enum):
     """The OpenAI operations a backend serves, by their public path."""
@@ -24,7 +26,7 @@ class Route(enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class UpstreamRequest:
     """One client request, validated, as handed to a backend.
 
@@ -50,7 +52,7 @@ class UpstreamRequest:
         )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Completion:
     """A finished non-streaming answer: the OpenAI JSON body the client receives."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
 import jsonschema  # type: ignore[import-untyped]
@@ -27,6 +27,7 @@ from referencing.exceptions import Unresolvable
 
 from gateway.legs import parse_json
 from gateway.pairs import Leg, PairRecord, Params, sha256
+from gateway.values import value_class
 
 Status = Literal["compared", "error", "parity"]
 
@@ -42,13 +43,13 @@ Role = Literal["primary", "candidate"]
 MISSING = "(missing)"  # a field one leg's structured output does not have
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Flag:
     reason: str  # one of the constants above
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Comparison:
     """How the two legs of one pair compare. Agreement fields are None when not applicable:
     a leg failed, the text was not stored (hashes mode), or an answer is not a JSON object."""
@@ -167,6 +168,20 @@ def compare(pair: PairRecord) -> Comparison:
         primary_valid=p_valid,
         candidate_valid=c_valid,
     )
+
+
+def agrees(pair: PairRecord) -> bool | None:
+    """`compare(pair).exact` for a compared pair, else None: what the live agreement counter
+    needs, without the field labels and normalised texts `compare` builds for the report. The
+    shadow leg counts every pair this way: a third of `compare`'s cost (pair_cost.py)."""
+    primary, candidate = pair.primary, pair.candidate
+    if failed(primary) or failed(candidate):
+        return None
+    if parity_flags(pair, schema_valid(pair, "primary"), schema_valid(pair, "candidate")):
+        return None
+    if primary.text is None or candidate.text is None:
+        return None
+    return primary.text == candidate.text
 
 
 def parity_flags(

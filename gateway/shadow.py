@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -24,11 +23,11 @@ from typing import Any, Protocol
 
 from backends.base import Backend, UpstreamRequest
 from gateway import legs
-from gateway.compare import Role, compare, failed, schema_valid
+from gateway.compare import Role, agrees, failed, schema_valid
 from gateway.errors import GatewayError
 from gateway.legs import Parser
 from gateway.metrics import Metrics
-from gateway.pairs import Leg, PairKind, PairRecord, Params, sha256
+from gateway.pairs import Leg, PairKind, PairRecord, Params, new_pair_id, sha256
 
 log = logging.getLogger("gateway.shadow")
 ROLES: tuple[Role, ...] = ("primary", "candidate")
@@ -225,7 +224,7 @@ class ShadowLeg:
         prompt_version: str | None,
     ) -> None:
         pair = PairRecord(
-            pair_id=os.urandom(16).hex(),  # as random as uuid4().hex, a quarter of its cost
+            pair_id=new_pair_id(),
             created_at=time.time(),
             kind=kind,
             public_model=upstream.public_model,
@@ -251,10 +250,9 @@ class ShadowLeg:
         """Agreement as the report counts it: only pairs whose legs both answered the same
         request; a failed leg is counted as failed (in `_call`), never as a disagreement."""
         self._metrics.shadow_completed.inc()
-        result = compare(pair)
-        if result.status == "compared" and result.exact is not None:
-            metrics = self._metrics
-            (metrics.shadow_agree if result.exact else metrics.shadow_disagree).inc()
+        agreed = agrees(pair)
+        if agreed is not None:
+            (self._metrics.shadow_agree if agreed else self._metrics.shadow_disagree).inc()
 
 
 def params_of(payload: Mapping[str, Any], task_schema: dict[str, Any] | None = None) -> Params:

@@ -13,7 +13,6 @@ number of steps, is most of what the gateway adds at one connection and to the f
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import time
@@ -21,23 +20,16 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for gateway
+# Appended, so `PYTHONPATH=<a worktree of another commit>` measures that commit's code.
+sys.path.append(str(Path(__file__).resolve().parents[2]))
 
-from loads import POST_LUA
+from loads import benchmark_body
 from procs import GATEWAY_CORE
 
 from backends.base import Route
 from gateway.parsing import parse_body
 
 PAUSES_MS = (0.1, 1.0, 10.0)
-
-
-def benchmark_body() -> bytes:
-    """The body wrk sends in the overhead run (post.lua's ``wrk.body``, Lua escapes undone)."""
-    found = re.search(r"wrk\.body = '(.*)'", POST_LUA.read_text())
-    if found is None:
-        raise SystemExit(f"no wrk.body in {POST_LUA}")
-    return found[1].replace("\\\\", "\\").encode()
 
 
 def spin(seconds: float) -> None:

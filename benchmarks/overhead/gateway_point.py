@@ -41,12 +41,19 @@ def main() -> int:
         url = gateway.url + "/v1/chat/completions"
         run_wrk(url, connections, 2, POST, 0)
         ticks, served = cpu_ticks(gateway.pid), metric(gateway.url, "gateway_requests_total")
+        dropped = metric(gateway.url, "gateway_shadow_dropped_total")
+        completed = metric(gateway.url, "gateway_shadow_completed_total")
         result = run_wrk(url, connections, seconds, POST, 0)
         ticks = cpu_ticks(gateway.pid) - ticks
         served = metric(gateway.url, "gateway_requests_total") - served
+        # A dropped shadow costs next to nothing: a run that drops some is not comparable.
+        dropped = metric(gateway.url, "gateway_shadow_dropped_total") - dropped
+        completed = metric(gateway.url, "gateway_shadow_completed_total") - completed
     cpu_us = ticks / os.sysconf("SC_CLK_TCK") / served * 1e6
+    shares = f" shadowed={completed / served:.0%} dropped={dropped / served:.0%}"
     print(f"c={connections} req/s={result.rps:.0f} p50={result.p50_ms} ms p99={result.p99_ms} ms "
-          f"errors={result.errors} cpu_per_request={cpu_us:.1f} us")  # fmt: skip
+          f"errors={result.errors} cpu_per_request={cpu_us:.1f} us"
+          + (shares if shadowed else ""))  # fmt: skip
     return 1 if result.errors else 0
 
 

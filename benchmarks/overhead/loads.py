@@ -9,6 +9,7 @@ repeated; the least disturbed attempt is kept.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,7 +32,24 @@ from benchmarks.upstream_client.wrkload import WrkResult, run_wrk
 NOISY_PCT = 10.0
 QUIET_WAIT_S = 60.0
 POST_LUA = UPSTREAM_CLIENT / "post.lua"  # the colleague's ~400-byte chat-completion POST
+NGINX_TEMPLATE = UPSTREAM_CLIENT / "nginx.conf.template"  # nginx with the static answer
 T = TypeVar("T")
+
+
+def benchmark_body() -> bytes:
+    """The body wrk sends in the overhead run (post.lua's ``wrk.body``, Lua escapes undone)."""
+    found = re.search(r"wrk\.body = '(.*)'", POST_LUA.read_text())
+    if found is None:
+        raise SystemExit(f"no wrk.body in {POST_LUA}")
+    return found[1].replace("\\\\", "\\").encode()
+
+
+def static_answer() -> bytes:
+    """The chat completion nginx serves in the overhead run (its `return 200 '...'`)."""
+    found = re.search(r"return 200 '(.*)';", NGINX_TEMPLATE.read_text())
+    if found is None:
+        raise SystemExit(f"no static answer in {NGINX_TEMPLATE}")
+    return re.sub(r"\\(.)", r"\1", found[1]).encode()  # nginx's escapes undone
 
 
 @dataclass(frozen=True)

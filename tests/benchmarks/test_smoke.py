@@ -199,3 +199,11 @@ def test_cold_cost() -> None:
         "| none", "| spinning 0.1 ms", "| spinning 1 ms", "| spinning 10 ms",
         "| sleeping 0.1 ms", "| sleeping 1 ms", "| sleeping 10 ms",
     ], out  # fmt: skip
+
+
+def test_pair_cost() -> None:
+    out = overhead_script("pair_cost.py", "--pairs", "400", "--rounds", "1")
+    rows = [line for line in out.splitlines() if line.endswith(" µs |")]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| legs", "| record", "| redact", "| store", "| **total**",
+    ], out  # fmt: skip

@@ -9,7 +9,16 @@ import pytest
 from gateway import compare as c
 from gateway.pairs import Leg, Params
 from gateway.redaction import redact
-from tests.gateway.shadow_pairs import HAPPY, PARAMS, SAD, candidate, failed, pair, primary
+from tests.gateway.shadow_pairs import (
+    HAPPY,
+    PARAMS,
+    SAD,
+    candidate,
+    failed,
+    pair,
+    primary,
+    records,
+)
 
 PLAIN = Params(stream=False, max_tokens=100)
 
@@ -234,3 +243,24 @@ def test_legs_that_read_different_prompt_tokens_are_flagged() -> None:
     assert c.compare(pair("x", 0, primary(), candidate())).status == "compared"
     unknown = c.compare(pair("x", 0, primary(prompt_tokens=None), candidate(prompt_tokens=41)))
     assert unknown.status == "compared"  # a leg that reports no usage cannot be judged
+
+
+def test_agrees_is_compare_exact_on_compared_pairs_and_none_elsewhere() -> None:
+    stop = replace(PLAIN, stop=("END",))
+    stopped = primary("a", ttft_ms=None, parsed=None), candidate("a END", ttft_ms=None, parsed=None)
+    pairs = [
+        *records(),
+        pair("s", 0, *stopped, params=stop),
+        pair("t", 0, primary(), candidate(ttft_ms=None)),
+        pair("p", 0, primary(prompt_tokens=40), candidate(prompt_tokens=41)),
+        pair("e", 0, primary(""), candidate(None, parsed=None)),
+    ]
+    pairs += [redact(p) for p in pairs]
+    kinds = set()
+    for one in pairs:
+        full = c.compare(one)
+        kinds.add((full.status, full.exact))
+        assert c.agrees(one) == (full.exact if full.status == "compared" else None), one.pair_id
+    # Every branch was taken: agreeing, disagreeing, unknown, a failed leg, a parity flag.
+    compared = {("compared", True), ("compared", False), ("compared", None)}
+    assert kinds == compared | {("error", None), ("parity", None)}
