@@ -25,7 +25,7 @@ from gateway.compare import compare
 from gateway.pairs import Leg, PairRecord, Params, sha256
 from gateway.records import Recorder, RecordStore, StoreError, check_url, open_store, purge
 from gateway.records_schema import LEG_COLUMNS, NAMES
-from gateway.records_sqlite import SqliteStore
+from gateway.records_sqlite import ROWS_PER_INSERT, SqliteStore
 from gateway.redaction import error_code, labels, redact, schema_enums
 from gateway.settings import Settings, describe_errors
 from gateway.tasks import load_tasks
@@ -355,6 +355,22 @@ def test_a_pair_already_stored_is_skipped_so_retries_are_safe(store_url: str) ->
     async def scenario() -> list[PairRecord]:
         store = open_store(store_url)
         await store.write_batch(pairs[:2])
+        await store.write_batch(pairs)
+        await store.close()
+        return await read_all(store_url)
+
+    assert run(scenario()) == pairs
+
+
+def test_a_batch_of_several_statements_is_stored_whole_and_retried_safely(
+    store_url: str,
+) -> None:
+    # SQLite inserts ROWS_PER_INSERT rows per statement: a batch spans three here.
+    pairs = [make_pair(n, created_at=1000.0 + n) for n in range(2 * ROWS_PER_INSERT + 7)]
+
+    async def scenario() -> list[PairRecord]:
+        store = open_store(store_url)
+        await store.write_batch(pairs[ROWS_PER_INSERT - 1 : ROWS_PER_INSERT + 2])
         await store.write_batch(pairs)
         await store.close()
         return await read_all(store_url)
