@@ -203,6 +203,28 @@ def test_the_shadow_timeout_ends_a_slow_candidate() -> None:
     assert pair.primary.status == 200
 
 
+def test_a_primary_that_never_finishes_is_given_up_after_four_to_five_timeouts() -> None:
+    async def scenario() -> tuple[float, Pairs, Metrics, Mirror | None, bool]:
+        leg, pairs, metrics = build(FakeBackend("cand"), timeout=0.05)
+        started = perf_counter()
+        never = leg.mirror(request())  # the proxy never hands this outcome over
+        late = leg.mirror(request(1))
+        await asyncio.sleep(0.12)  # after its call ended, in time
+        finish(late)
+        await asyncio.wait(set(leg._tasks), timeout=1.0)
+        seconds = perf_counter() - started
+        await asyncio.sleep(0.06)  # one more sweep: nothing left to watch, so no timer
+        return seconds, pairs, metrics, never, leg._sweeper is None
+
+    seconds, pairs, metrics, never, unarmed = asyncio.run(scenario())
+    assert 0.2 <= seconds < 0.5
+    assert never is not None
+    assert never.outcome.cancelled()
+    assert count(metrics, "dropped", reason="primary_unfinished") == 1
+    assert [pair.primary.status for pair in pairs] == [200]
+    assert unarmed
+
+
 def cycle(draws: Iterable[float]) -> Callable[[], float]:
     values = itertools.cycle(draws)
     return lambda: next(values)
