@@ -43,37 +43,17 @@ class Metrics:
             ["backend"],
             registry=self.registry,
         )
-        self.shadow_sampled = Counter(
-            "gateway_shadow_sampled", "Requests sampled for shadowing.", registry=self.registry
-        )
-        self.shadow_completed = Counter(
-            "gateway_shadow_completed",
-            "Shadow pairs completed (both legs answered or failed).",
-            registry=self.registry,
-        )
-        self.shadow_dropped = Counter(
-            "gateway_shadow_dropped",
-            "Sampled requests not shadowed, by reason (queue_full, shutdown, ...).",
-            ["reason"],
-            registry=self.registry,
-        )
-        self.shadow_failed = Counter(
-            "gateway_shadow_failed",
-            "Shadow or noise calls that failed (error, timeout, unreadable answer).",
-            registry=self.registry,
-        )
-        self.shadow_agreement = Counter(
-            "gateway_shadow_agreement",
-            "Compared shadow pairs whose answers are identical (agree) or not (disagree); "
-            "pairs with a failed leg or a parity flag are left out, as in the report.",
-            ["result"],
-            registry=self.registry,
-        )
-        # Children made once (`labels()` costs more than the increment), both agreement series
-        # from the start, so rates start at 0.
-        self.shadow_agree = self.shadow_agreement.labels("agree")
-        self.shadow_disagree = self.shadow_agreement.labels("disagree")
-        self.shadow_queue_full = self.shadow_dropped.labels("queue_full")
+        # The shadow leg's counters: plain numbers too (`_ShadowCollector`), bumped about four
+        # times per shadowed request. `queue_full` and both agreement series exist from the
+        # start, so their rates start at 0.
+        self.shadow_sampled = Count()
+        self.shadow_completed = Count()
+        self.shadow_failed = Count()
+        self.shadow_agree = Count()
+        self.shadow_disagree = Count()
+        self.shadow_drops: dict[str, Count] = {"queue_full": Count()}  # by reason
+        self.shadow_queue_full = self.shadow_drops["queue_full"]
+        self.registry.register(_ShadowCollector(self))
 
     def observe(
         self, backend: str, route: str, status: int, seconds: float, overhead: float
@@ -94,6 +74,13 @@ class Metrics:
         if gauge is None:
             gauge = self.in_flight[(backend, route)] = InFlight()
         return gauge
+
+    def shadow_dropped(self, reason: str) -> Count:
+        """The count of sampled requests not shadowed for `reason` (made once, then reused)."""
+        count = self.shadow_drops.get(reason)
+        if count is None:
+            count = self.shadow_drops[reason] = Count()
+        return count
 
     def watch_records(self, recorder: RecorderCounts) -> None:
         """Exposes the shadow-record writer's counters, read at scrape time."""
@@ -149,6 +136,18 @@ class InFlight:
         self.value -= 1
 
 
+class Count:
+    """A counter's number, read at scrape time."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+
 class _HotCollector(Collector):
     """The hot path's series, in the names and help texts they always had."""
 
@@ -187,6 +186,46 @@ class _HotCollector(Collector):
         for route, buckets in list(metrics.overhead.items()):
             overhead.add_metric([route], buckets.cumulative(), buckets.total)
         yield from (requests, latency, in_flight, overhead)
+
+
+class _ShadowCollector(Collector):
+    """The shadow leg's series, in the names and help texts they always had."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        metrics = self._metrics
+        yield CounterMetricFamily(
+            "gateway_shadow_sampled", "Requests sampled for shadowing.",
+            value=metrics.shadow_sampled.value,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "gateway_shadow_completed", "Shadow pairs completed (both legs answered or failed).",
+            value=metrics.shadow_completed.value,
+        )  # fmt: skip
+        dropped = CounterMetricFamily(
+            "gateway_shadow_dropped",
+            "Sampled requests not shadowed, by reason (queue_full, shutdown, ...).",
+            labels=["reason"],
+        )
+        for reason, count in list(metrics.shadow_drops.items()):
+            dropped.add_metric([reason], count.value)
+        yield dropped
+        yield CounterMetricFamily(
+            "gateway_shadow_failed",
+            "Shadow or noise calls that failed (error, timeout, unreadable answer).",
+            value=metrics.shadow_failed.value,
+        )
+        agreement = CounterMetricFamily(
+            "gateway_shadow_agreement",
+            "Compared shadow pairs whose answers are identical (agree) or not (disagree); "
+            "pairs with a failed leg or a parity flag are left out, as in the report.",
+            labels=["result"],
+        )
+        agreement.add_metric(["agree"], metrics.shadow_agree.value)
+        agreement.add_metric(["disagree"], metrics.shadow_disagree.value)
+        yield agreement
 
 
 class RecorderCounts(Protocol):

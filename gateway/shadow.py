@@ -148,7 +148,7 @@ class ShadowLeg:
             for task in pending:
                 task.cancel()
             if pending:
-                self._metrics.shadow_dropped.labels("shutdown").inc(len(pending))
+                self._metrics.shadow_dropped("shutdown").inc(len(pending))
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -175,7 +175,7 @@ class ShadowLeg:
                 self._release(mirror)
             outcome = await self._primary_outcome(mirror)
         except (TimeoutError, asyncio.CancelledError):
-            self._metrics.shadow_dropped.labels("primary_unfinished").inc()
+            self._metrics.shadow_dropped("primary_unfinished").inc()
             return
         except Exception as exc:  # a bug must not escape into the event loop's log as text
             log.error("shadow leg failed: %s", type(exc).__name__)

@@ -1,4 +1,5 @@
-"""gateway.metrics: the hot path's series, kept as plain numbers, read as Prometheus text."""
+"""gateway.metrics: the hot path's and the shadow leg's series, kept as plain numbers, read as
+Prometheus text."""
 
 from __future__ import annotations
 
@@ -56,3 +57,30 @@ def test_in_flight_counts_up_and_down() -> None:
     got = samples(metrics)
     assert got[key("gateway_in_flight_requests", backend="vllm", route=CHAT)] == 1
     assert got[key("gateway_in_flight_requests", backend="triton", route=CHAT)] == 0
+
+
+def test_shadow_counters_start_at_zero_and_count_by_reason_and_result() -> None:
+    metrics = Metrics()
+    fresh = samples(metrics)
+    assert fresh[key("gateway_shadow_sampled_total")] == 0
+    assert fresh[key("gateway_shadow_dropped_total", reason="queue_full")] == 0
+    assert fresh[key("gateway_shadow_agreement_total", result="agree")] == 0
+    assert fresh[key("gateway_shadow_agreement_total", result="disagree")] == 0
+    for _ in range(3):
+        metrics.shadow_sampled.inc()
+    metrics.shadow_completed.inc()
+    metrics.shadow_failed.inc()
+    metrics.shadow_agree.inc()
+    metrics.shadow_queue_full.inc()
+    metrics.shadow_dropped("shutdown").inc(4)
+    assert metrics.shadow_dropped("shutdown") is metrics.shadow_dropped("shutdown")
+    got = samples(metrics)
+    assert got[key("gateway_shadow_sampled_total")] == 3
+    assert got[key("gateway_shadow_completed_total")] == 1
+    assert got[key("gateway_shadow_failed_total")] == 1
+    assert got[key("gateway_shadow_agreement_total", result="agree")] == 1
+    assert got[key("gateway_shadow_dropped_total", reason="queue_full")] == 1
+    assert got[key("gateway_shadow_dropped_total", reason="shutdown")] == 4
+    text = metrics.render().decode()
+    assert "# TYPE gateway_shadow_dropped_total counter" in text
+    assert "# HELP gateway_shadow_sampled_total Requests sampled for shadowing." in text
