@@ -211,7 +211,7 @@ class Gateway:
             while runtime.proxy.active and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         if runtime.shadow is not None:
-            await runtime.shadow.close(runtime.settings.shadow_timeout)
+            await runtime.shadow.close(runtime.shadow.longest_call)
         for backend in runtime.backends.values():
             await backend.close()
 

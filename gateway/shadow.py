@@ -31,6 +31,7 @@ from gateway.pairs import Leg, PairKind, PairRecord, Params, new_pair_id, sha256
 
 log = logging.getLogger("gateway.shadow")
 ROLES: tuple[Role, ...] = ("primary", "candidate")
+SWEEPS_PER_TIMEOUT = 4  # `ShadowLeg._sweep` runs every quarter of a shadow timeout
 
 
 class Sink(Protocol):
@@ -69,6 +70,9 @@ class Mirror:
     stream: bool
     started: float = field(default_factory=perf_counter)
     admitted: bool = True  # holds one of the leg's places until its calls are done
+    task: asyncio.Task[None] | None = None  # the leg's task running its calls
+    calls_until: float = 0.0  # loop time its calls time out (`ShadowLeg._sweep`)
+    timed_out: bool = False  # its calls were ended by the shadow timeout
     waiting_since: float = 0.0  # loop time its calls ended and the wait for the primary began
 
     def finish(self, outcome: PrimaryOutcome) -> None:
@@ -99,6 +103,7 @@ class ShadowLeg:
         self.admitted = 0  # shadows running or waiting for a place to run
         self._slots = asyncio.Semaphore(config.max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._calling: set[Mirror] = set()  # calls under way
         self._waiting: set[Mirror] = set()  # calls done, the primary's outcome not yet in
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -127,6 +132,7 @@ class ShadowLeg:
         task = asyncio.create_task(
             self._run(mirror, upstream, params, parse, prompt_version, noise)
         )
+        mirror.task = task
         self._tasks.add(task)
         # Also when cancelled before it ever ran, so its place is never lost.
         task.add_done_callback(lambda done: self._done(done, mirror))
@@ -165,12 +171,7 @@ class ShadowLeg:
         try:
             try:
                 async with self._slots:
-                    shadow = self._call(self.candidate, upstream, "shadow", parse)
-                    if noise:
-                        noisy = self._call(self.primary, upstream, "noise", parse)
-                        results: list[Leg] = list(await asyncio.gather(shadow, noisy))
-                    else:  # most shadows: awaited here, no task of its own to schedule
-                        results = [await shadow]
+                    results = await self._calls(mirror, upstream, parse, noise)
             finally:
                 self._release(mirror)
             outcome = await self._primary_outcome(mirror)
@@ -186,31 +187,72 @@ class ShadowLeg:
         for kind, leg in zip(kinds, results, strict=False):
             self._record(kind, upstream, params, primary, leg, prompt_version)
 
+    async def _calls(
+        self, mirror: Mirror, upstream: UpstreamRequest, parse: Parser | None, noise: bool
+    ) -> list[Leg]:
+        """The shadow call, and the noise call if drawn; `_sweep` ends them after 1 to 1.25
+        shadow timeouts (`longest_call`; both, when one is late: a noise answer is then lost)."""
+        loop = asyncio.get_running_loop()
+        started = perf_counter()
+        mirror.calls_until = loop.time() + self._config.timeout
+        self._calling.add(mirror)
+        self._arm(loop)
+        try:
+            shadow = self._call(self.candidate, upstream, "shadow", parse)
+            if not noise:  # most shadows: awaited here, no task of its own to schedule
+                return [await shadow]
+            noisy = self._call(self.primary, upstream, "noise", parse)
+            return list(await asyncio.gather(shadow, noisy))
+        except asyncio.CancelledError:
+            if not mirror.timed_out or mirror.task is None:
+                raise  # not the timeout's: shutdown
+            mirror.task.uncancel()
+            called = [self.candidate, self.primary] if noise else [self.candidate]
+            self._metrics.shadow_failed.inc(len(called))
+            return [legs.failed(b.name, 504, "shadow timeout", _ms(started)) for b in called]
+        finally:
+            self._calling.discard(mirror)
+
     async def _primary_outcome(self, mirror: Mirror) -> PrimaryOutcome:
-        """What the proxy handed over; cancelled (`_sweep`) after 4 to 5 shadow timeouts."""
+        """What the proxy handed over; cancelled by `_sweep` after 4 to 4.25 shadow timeouts."""
         if mirror.outcome.done():
             return mirror.outcome.result()
         loop = asyncio.get_running_loop()
         mirror.waiting_since = loop.time()
         self._waiting.add(mirror)
-        if self._sweeper is None:
-            self._sweeper = loop.call_later(self._config.timeout, self._sweep)
+        self._arm(loop)
         try:
             return await mirror.outcome
         finally:
             self._waiting.discard(mirror)
 
+    @property
+    def longest_call(self) -> float:
+        """Seconds a call may run before `_sweep` ends it: the timeout and one sweep period."""
+        return self._config.timeout * (1 + 1 / SWEEPS_PER_TIMEOUT)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._sweeper is None:
+            period = self._config.timeout / SWEEPS_PER_TIMEOUT
+            self._sweeper = loop.call_later(period, self._sweep)
+
     def _sweep(self) -> None:
-        """Gives up on the primaries awaited for 4 shadow timeouts or more (a bug, or a stream
-        still running): one timer for every waiting shadow, every shadow timeout, as an
-        `asyncio.timeout` each cost 7.5 µs per shadow on uvloop (benchmarks/README.md)."""
+        """Ends the calls past the shadow timeout, and gives up on primaries awaited for 4 of
+        them (a bug, or a stream still running). One timer for all, every quarter of a shadow
+        timeout, while any are under way: an `asyncio.timeout` per call and per wait cost
+        7.5 µs each on uvloop (benchmarks/README.md)."""
         loop = asyncio.get_running_loop()
-        given_up = loop.time() - 4 * self._config.timeout
+        now = loop.time()
+        for mirror in [m for m in self._calling if m.calls_until <= now and not m.timed_out]:
+            if mirror.task is not None:
+                mirror.timed_out = True
+                mirror.task.cancel()  # `_calls` turns it into failed legs
+        given_up = now - 4 * self._config.timeout
         for mirror in [m for m in self._waiting if m.waiting_since <= given_up]:
             mirror.outcome.cancel()  # a no-op once it is done; its waiter counts the drop
         self._sweeper = None
-        if self._waiting:
-            self._sweeper = loop.call_later(self._config.timeout, self._sweep)
+        if self._calling or self._waiting:
+            self._arm(loop)
 
     async def _call(
         self, backend: Backend, upstream: UpstreamRequest, tag: str, parse: Parser | None
@@ -228,22 +270,19 @@ class ShadowLeg:
         request = upstream.tagged(tag)
         started = perf_counter()
         try:
-            async with asyncio.timeout(self._config.timeout):
-                if not upstream.stream:
-                    completion = await backend.complete(request)
-                    return legs.from_body(backend.name, completion.body, _ms(started), parse)
-                chunks: list[tuple[float, bytes]] = []
-                events = await backend.stream(request)
-                try:
-                    async for chunk in events:
-                        chunks.append((perf_counter(), chunk))
-                finally:
-                    await events.aclose()
-                return legs.from_events(backend.name, chunks, started, perf_counter(), parse)
+            if not upstream.stream:
+                completion = await backend.complete(request)
+                return legs.from_body(backend.name, completion.body, _ms(started), parse)
+            chunks: list[tuple[float, bytes]] = []
+            events = await backend.stream(request)
+            try:
+                async for chunk in events:
+                    chunks.append((perf_counter(), chunk))
+            finally:
+                await events.aclose()
+            return legs.from_events(backend.name, chunks, started, perf_counter(), parse)
         except GatewayError as exc:
             return legs.failed(backend.name, exc.status_code, exc.message, _ms(started))
-        except TimeoutError:
-            return legs.failed(backend.name, 504, "shadow timeout", _ms(started))
 
     def _record(
         self,

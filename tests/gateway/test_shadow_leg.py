@@ -93,8 +93,9 @@ def build(
     queue: int = 4,
     timeout: float = 2.0,
     draw: Callable[[], float] = lambda: 0.0,
+    noise_rate: float = 0.0,
 ) -> tuple[ShadowLeg, Pairs, Metrics]:
-    config = ShadowConfig(rate, 0.0, max_in_flight, queue, timeout, keep_text=True)
+    config = ShadowConfig(rate, noise_rate, max_in_flight, queue, timeout, keep_text=True)
     pairs, metrics = Pairs(), Metrics()
     leg = ShadowLeg(FakeBackend("primary"), candidate, config, pairs, metrics, draw)
     return leg, pairs, metrics
@@ -203,7 +204,7 @@ def test_the_shadow_timeout_ends_a_slow_candidate() -> None:
     assert pair.primary.status == 200
 
 
-def test_a_primary_that_never_finishes_is_given_up_after_four_to_five_timeouts() -> None:
+def test_a_primary_that_never_finishes_is_given_up_after_four_shadow_timeouts() -> None:
     async def scenario() -> tuple[float, Pairs, Metrics, Mirror | None, bool]:
         leg, pairs, metrics = build(FakeBackend("cand"), timeout=0.05)
         started = perf_counter()
@@ -223,6 +224,37 @@ def test_a_primary_that_never_finishes_is_given_up_after_four_to_five_timeouts()
     assert count(metrics, "dropped", reason="primary_unfinished") == 1
     assert [pair.primary.status for pair in pairs] == [200]
     assert unarmed
+
+
+def test_the_timeout_ends_both_calls_of_a_noise_sample_and_counts_both_failed() -> None:
+    async def scenario() -> tuple[Pairs, Metrics]:
+        leg, pairs, metrics = build(FakeBackend("cand", delay=30.0), timeout=0.2, noise_rate=1.0)
+        finish(leg.mirror(request()))
+        await leg.close(5.0)
+        return pairs, metrics
+
+    pairs, metrics = asyncio.run(scenario())
+    assert [(p.kind, p.candidate.status, p.candidate.error) for p in pairs] == [
+        ("shadow", 504, "shadow timeout"),
+        ("noise", 504, "shadow timeout"),
+    ]
+    assert count(metrics, "failed") == 2
+
+
+def test_shutdown_cancels_calls_under_way_without_recording_a_timeout() -> None:
+    async def scenario() -> tuple[Pairs, Metrics, ShadowLeg]:
+        leg, pairs, metrics = build(FakeBackend("cand", delay=30.0), timeout=10.0)
+        finish(leg.mirror(request()))
+        await asyncio.sleep(0.05)
+        await leg.close(0.1)
+        await asyncio.sleep(0)  # the cancelled task ends
+        return pairs, metrics, leg
+
+    pairs, metrics, leg = asyncio.run(scenario())
+    assert pairs == []
+    assert count(metrics, "dropped", reason="shutdown") == 1
+    assert count(metrics, "failed") == 0
+    assert leg._sweeper is None
 
 
 def cycle(draws: Iterable[float]) -> Callable[[], float]:
