@@ -57,6 +57,9 @@ class Completion:
     """A finished non-streaming answer: the OpenAI JSON body the client receives."""
 
     body: bytes
+    # The body parsed, when the adapter parsed it anyway: a shadowed pair's legs are read from
+    # it (`gateway.legs.from_body`) instead of parsing the body again.
+    answer: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

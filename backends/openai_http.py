@@ -82,11 +82,12 @@ class OpenAIHTTPBackend:
             data = await self._retried(failure, lambda: self._post_and_read(request, body))
         try:
             # A cheap check (microseconds) that spares clients a 200 they cannot parse.
-            orjson.loads(data)
+            answer = orjson.loads(data)
         except orjson.JSONDecodeError:
             message = f"backend '{self.name}' answered with invalid JSON"
             raise BackendProtocolError(message) from None
-        return Completion(_rename_model(data, served, request.public_model, count=1))
+        renamed = _rename_model(data, served, request.public_model, count=1)
+        return Completion(renamed, answer if isinstance(answer, dict) else None)
 
     async def stream(self, request: UpstreamRequest) -> EventStream:
         served = self._served_model or await self._served()

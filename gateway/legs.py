@@ -16,10 +16,18 @@ from gateway.pairs import Leg
 Parser = Callable[[str], dict[str, Any] | None]
 
 
-def from_body(backend: str, body: bytes, e2e_ms: float, parse: Parser | None = None) -> Leg:
-    """A non-streamed OpenAI answer (`chat.completion` or `text_completion`)."""
+def from_body(
+    backend: str,
+    body: bytes,
+    e2e_ms: float,
+    parse: Parser | None = None,
+    answer: dict[str, Any] | None = None,
+) -> Leg:
+    """A non-streamed OpenAI answer (`chat.completion` or `text_completion`); `answer` is the
+    body already parsed, when the backend adapter parsed it (`Completion.answer`)."""
     try:
-        answer = orjson.loads(body)
+        if answer is None:
+            answer = orjson.loads(body)
         choice = answer["choices"][0]
         message = choice.get("message")
         text = message.get("content") if isinstance(message, dict) else choice.get("text")

@@ -183,7 +183,7 @@ class Proxy:
             in_flight.dec()
         if exchange.mirror is not None:
             exchange.mirror.finish(
-                PrimaryOutcome(200, waited, perf_counter(), body=completion.body)
+                PrimaryOutcome(200, waited, perf_counter(), completion.body, completion.answer)
             )
         result = task.result(completion.body)
         answer = result.body(include_raw=exchange.debug == b"raw")
@@ -211,7 +211,8 @@ class Proxy:
         exchange.upstream_wait = perf_counter() - waited
         body = completion.body
         if exchange.mirror is not None:
-            exchange.mirror.finish(PrimaryOutcome(200, waited, perf_counter(), body=body))
+            outcome = PrimaryOutcome(200, waited, perf_counter(), body, completion.answer)
+            exchange.mirror.finish(outcome)
         await send(
             {
                 "type": "http.response.start",

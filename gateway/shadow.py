@@ -58,6 +58,7 @@ class PrimaryOutcome:
     started: float
     ended: float = 0.0
     body: bytes | None = None
+    answer: dict[str, Any] | None = None  # the body parsed (`Completion.answer`), if it was
     chunks: list[tuple[float, bytes]] = field(default_factory=list)
     error: str | None = None
 
@@ -272,7 +273,8 @@ class ShadowLeg:
         try:
             if not upstream.stream:
                 completion = await backend.complete(request)
-                return legs.from_body(backend.name, completion.body, _ms(started), parse)
+                body, answer = completion.body, completion.answer
+                return legs.from_body(backend.name, body, _ms(started), parse, answer)
             chunks: list[tuple[float, bytes]] = []
             events = await backend.stream(request)
             try:
@@ -350,7 +352,7 @@ def _primary_leg(name: str, outcome: PrimaryOutcome, stream: bool, parse: Parser
         return legs.failed(name, outcome.status, outcome.error or "failed", e2e)
     if stream:
         return legs.from_events(name, outcome.chunks, outcome.started, outcome.ended, parse)
-    return legs.from_body(name, outcome.body or b"", e2e, parse)
+    return legs.from_body(name, outcome.body or b"", e2e, parse, outcome.answer)
 
 
 def _ms(started: float) -> float:

@@ -62,3 +62,9 @@ def test_stream_error_event_fails_the_leg() -> None:
     assert leg.status == 502
     assert leg.error == "engine died"
     assert leg.text is None
+
+
+def test_a_body_the_adapter_already_parsed_is_not_parsed_again() -> None:
+    answer = orjson.loads(chat_body('{"mood": "sad"}'))
+    leg = legs.from_body("vllm", b"not parsed again", 3.0, answer=answer)
+    assert (leg.status, leg.text, leg.parsed) == (200, '{"mood": "sad"}', {"mood": "sad"})

@@ -5,6 +5,7 @@ At temperature 0 the gateway must answer exactly what vLLM answers directly.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -12,9 +13,11 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 
-from backends.vllm import VllmSettings
+from backends.base import Completion, Route, UpstreamRequest
+from backends.vllm import VllmSettings, create
 from gateway.app import create_app
 from gateway.devstack.vllm_engine import VllmEngine
 from gateway.settings import Settings
@@ -298,3 +301,23 @@ def settled(read: Callable[[], float], above: float, quiet: float = 1.0) -> floa
         elif value > above and time.monotonic() - since >= quiet:
             return value
     pytest.fail(f"vLLM's counter did not settle in 30 s: {value} (from {above})")
+
+
+def test_a_completion_carries_its_body_parsed_for_the_shadow_leg(vllm_engine: VllmEngine) -> None:
+    async def scenario() -> Completion:
+        backend = create("vllm", VllmSettings(url=vllm_engine.url, model=TINY_MODEL))
+        payload = {"model": "public-name", "messages": MESSAGES, "max_tokens": 4}
+        try:
+            return await backend.complete(
+                UpstreamRequest(
+                    Route.CHAT, orjson.dumps(payload), payload, "public-name", "r", False
+                )
+            )
+        finally:
+            await backend.close()
+
+    completion = asyncio.run(scenario())
+    body = json.loads(completion.body)
+    assert body["model"] == "public-name"  # renamed in the bytes the client gets
+    assert completion.answer == {**body, "model": TINY_MODEL}  # as the engine sent it
+    assert completion.answer["choices"][0]["message"]["content"]
