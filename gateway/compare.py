@@ -105,11 +105,13 @@ def text_kept(pair: PairRecord) -> bool:
     return pair.request is not None
 
 
-def schema_valid(pair: PairRecord, role: Role) -> bool | None:
+def schema_valid(pair: PairRecord, role: Role, *, text: bool | None = None) -> bool | None:
     """Does a successful leg's answer satisfy the requested structured output? None when the
     request asked for none, or its schema is itself invalid. A verdict recorded before the text
     was hashed (`extra["<role>_schema_valid"]`) wins; in hashes mode without one, only "is it a
-    JSON object" can be judged, as the stored labels may lack the schema's free-text fields."""
+    JSON object" can be judged, as the stored labels may lack the schema's free-text fields.
+    `text=True`: the legs still hold the answers' own text, though the pair will be stored
+    without it (`text_kept` is False): the shadow leg judges it then (`gateway.pairing`)."""
     leg = pair.primary if role == "primary" else pair.candidate
     params = pair.params
     if failed(leg) or (params.schema is None and params.response_format != "json_object"):
@@ -120,7 +122,7 @@ def schema_valid(pair: PairRecord, role: Role) -> bool | None:
     value = structured(leg)
     if value is None:
         return False
-    if params.schema is None or not text_kept(pair):
+    if params.schema is None or not (text_kept(pair) if text is None else text):
         return True
     validator = _validator(orjson.dumps(params.schema, option=orjson.OPT_SORT_KEYS))
     if validator is None:

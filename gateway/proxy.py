@@ -30,6 +30,7 @@ from gateway.auth import KeyCheck
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.guard import Guarded
 from gateway.metrics import Metrics
+from gateway.pairing import PrimaryOutcome
 from gateway.parsing import parse_body
 from gateway.relay import (
     CLIENT_CLOSED,
@@ -41,7 +42,7 @@ from gateway.relay import (
     user_of,
 )
 from gateway.routing import Router
-from gateway.shadow import PrimaryOutcome, ShadowLeg
+from gateway.shadow import ShadowLeg
 from gateway.tasks import PROMPT_VERSION_HEADER, Task
 
 log = logging.getLogger("gateway.proxy")

@@ -4,10 +4,11 @@ The client's answer never waits for, nor depends on, the candidate: the hot path
 to sample (a random draw), checks admission (one integer comparison) and starts a task. That
 task calls the candidate with the same body, in the same streaming mode, waits for the
 primary's outcome, which the proxy hands over when the client's answer is done, and records
-the pair. A fraction of sampled requests also goes to the primary a second time: the noise
-floor. The leg is bounded: at most `max_in_flight` calls run, `queue` more wait, the rest are
-dropped and counted; each call has its own timeout. Admission is counted when `mirror` returns,
-not when the task first runs, so a burst of requests cannot overfill the queue.
+the pair (`gateway.pairing`). A fraction of sampled requests also goes to the primary a second
+time: the noise floor. The leg is bounded: at most `max_in_flight` calls run, `queue` more
+wait, the rest are dropped and counted; one timer ends the calls past the shadow timeout.
+Admission is counted when `mirror` returns, not when the task first runs, so a burst of
+requests cannot overfill the queue.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -23,14 +23,14 @@ from typing import Any, Protocol
 
 from backends.base import Backend, UpstreamRequest
 from gateway import legs
-from gateway.compare import Role, agrees, failed, schema_valid
+from gateway.compare import agrees, failed
 from gateway.errors import GatewayError
 from gateway.legs import Parser
 from gateway.metrics import Metrics
-from gateway.pairs import Leg, PairKind, PairRecord, Params, new_pair_id, sha256
+from gateway.pairing import PrimaryOutcome, pair_of, params_of, primary_leg
+from gateway.pairs import Leg, PairKind, PairRecord, Params
 
 log = logging.getLogger("gateway.shadow")
-ROLES: tuple[Role, ...] = ("primary", "candidate")
 SWEEPS_PER_TIMEOUT = 4  # `ShadowLeg._sweep` runs every quarter of a shadow timeout
 
 
@@ -48,19 +48,6 @@ class ShadowConfig:
     queue: int
     timeout: float
     keep_text: bool
-
-
-@dataclass(slots=True)
-class PrimaryOutcome:
-    """What the client got, captured by the proxy as cheaply as possible (parsed later)."""
-
-    status: int
-    started: float
-    ended: float = 0.0
-    body: bytes | None = None
-    answer: dict[str, Any] | None = None  # the body parsed (`Completion.answer`), if it was
-    chunks: list[tuple[float, bytes]] = field(default_factory=list)
-    error: str | None = None
 
 
 @dataclass(slots=True, eq=False)  # by identity: the leg keeps the waiting ones in a set
@@ -183,7 +170,7 @@ class ShadowLeg:
             log.error("shadow leg failed: %s", type(exc).__name__)
             self._metrics.shadow_failed.inc()
             return
-        primary = _primary_leg(self.primary.name, outcome, mirror.stream, parse)
+        primary = primary_leg(self.primary.name, outcome, mirror.stream, parse)
         kinds: tuple[PairKind, ...] = ("shadow", "noise")
         for kind, leg in zip(kinds, results, strict=False):
             self._record(kind, upstream, params, primary, leg, prompt_version)
@@ -295,25 +282,8 @@ class ShadowLeg:
         other: Leg,
         prompt_version: str | None,
     ) -> None:
-        pair = PairRecord(
-            pair_id=new_pair_id(),
-            created_at=time.time(),
-            kind=kind,
-            public_model=upstream.public_model,
-            route=upstream.route.path,
-            request_hash=sha256(upstream.raw),
-            request=upstream.raw.decode("utf-8", "replace") if self._config.keep_text else None,
-            params=params,
-            primary=primary,
-            candidate=other,
-            prompt_version=prompt_version,
-            extra={},
-        )
-        if params.schema is not None or params.response_format == "json_object":
-            # Judged now, while the text exists: the hashes mode stores no text to judge later.
-            # Into the record's own new dict, before anything else can see the record.
-            verdicts = {f"{role}_schema_valid": schema_valid(pair, role) for role in ROLES}
-            pair.extra.update(verdicts)
+        keep_text = self._config.keep_text
+        pair = pair_of(kind, upstream, params, primary, other, prompt_version, keep_text)
         if kind == "shadow":
             self._count(pair)
         self._sink.record(pair)
@@ -325,34 +295,6 @@ class ShadowLeg:
         agreed = agrees(pair)
         if agreed is not None:
             (self._metrics.shadow_agree if agreed else self._metrics.shadow_disagree).inc()
-
-
-def params_of(payload: Mapping[str, Any], task_schema: dict[str, Any] | None = None) -> Params:
-    """The decoding parameters a request asked for, for the parity check; a task alias's
-    request carries its task's output schema."""
-    response_format = payload.get("response_format") or {}
-    schema = task_schema
-    if response_format.get("type") == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
-    stop = payload.get("stop") or ()
-    max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
-    return Params(
-        stream=bool(payload.get("stream")),
-        max_tokens=max_tokens if isinstance(max_tokens, int) else None,
-        temperature=payload.get("temperature"),
-        stop=(stop,) if isinstance(stop, str) else tuple(stop),
-        schema=schema if isinstance(schema, dict) else None,
-        response_format=response_format.get("type"),
-    )
-
-
-def _primary_leg(name: str, outcome: PrimaryOutcome, stream: bool, parse: Parser | None) -> Leg:
-    e2e = (outcome.ended - outcome.started) * 1000.0
-    if outcome.error is not None or outcome.status != 200:
-        return legs.failed(name, outcome.status, outcome.error or "failed", e2e)
-    if stream:
-        return legs.from_events(name, outcome.chunks, outcome.started, outcome.ended, parse)
-    return legs.from_body(name, outcome.body or b"", e2e, parse, outcome.answer)
 
 
 def _ms(started: float) -> float:

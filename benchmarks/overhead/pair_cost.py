@@ -28,12 +28,13 @@ from procs import GATEWAY_CORE
 from backends.base import Route, UpstreamRequest
 from gateway import legs
 from gateway.metrics import Metrics
+from gateway.pairing import params_of
 from gateway.pairs import PairRecord
 from gateway.parsing import parse_body
 from gateway.records_sqlite import SqliteStore
 from gateway.redaction import redact
 from gateway.settings import Settings
-from gateway.shadow import ShadowConfig, ShadowLeg, params_of
+from gateway.shadow import ShadowConfig, ShadowLeg
 
 STEPS = ("legs", "record", "redact", "store")
 

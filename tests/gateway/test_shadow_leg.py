@@ -19,8 +19,9 @@ import pytest
 from backends.base import Backend, Completion, EventStream, Health, Route, UpstreamRequest
 from gateway.errors import BackendUnavailable, GatewayError
 from gateway.metrics import Metrics
+from gateway.pairing import PrimaryOutcome
 from gateway.pairs import PairRecord
-from gateway.shadow import Mirror, PrimaryOutcome, ShadowConfig, ShadowLeg
+from gateway.shadow import Mirror, ShadowConfig, ShadowLeg
 
 
 def answer(text: str) -> bytes:
