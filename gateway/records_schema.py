@@ -55,7 +55,11 @@ _PARAM_FIELDS = set(_PARAM_NAMES)
 
 
 def create_statements(types: Mapping[ColumnType, str]) -> list[str]:
-    """DDL for the table and its two indexes, given the dialect's name for each column type."""
+    """DDL for the table and its index, given the dialect's name for each column type.
+
+    Reads select everything or from a time on (`created_at`), and purges go by time. An index
+    on `kind`, which no query used, cost each SQLite insert 2 to 4 µs of its 20 to 28 (three
+    runs of 60,000 rows): stores made before lose it on their next start."""
     columns = ",\n    ".join(
         f"{name} {types[kind]}{' NOT NULL' if name in _REQUIRED else ''}"
         + (" PRIMARY KEY" if name == "pair_id" else "")
@@ -64,7 +68,7 @@ def create_statements(types: Mapping[ColumnType, str]) -> list[str]:
     return [
         f"CREATE TABLE IF NOT EXISTS pairs (\n    {columns}\n)",
         "CREATE INDEX IF NOT EXISTS pairs_created_at ON pairs (created_at)",
-        "CREATE INDEX IF NOT EXISTS pairs_kind ON pairs (kind)",
+        "DROP INDEX IF EXISTS pairs_kind",
     ]
 
 

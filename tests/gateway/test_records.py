@@ -24,8 +24,8 @@ from gateway import cli, legs
 from gateway.compare import compare
 from gateway.pairs import Leg, PairRecord, Params, sha256
 from gateway.records import Recorder, RecordStore, StoreError, check_url, open_store, purge
-from gateway.records_schema import LEG_COLUMNS, NAMES
-from gateway.records_sqlite import ROWS_PER_INSERT, SqliteStore
+from gateway.records_schema import LEG_COLUMNS, NAMES, create_statements
+from gateway.records_sqlite import ROWS_PER_INSERT, TYPES, SqliteStore
 from gateway.redaction import error_code, labels, redact, schema_enums
 from gateway.settings import Settings, describe_errors
 from gateway.tasks import load_tasks
@@ -619,7 +619,31 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(pairs)")}
     conn.close()
     assert mode == "wal"
-    assert {"pairs_created_at", "pairs_kind"} <= indexes
+    assert "pairs_created_at" in indexes
+    assert "pairs_kind" not in indexes  # no query reads by kind: the index only cost inserts
+
+
+def test_a_store_made_before_loses_its_unused_kind_index(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for statement in create_statements(TYPES):
+            conn.execute(statement)
+        conn.execute("CREATE INDEX pairs_kind ON pairs (kind)")
+    conn.close()
+
+    pair = make_pair(0)
+
+    async def scenario() -> list[PairRecord]:
+        store = open_store(f"sqlite:///{path}")
+        await store.write_batch([pair])
+        await store.close()
+        return await read_all(f"sqlite:///{path}")
+
+    assert run(scenario()) == [pair]
+    with sqlite3.connect(path) as conn:
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(pairs)")}
+    conn.close()
+    assert "pairs_kind" not in indexes
 
 
 def test_sqlite_purge_leaves_no_text_in_the_file(tmp_path: Path) -> None:
