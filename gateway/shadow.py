@@ -172,8 +172,12 @@ class ShadowLeg:
             return
         primary = primary_leg(self.primary.name, outcome, mirror.stream, parse)
         kinds: tuple[PairKind, ...] = ("shadow", "noise")
+        keep_text = self._config.keep_text
         for kind, leg in zip(kinds, results, strict=False):
-            self._record(kind, upstream, params, primary, leg, prompt_version)
+            pair = pair_of(kind, upstream, params, primary, leg, prompt_version, keep_text)
+            if kind == "shadow":
+                count_agreement(self._metrics, pair)
+            self._sink.record(pair)
 
     async def _calls(
         self, mirror: Mirror, upstream: UpstreamRequest, parse: Parser | None, noise: bool
@@ -273,28 +277,14 @@ class ShadowLeg:
         except GatewayError as exc:
             return legs.failed(backend.name, exc.status_code, exc.message, _ms(started))
 
-    def _record(
-        self,
-        kind: PairKind,
-        upstream: UpstreamRequest,
-        params: Params,
-        primary: Leg,
-        other: Leg,
-        prompt_version: str | None,
-    ) -> None:
-        keep_text = self._config.keep_text
-        pair = pair_of(kind, upstream, params, primary, other, prompt_version, keep_text)
-        if kind == "shadow":
-            self._count(pair)
-        self._sink.record(pair)
 
-    def _count(self, pair: PairRecord) -> None:
-        """Agreement as the report counts it: only pairs whose legs both answered the same
-        request; a failed leg is counted as failed (in `_call`), never as a disagreement."""
-        self._metrics.shadow_completed.inc()
-        agreed = agrees(pair)
-        if agreed is not None:
-            (self._metrics.shadow_agree if agreed else self._metrics.shadow_disagree).inc()
+def count_agreement(metrics: Metrics, pair: PairRecord) -> None:
+    """Agreement as the report counts it: only pairs whose legs both answered the same
+    request; a failed leg is counted as failed (in `_call`), never as a disagreement."""
+    metrics.shadow_completed.inc()
+    agreed = agrees(pair)
+    if agreed is not None:
+        (metrics.shadow_agree if agreed else metrics.shadow_disagree).inc()
 
 
 def _ms(started: float) -> float:

@@ -5,9 +5,10 @@ Usage: ``python benchmarks/overhead/pair_cost.py [--pairs N] [--rounds R]``
 The overhead run's shadow point (every request shadowed, records in SQLite, hashes mode) spends
 its CPU in two places: the candidate's call, and this. Here the same code runs without a
 server, on the gateway's core, on the overhead run's request and nginx's static answer: the
-legs read (`gateway.legs`), the pair built, judged and counted (`ShadowLeg._record`), redacted
-(`gateway.redaction`), turned into rows and inserted in batches of `GATEWAY_RECORDS_BATCH`
-(`SqliteStore`). Prints the median of R rounds of N pairs, in µs per pair.
+legs read (`gateway.legs`), the pair built and judged (`gateway.pairing`) and counted
+(`gateway.shadow.count_agreement`), redacted (`gateway.redaction`), turned into rows and
+inserted in batches of `GATEWAY_RECORDS_BATCH` (`SqliteStore`). Prints the median of R rounds
+of N pairs, in µs per pair.
 """
 
 import argparse
@@ -28,32 +29,15 @@ from procs import GATEWAY_CORE
 from backends.base import Route, UpstreamRequest
 from gateway import legs
 from gateway.metrics import Metrics
-from gateway.pairing import params_of
+from gateway.pairing import pair_of, params_of
 from gateway.pairs import PairRecord
 from gateway.parsing import parse_body
 from gateway.records_sqlite import SqliteStore
 from gateway.redaction import redact
 from gateway.settings import Settings
-from gateway.shadow import ShadowConfig, ShadowLeg
+from gateway.shadow import count_agreement
 
 STEPS = ("legs", "record", "redact", "store")
-
-
-class Named:
-    """The shadow leg reads only its backends' names once the answers are in."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-class Pairs:
-    """The shadow leg's sink: the recorder's queue, without its writer task."""
-
-    def __init__(self) -> None:
-        self.queued: list[PairRecord] = []
-
-    def record(self, pair: PairRecord) -> None:
-        self.queued.append(pair)
 
 
 async def one_round(pairs: int, batch: int, store: SqliteStore) -> dict[str, float]:
@@ -61,9 +45,8 @@ async def one_round(pairs: int, batch: int, store: SqliteStore) -> dict[str, flo
     body, answer = benchmark_body(), static_answer()
     payload, _ = parse_body(Route.CHAT, body)
     request = UpstreamRequest(Route.CHAT, body, payload, "phi-3-mini-4k-instruct", "r1", False)
-    config = ShadowConfig(1.0, 0.0, 64, 128, 30.0, keep_text=False)
-    sink = Pairs()
-    leg = ShadowLeg(Named("primary"), Named("candidate"), config, sink, Metrics())  # type: ignore[arg-type]
+    metrics = Metrics()
+    queued: list[PairRecord] = []  # the recorder's queue, without its writer task
     spent = dict.fromkeys(STEPS, 0.0)
     for _ in range(pairs // batch):
         started = time.perf_counter()
@@ -75,10 +58,12 @@ async def one_round(pairs: int, batch: int, store: SqliteStore) -> dict[str, flo
             read.append((params, primary, candidate))
         legs_done = time.perf_counter()
         for params, primary, candidate in read:
-            leg._record("shadow", request, params, primary, candidate, None)
+            pair = pair_of("shadow", request, params, primary, candidate, None, keep_text=False)
+            count_agreement(metrics, pair)
+            queued.append(pair)
         recorded = time.perf_counter()
-        prepared = [redact(pair) for pair in sink.queued]
-        sink.queued.clear()
+        prepared = [redact(pair) for pair in queued]
+        queued.clear()
         redacted = time.perf_counter()
         await store.write_batch(prepared)
         stored = time.perf_counter()
