@@ -94,6 +94,7 @@ class ShadowLeg:
         self._calling: set[Mirror] = set()  # calls under way
         self._waiting: set[Mirror] = set()  # calls done, the primary's outcome not yet in
         self._sweeper: asyncio.TimerHandle | None = None
+        self._closing = False
 
     def mirror(
         self,
@@ -139,6 +140,7 @@ class ShadowLeg:
         """Lets running shadows finish until `deadline` (seconds), then cancels the rest."""
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=deadline)
+            self._closing = True  # what is cancelled now is counted as a shutdown drop only
             for task in pending:
                 task.cancel()
             if pending:
@@ -164,7 +166,8 @@ class ShadowLeg:
                 self._release(mirror)
             outcome = await self._primary_outcome(mirror)
         except (TimeoutError, asyncio.CancelledError):
-            self._metrics.shadow_dropped("primary_unfinished").inc()
+            if not self._closing:
+                self._metrics.shadow_dropped("primary_unfinished").inc()
             return
         except Exception as exc:  # a bug must not escape into the event loop's log as text
             log.error("shadow leg failed: %s", type(exc).__name__)

@@ -254,6 +254,7 @@ def test_shutdown_cancels_calls_under_way_without_recording_a_timeout() -> None:
     pairs, metrics, leg = asyncio.run(scenario())
     assert pairs == []
     assert count(metrics, "dropped", reason="shutdown") == 1
+    assert count(metrics, "dropped", reason="primary_unfinished") == 0  # counted once
     assert count(metrics, "failed") == 0
     assert leg._sweeper is None
 
