@@ -123,19 +123,6 @@ class Served:
         self.latency = Buckets(bounds)
 
 
-class InFlight:
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def inc(self) -> None:
-        self.value += 1
-
-    def dec(self) -> None:
-        self.value -= 1
-
-
 class Count:
     """A counter's number, read at scrape time."""
 
@@ -146,6 +133,15 @@ class Count:
 
     def inc(self, amount: int = 1) -> None:
         self.value += amount
+
+
+class InFlight(Count):
+    """A gauge's number: a count that also goes down."""
+
+    __slots__ = ()
+
+    def dec(self) -> None:
+        self.value -= 1
 
 
 class _HotCollector(Collector):

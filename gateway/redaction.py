@@ -37,8 +37,9 @@ def redact(record: PairRecord) -> PairRecord:
     """
     enums = schema_enums(record.params.schema)
     digests: dict[str, str] = {}  # the legs often say the same: each text hashed once
-    # Built directly, every field named: dataclasses.replace cost three times as much, and
-    # this runs three times per stored pair (tests/gateway/test_records.py checks each field).
+    # Built directly, every field named: dataclasses.replace costs 1.7 times as much (2.4
+    # against 1.4 µs for a `Leg`), and this runs for every stored pair, three records each
+    # (tests/gateway/test_records.py checks each field).
     return PairRecord(
         pair_id=record.pair_id,
         created_at=record.created_at,

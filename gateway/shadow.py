@@ -32,6 +32,7 @@ from gateway.pairs import Leg, PairKind, PairRecord, Params
 
 log = logging.getLogger("gateway.shadow")
 SWEEPS_PER_TIMEOUT = 4  # `ShadowLeg._sweep` runs every quarter of a shadow timeout
+PRIMARY_WAIT_TIMEOUTS = 4  # shadow timeouts a finished call waits for its primary's answer
 
 
 class Sink(Protocol):
@@ -242,7 +243,7 @@ class ShadowLeg:
             if mirror.task is not None:
                 mirror.timed_out = True
                 mirror.task.cancel()  # `_calls` turns it into failed legs
-        given_up = now - 4 * self._config.timeout
+        given_up = now - PRIMARY_WAIT_TIMEOUTS * self._config.timeout
         for mirror in [m for m in self._waiting if m.waiting_since <= given_up]:
             mirror.outcome.cancel()  # a no-op once it is done; its waiter counts the drop
         self._sweeper = None

@@ -17,13 +17,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
 
-from procs import cpu_ticks, gateway_settings, metric, shadowed_settings, start_gateway
+from procs import cpu_ticks, gateway_settings, metrics, shadowed_settings, start_gateway
 
 from benchmarks.upstream_client.servers import start_nginx
 from benchmarks.upstream_client.wrkload import run_wrk
 
 HERE = Path(__file__).resolve().parent
 POST = HERE.parent / "upstream_client" / "post.lua"
+COUNTS = {  # read before and after the measured load, one scrape each
+    "served": ("gateway_requests_total", {}),
+    "completed": ("gateway_shadow_completed_total", {}),
+    "dropped": ("gateway_shadow_dropped_total", {}),
+}
 
 
 def main() -> int:
@@ -40,16 +45,13 @@ def main() -> int:
         gateway = start_gateway(stack, tmp, "1", settings, "gateway")
         url = gateway.url + "/v1/chat/completions"
         run_wrk(url, connections, 2, POST, 0)
-        ticks, served = cpu_ticks(gateway.pid), metric(gateway.url, "gateway_requests_total")
-        dropped = metric(gateway.url, "gateway_shadow_dropped_total")
-        completed = metric(gateway.url, "gateway_shadow_completed_total")
+        ticks, before = cpu_ticks(gateway.pid), metrics(gateway.url, COUNTS)
         result = run_wrk(url, connections, seconds, POST, 0)
         ticks = cpu_ticks(gateway.pid) - ticks
-        served = metric(gateway.url, "gateway_requests_total") - served
-        # A dropped shadow costs next to nothing: a run that drops some is not comparable.
-        dropped = metric(gateway.url, "gateway_shadow_dropped_total") - dropped
-        completed = metric(gateway.url, "gateway_shadow_completed_total") - completed
+        after = metrics(gateway.url, COUNTS)
+    served, completed, dropped = (after[key] - before[key] for key in COUNTS)
     cpu_us = ticks / os.sysconf("SC_CLK_TCK") / served * 1e6
+    # A dropped shadow costs next to nothing: a run that drops some is not comparable.
     shares = f" shadowed={completed / served:.0%} dropped={dropped / served:.0%}"
     print(f"c={connections} req/s={result.rps:.0f} p50={result.p50_ms} ms p99={result.p99_ms} ms "
           f"errors={result.errors} cpu_per_request={cpu_us:.1f} us"

@@ -31,6 +31,7 @@ from gateway.devstack.vllm_engine import sum_samples
 HERE = Path(__file__).resolve().parent
 LISTENING = re.compile(r"listening on (\d+)")
 MODEL = "phi-3-mini-4k-instruct"  # what post.lua and sse_client.py send
+SHADOW_IN_FLIGHT = 64  # the shadow points' concurrency
 ATTEMPTS = 3  # nginx cannot bind port 0 and report it: a free port may be taken meanwhile
 # Load generator and upstreams share the first allowed core; the gateway gets the second.
 _ALLOWED = sorted(os.sched_getaffinity(0))
@@ -128,9 +129,6 @@ def listening(port: int) -> int:
     return len(tcp_sockets(port, TCP_LISTEN))
 
 
-SHADOW_IN_FLIGHT = 64  # the shadow points' concurrency
-
-
 def shadowed_settings(stack: ExitStack, primary: str, home: Path) -> dict[str, str]:
     """`gateway_settings` with every request shadowed to a second static nginx (load core)."""
     folder = home / "candidate"
@@ -177,7 +175,13 @@ def get(base_url: str, path: str) -> tuple[int, bytes]:
 
 def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
     """Sum of a gateway's /metrics samples named ``name`` (0 when it does not answer)."""
-    return sum_samples(get(url, "/metrics")[1].decode(), name, labels or {})
+    return metrics(url, {name: (name, labels or {})})[name]
+
+
+def metrics(url: str, wanted: dict[str, tuple[str, dict[str, str]]]) -> dict[str, float]:
+    """Several sums of samples (by key: a name and labels) from one scrape of /metrics."""
+    text = get(url, "/metrics")[1].decode()
+    return {key: sum_samples(text, name, labels) for key, (name, labels) in wanted.items()}
 
 
 def cpu_ticks(pid: int) -> int:

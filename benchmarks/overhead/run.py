@@ -30,7 +30,7 @@ from procs import (
     GATEWAY_CORE,
     LOAD_CORE,
     gateway_settings,
-    metric,
+    metrics,
     shadowed_settings,
     start_floor_proxy,
     start_gateway,
@@ -201,7 +201,7 @@ def shadow_counts(url: str) -> dict[str, float]:
         "dropped": ("gateway_shadow_dropped_total", {}),
         "pairs written": ("gateway_shadow_records_total", {"result": "written"}),
     }
-    return {key: metric(url, name, labels) for key, (name, labels) in names.items()}
+    return metrics(url, names)
 
 
 def _http(plan: Plan, scenario: str, path: str, url: str, c: int, pid: int | None) -> Point:
