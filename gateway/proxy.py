@@ -116,23 +116,24 @@ class Proxy:
         try:
             self._keys.verify(authorization)
             raw = await read_body(receive, self._max_body)
-            payload, request = parse_body(exchange.route, raw)
+            parsed = parse_body(exchange.route, raw)
+            payload = parsed.payload
             # --- task aliases (gateway/tasks.py): one dict lookup for every other request ---
-            task = self._tasks.get(request.model)
+            task = self._tasks.get(parsed.model)
             if task is not None:
                 return await self._serve_task(task, payload, exchange, receive, send)
             # --- end of task aliases ---
-            await self._router.backend_for(request.model)  # a known model, or 404
+            await self._router.backend_for(parsed.model)  # a known model, or 404
             backend = self._pick(payload, exchange)
             upstream = UpstreamRequest(
-                exchange.route, raw, payload, request.model, exchange.request_id, request.stream
+                exchange.route, raw, payload, parsed.model, exchange.request_id, parsed.stream
             )
             if self._shadow is not None and backend is self._shadow.primary:
                 exchange.mirror = self._shadow.mirror(upstream)
             in_flight = self._metrics.in_flight_for(backend.name, exchange.route.path)
             in_flight.inc()
             try:
-                if request.stream:
+                if parsed.stream:
                     return await self._relay_stream(backend, upstream, exchange, receive, send)
                 return await self._relay_completion(backend, upstream, exchange, receive, send)
             finally:

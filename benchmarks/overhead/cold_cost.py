@@ -2,9 +2,11 @@
 
 Usage: ``python benchmarks/overhead/cold_cost.py [--rounds N]``
 
-Times `gateway.parsing.parse_body` (orjson and pydantic's validation of the overhead run's chat
-body, the largest single step of a request) back to back, and after a pause of the same
-process: spinning (never leaving the CPU) or sleeping, for 0.1, 1 and 10 ms. At one connection
+Times two ways to read the overhead run's chat body, back to back and after a pause of the same
+process (spinning, never leaving the CPU, or sleeping, for 0.1, 1 and 10 ms): orjson, then
+pydantic's strict model (what `parse_body` ran for every body until plain bodies, and the
+largest single step of a request), and `gateway.parsing.parse_body` as it runs now (orjson,
+then `gateway.plain_bodies`). At one connection
 the gateway's steps run one request (~0.4 ms) apart; one stream at a time, 100 ms apart. On a
 machine whose caches are the process's own, the pause changes nothing. On this VM it changes
 the figures several times over (benchmarks/README.md, "A step after a pause"): that, not the
@@ -23,11 +25,12 @@ from pathlib import Path
 # Appended, so `PYTHONPATH=<a worktree of another commit>` measures that commit's code.
 sys.path.append(str(Path(__file__).resolve().parents[2]))
 
+import orjson
 from loads import benchmark_body
 from procs import GATEWAY_CORE
 
 from backends.base import Route
-from gateway.parsing import parse_body
+from gateway.parsing import SCHEMAS, parse_body
 
 PAUSES_MS = (0.1, 1.0, 10.0)
 
@@ -38,13 +41,13 @@ def spin(seconds: float) -> None:
         pass
 
 
-def median_us(body: bytes, pause: Callable[[], None], rounds: int) -> float:
-    """Median time of one `parse_body` after each `pause`."""
+def median_us(step: Callable[[], object], pause: Callable[[], None], rounds: int) -> float:
+    """Median time of one `step` after each `pause`."""
     times = []
     for _ in range(rounds):
         pause()
         started = time.perf_counter()
-        parse_body(Route.CHAT, body)
+        step()
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1e6
 
@@ -55,16 +58,25 @@ def main() -> int:
     args = parser.parse_args()
     os.sched_setaffinity(0, {GATEWAY_CORE})
     body = benchmark_body()
-    median_us(body, lambda: None, 2000)  # warm-up: imports, pydantic's first calls
-    rows = [("none", median_us(body, lambda: None, args.rounds))]
+    model = SCHEMAS[Route.CHAT]
+    steps = {
+        "orjson + pydantic": lambda: model.model_validate(orjson.loads(body)),
+        "parse_body (orjson + plain_bodies)": partial(parse_body, Route.CHAT, body),
+    }
+    for step in steps.values():
+        median_us(step, lambda: None, 2000)  # warm-up: imports, pydantic's first calls
+    pauses: list[tuple[str, Callable[[], None], int]] = [("none", lambda: None, args.rounds)]
     for ms in PAUSES_MS:
-        rows.append((f"spinning {ms:g} ms", median_us(body, partial(spin, ms / 1e3), args.rounds)))
+        pauses.append((f"spinning {ms:g} ms", partial(spin, ms / 1e3), args.rounds))
     for ms in PAUSES_MS:
         rounds = max(1, args.rounds // 10) if ms >= 10 else args.rounds  # keep it under a minute
-        rows.append((f"sleeping {ms:g} ms", median_us(body, partial(time.sleep, ms / 1e3), rounds)))
-    print(f"| pause before each call (core {GATEWAY_CORE}) | parse_body p50 |\n|---|---|")
-    for name, us in rows:
-        print(f"| {name} | {us:.1f} µs |")
+        pauses.append((f"sleeping {ms:g} ms", partial(time.sleep, ms / 1e3), rounds))
+    print(f"| pause before each call (core {GATEWAY_CORE}) | " + " | ".join(steps) + " |")
+    print("|---" * (len(steps) + 1) + "|")
+    for name, pause, rounds in pauses:
+        # Each step after its own pauses, in turn, so both see the same spell of the host.
+        times = [median_us(step, pause, rounds) for step in steps.values()]
+        print(f"| {name} | " + " | ".join(f"{us:.1f} µs" for us in times) + " |")
     return 0
 
 

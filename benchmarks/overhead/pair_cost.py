@@ -43,7 +43,7 @@ STEPS = ("legs", "record", "redact", "store")
 async def one_round(pairs: int, batch: int, store: SqliteStore) -> dict[str, float]:
     """Seconds per pair spent in each step over `pairs` pairs."""
     body, answer = benchmark_body(), static_answer()
-    payload, _ = parse_body(Route.CHAT, body)
+    payload = parse_body(Route.CHAT, body).payload
     request = UpstreamRequest(Route.CHAT, body, payload, "phi-3-mini-4k-instruct", "r1", False)
     metrics = Metrics()
     queued: list[PairRecord] = []  # the recorder's queue, without its writer task

@@ -199,6 +199,7 @@ def test_cold_cost() -> None:
         "| none", "| spinning 0.1 ms", "| spinning 1 ms", "| spinning 10 ms",
         "| sleeping 0.1 ms", "| sleeping 1 ms", "| sleeping 10 ms",
     ], out  # fmt: skip
+    assert all(row.count(" µs |") == 2 for row in rows), out  # both ways to read a body
 
 
 def test_pair_cost() -> None:

@@ -189,8 +189,7 @@ def test_error_messages_never_repeat_values(field: str, value: object) -> None:
     ],
 )
 def test_deep_enough_but_not_too_deep_is_accepted(body: bytes) -> None:
-    payload, _ = parse_body(Route.CHAT, body)
-    assert payload["model"] == "m"
+    assert parse_body(Route.CHAT, body).payload["model"] == "m"
 
 
 def test_nesting_depth_counts_objects_and_arrays() -> None:
@@ -217,10 +216,11 @@ def test_odd_but_valid_bodies_are_left_to_the_engine(body: bytes) -> None:
     parse_body(Route.CHAT, body)
 
 
-def test_duplicate_keys_read_the_same_in_the_model_and_the_payload() -> None:
+@pytest.mark.parametrize("extra", [b"", b', "logprobs": true'])  # plain, and not
+def test_duplicate_keys_read_the_same_in_the_model_and_the_payload(extra: bytes) -> None:
     body = b'{"model": "m", "model": "n", "max_tokens": 0, "max_tokens": 5, "messages": []'
-    body += b', "messages": [{"role": "user", "content": "x"}]}'
-    payload, request = parse_body(Route.CHAT, body)
-    assert (payload["model"], request.model) == ("n", "n")
-    assert (payload["max_tokens"], request.max_tokens) == (5, 5)
-    assert json.loads(body) == payload  # as the engines read it (FastAPI: json.loads)
+    body += b', "messages": [{"role": "user", "content": "x"}]' + extra + b"}"
+    parsed = parse_body(Route.CHAT, body)
+    assert (parsed.payload["model"], parsed.model) == ("n", "n")
+    assert parsed.payload["max_tokens"] == 5  # what the model validated: 0 would be a 400
+    assert json.loads(body) == parsed.payload  # as the engines read it (FastAPI: json.loads)

@@ -16,7 +16,7 @@ def chat(extra: str = "") -> bytes:
 
 
 def test_valid_chat_with_vllm_extensions() -> None:
-    payload, request = parse_body(
+    parsed = parse_body(
         Route.CHAT,
         chat(
             '"top_k": 1, "min_tokens": 2, "repetition_penalty": 1.1, "seed": 7, "stop": ["x"],'
@@ -26,13 +26,13 @@ def test_valid_chat_with_vllm_extensions() -> None:
             '"stream": true, "stream_options": {"include_usage": true}'
         ),
     )
-    assert request.stream is True
-    assert payload["structured_outputs"] == {"choice": ["a", "b"]}
+    assert parsed.stream is True
+    assert parsed.payload["structured_outputs"] == {"choice": ["a", "b"]}
 
 
 def test_valid_completion() -> None:
-    _, request = parse_body(Route.COMPLETIONS, b'{"model": "m", "prompt": "hi", "max_tokens": 3}')
-    assert request.model == "m"
+    parsed = parse_body(Route.COMPLETIONS, b'{"model": "m", "prompt": [1, 2], "max_tokens": 3}')
+    assert (parsed.model, parsed.stream) == ("m", False)
 
 
 @pytest.mark.parametrize(
