@@ -185,6 +185,17 @@ def test_stream_point(streams: str) -> None:
     assert float(fields["gap_p99"]) > 0
 
 
+@pytest.mark.usefixtures("load_tools")
+def test_first_token_steps() -> None:
+    out = overhead_script("first_token_steps.py", "--duration", "1.5", "--busy-poll-us", "300")
+    rows = [line for line in out.splitlines() if line.endswith(" µs |")]
+    assert [row.split(" | ")[0] for row in rows[:9]] == [
+        "| request parsed", "| task running", "| body read", "| body valid", "| upstream send",
+        "| write", "| upstream in", "| response start", "| write",
+    ], out  # fmt: skip
+    assert "| of which the gateway's own steps" in out, out
+
+
 def test_wake_cost() -> None:
     out = overhead_script("wake_cost.py", "--rounds", "200")
     rows = [line for line in out.splitlines() if line.startswith("| a")]
