@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))  # for benchmarks.upstream_client
 
 # The stamps, in the order one request passes them; "write" is passed twice.
 STEPS = (
@@ -146,7 +145,9 @@ def main() -> int:
     parser.add_argument("--busy-poll-us", type=int, default=0, help="GATEWAY_BUSY_POLL_US")
     parser.add_argument("--duration", type=float, default=None, help="seconds counted")
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
+    # Here, not at the top: the gateway imports this module too, and must find its `gateway`
+    # package where its PYTHONPATH says, not in this checkout.
+    sys.path[:0] = [str(HERE), str(HERE.parents[1])]  # loads, procs; benchmarks.upstream_client
     from loads import stream_point
     from procs import GATEWAY_CORE, LOAD_CORE, gateway_settings, start_gateway, start_sse_upstream
     from run import FULL
