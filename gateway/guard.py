@@ -144,7 +144,8 @@ class Guarded:
         return completion
 
     async def stream(self, request: UpstreamRequest) -> EventStream:
-        await self._admit()
+        if not self._admit_now():  # as in `complete`
+            await self._wait_for_slot()
         try:
             events = await self.inner.stream(request)
         except BaseException as exc:

@@ -123,7 +123,8 @@ class Proxy:
             if task is not None:
                 return await self._serve_task(task, payload, exchange, receive, send)
             # --- end of task aliases ---
-            await self._router.backend_for(parsed.model)  # a known model, or 404
+            if not self._router.knows(parsed.model):  # no coroutine once the name is known
+                await self._router.backend_for(parsed.model)  # a known model, or 404
             backend = self._pick(payload, exchange)
             upstream = UpstreamRequest(
                 exchange.route, raw, payload, parsed.model, exchange.request_id, parsed.stream

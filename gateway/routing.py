@@ -55,6 +55,12 @@ class Router:
         served = await self._primary_served()
         return [served]
 
+    def knows(self, model: str) -> bool:
+        """Whether `model` is served, if that is known without asking the engine."""
+        if self._configured:
+            return model in self._configured
+        return model == self._served.get(self.primary.name)
+
     async def backend_for(self, model: str) -> Backend:
         if self._configured:
             if model in self._configured:
