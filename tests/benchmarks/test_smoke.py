@@ -114,6 +114,8 @@ def test_hot_path_steps_are_recognised() -> None:
     insert = [Frame("SqliteStore.write_batch.<locals>.insert", "gateway/records_sqlite.py", 49)]
     assert classify(insert).startswith("shadow leg")
     assert classify([]).startswith("unresolved")
+    checks = [loop, Frame("is_plain", "gateway/plain_bodies.py", 125)]
+    assert classify(checks).startswith("body validation")
     line = "a (gateway/app.py:82);parse_body (gateway/parsing.py:25) 7\n"
     assert breakdown(parse_collapsed([line])) == {"orjson parse of the request (parse_body)": 7}
 
