@@ -198,6 +198,12 @@ def test_first_token_steps() -> None:
     assert "| of which the gateway's own steps" in out, out
 
 
+def test_await_cost() -> None:
+    out = overhead_script("await_cost.py", "--calls", "200", "--rounds", "2")
+    rows = [line for line in out.splitlines() if line.endswith(" µs |")]
+    assert [row.split(" | ")[0] for row in rows] == ["| 1", "| 4", "| 8", "| 12"], out
+
+
 def test_wake_cost() -> None:
     out = overhead_script("wake_cost.py", "--rounds", "200")
     rows = [line for line in out.splitlines() if line.startswith("| a")]
