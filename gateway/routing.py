@@ -62,11 +62,10 @@ class Router:
         return model == self._served.get(self.primary.name)
 
     async def backend_for(self, model: str) -> Backend:
-        if self._configured:
-            if model in self._configured:
-                return self.primary
-        elif model == await self._primary_served():
+        if self.knows(model):
             return self.primary
+        if not self._configured and model == await self._primary_served():
+            return self.primary  # the engine asked once, the first time
         raise NotFound(f"the model '{model}' does not exist", param="model", code="model_not_found")
 
     async def _primary_served(self) -> str:

@@ -169,7 +169,8 @@ def main() -> int:
                 settings = gateway_settings(sse.url, tmp, busy_poll_us=args.busy_poll_us)
                 gateway = start_gateway(gateway_stack, tmp, str(GATEWAY_CORE), settings, "gw")
                 point = stream_point("gateway", gateway.url, load, gateway.pid)
-        stamps = [(label, float(at)) for label, at in _lines(out)]
+        lines = (line.split("\t") for line in out.read_text().splitlines())
+        stamps = [(label, float(at)) for label, at in lines]
     found = requests(stamps)
     found = found[len(found) // 5 :]  # the first streams warm the process up
     if len(found) < 2:
@@ -179,10 +180,6 @@ def main() -> int:
           f"client TTFT p50 {point.result.ttft_p50_ms} ms (not the added TTFT)")  # type: ignore[union-attr]  # fmt: skip
     print(table(found))
     return 0
-
-
-def _lines(path: Path) -> list[tuple[str, str]]:
-    return [(line.split("\t")[0], line.split("\t")[1]) for line in path.read_text().splitlines()]
 
 
 if __name__ == "__main__":
