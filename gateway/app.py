@@ -27,7 +27,7 @@ from backends.registry import BackendSettings
 from gateway.admin import build_admin
 from gateway.asgi import Message, Receive, Scope, Send, request_id_from
 from gateway.auth import KeyCheck
-from gateway.busy_poll import BusyPoll
+from gateway.busy_poll import BusyPoll, usable_cpus, window_for
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed
 from gateway.guard import Circuit, Guarded
 from gateway.metrics import Metrics
@@ -108,14 +108,24 @@ class Gateway:
 
     async def start(self) -> None:
         self._runtime = await self._build(self.settings, self.keys, self.tasks)
-        if self.settings.busy_poll_us:  # the process's loop: set once, not on reload
-            poll = BusyPoll(self.settings.busy_poll_us / 1e6)
-            batch_of(asyncio.get_running_loop()).busy_poll = poll
+        self._start_polling()
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             # Only the main thread may own signals; tests run the app in other threads.
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: self._in_background(self._reload_quietly())
             )
+
+    def _start_polling(self) -> None:
+        """Busy polling for this process's loop: set once at start, not on reload."""
+        cpus = usable_cpus()
+        limit = window_for(self.settings.busy_poll_us, self.settings.workers, cpus)
+        if limit:
+            batch_of(asyncio.get_running_loop()).busy_poll = BusyPoll(limit)
+        log.info(
+            "busy polling: %s (GATEWAY_BUSY_POLL_US=%s, GATEWAY_WORKERS=%d, usable CPUs %g)",
+            f"up to {limit * 1e6:.0f} microseconds" if limit else "off",
+            self.settings.busy_poll_us, self.settings.workers, cpus,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         """Shutdown: finish shadow calls (bounded), store every accepted record, close pools."""

@@ -10,38 +10,101 @@ timeout until the window ends, the loop finds the answer without being woken:
 to 0.22 ms polling for 300 µs, the gateway 0.44 to 0.46 and 0.32 to 0.34 ms (benchmarks/README.md,
 "Busy polling").
 
-The price is CPU: a core that gets a request more often than once per window never sleeps. So it
-is off unless `GATEWAY_BUSY_POLL_US` asks for it, and meant for a worker with a core of its own.
-Under load nothing changes: the loop is never idle, and the poll is one more callback per turn.
+The price is CPU, so the window adapts, as KVM's halt polling does on a host: it grows (doubling
+from an eighth of the limit, up to the limit) after a sleep shorter than the limit, when polling
+longer would have paid, and drops to none after a longer sleep. A worker whose answers come
+within the limit polls for them (`tests/gateway/test_busy_poll.py` replays such waits); one
+whose engine answers in 25 ms polls about an eighth of the limit per request, and one that waits
+seconds for its clients hardly ever. A sleep is timed from the end of the window to the next
+write, so it also counts the work before that write: it overstates the wait, which errs towards
+polling less.
+
+By default (`GATEWAY_BUSY_POLL_US=auto`) a worker polls only when every worker has a CPU of its
+own (`window_for`): spinning on a shared or quota-limited CPU takes it from the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 from time import monotonic
+from typing import Literal
+
+AUTO_LIMIT_US = 300  # covers a fast upstream's answers at one connection (benchmarks/README.md)
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+
+
+def usable_cpus(cpu_max: Path = CPU_MAX) -> float:
+    """The CPUs this process may use: its affinity, capped by its cgroup's CPU quota."""
+    cpus = float(len(os.sched_getaffinity(0)))
+    try:
+        quota, period = cpu_max.read_text().split()
+    except (OSError, ValueError):  # no cgroup v2 quota file: the affinity is the limit
+        return cpus
+    return cpus if quota == "max" else min(cpus, int(quota) / int(period))
+
+
+def window_for(setting: int | Literal["auto"], workers: int, cpus: float) -> float:
+    """The longest window in seconds for `GATEWAY_BUSY_POLL_US`; 0 is off."""
+    if setting == "auto":
+        return AUTO_LIMIT_US / 1e6 if cpus >= workers else 0.0
+    return setting / 1e6
 
 
 class BusyPoll:
-    """Keeps the running loop polling, not sleeping, until `window` seconds after the last
-    `arm()`. One per loop; it keeps no reference to its loop (the loop's `WriteBatch` holds it,
-    and must not keep the loop alive)."""
+    """Keeps the running loop polling, not sleeping, for up to `limit` seconds after each
+    `arm()`, the window adapting to how long the loop then waited. One per loop; it keeps no
+    reference to its loop (the loop's `WriteBatch` holds it, and must not keep the loop alive)."""
 
-    __slots__ = ("_spinning", "_until", "_window")
+    __slots__ = ("_asleep_since", "_limit", "_smallest", "_spinning", "_until", "_window")
 
-    def __init__(self, window: float) -> None:
-        self._window = window
+    def __init__(self, limit: float) -> None:
+        self._limit = limit
+        self._smallest = limit / 8  # the first window after none
+        self._window = limit
         self._until = 0.0
         self._spinning = False
+        # When the last window ended, or a write went unpolled; never, so far: the first write
+        # polls the whole limit.
+        self._asleep_since = float("inf")
+
+    @property
+    def window(self) -> float:
+        """How long, in seconds, the next wait will be polled."""
+        return self._window
 
     def arm(self) -> None:
-        self._until = monotonic() + self._window
-        if not self._spinning:
-            self._spinning = True
+        if self.start(monotonic()):
             asyncio.get_running_loop().call_soon(self._spin)
+
+    def start(self, now: float) -> bool:
+        """A write at `now`: polls again, adapting the window first when the loop slept since
+        its last window. True when a window starts (the caller schedules `_spin`)."""
+        if self._spinning:  # the answer came while polling: the window paid, keep it
+            self._until = now + self._window
+            return False
+        slept = now - self._asleep_since
+        if slept < self._limit:
+            self._window = min(self._limit, max(2 * self._window, self._smallest))
+        else:  # polling that long would not have paid: none until a short sleep again
+            self._window = 0.0
+        if not self._window:
+            self._asleep_since = now
+            return False
+        self._until = now + self._window
+        self._spinning = True
+        return True
+
+    def stop(self, now: float) -> None:
+        """The window ended at `now` with nothing to do: the loop goes to sleep."""
+        self._spinning = False
+        self._asleep_since = now
 
     def _spin(self) -> None:
         # A callback ready to run makes the loop poll its sockets with a zero timeout.
-        if monotonic() < self._until:
+        now = monotonic()
+        if now < self._until:
             asyncio.get_running_loop().call_soon(self._spin)
         else:
-            self._spinning = False
+            self.stop(now)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -126,12 +127,17 @@ def purge_records(settings: Settings, days: int | None) -> int:
 HTTP_PROTOCOL = "gateway.server:HTTPProtocol"
 
 
+def configure_logging(level: str) -> None:
+    """The gateway's own log lines, in this process (each worker process calls it too)."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+
 def serve_forever(settings: Settings) -> int:
     import uvicorn
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
     # that was there before it started; a no-op one lets `gateway serve` exit 0 once drained.
     # Requests still running `shutdown_timeout` seconds after SIGTERM are cut (every worker).
@@ -140,7 +146,9 @@ def serve_forever(settings: Settings) -> int:
         from gateway import workers
 
         # Each worker process builds its own app (and pools) from the same environment, and
-        # listens on its own socket (gateway/workers.py).
+        # listens on its own socket (gateway/workers.py). `--workers` goes into it too: a
+        # worker's app reads how many they are (busy polling's `auto`).
+        os.environ["GATEWAY_WORKERS"] = str(settings.workers)
         config = uvicorn.Config(
             "gateway.app:create_app",
             factory=True,

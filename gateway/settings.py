@@ -18,6 +18,8 @@ from backends.vllm import VllmSettings
 from gateway.gate import Metric
 from gateway.records import check_url
 
+MAX_BUSY_POLL_US = 10_000  # a longer wait is not one a wake-up's tens of µs matter to
+
 
 def _default_backends() -> dict[str, BackendSettings]:
     return {"vllm": VllmSettings()}
@@ -53,12 +55,11 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `gateway serve` binds.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port `gateway serve` binds.")
     workers: int = Field(default=1, ge=1, description="Worker processes (one per core).")
-    busy_poll_us: int = Field(
-        default=0,
-        ge=0,
-        le=10_000,
-        description="µs a worker polls its sockets after each write instead of sleeping; "
-        "0 is off. Lower latency at low load, for up to a core's CPU (README, Performance).",
+    busy_poll_us: int | Literal["auto"] = Field(
+        default="auto",
+        description="Longest µs a worker polls its sockets after a write instead of sleeping, "
+        "adapting to how soon answers come; 0 is off; auto is 300 when every worker has a CPU "
+        "of its own, else off (README, Performance).",
     )
     shutdown_timeout: int = Field(
         default=30, gt=0, description="Seconds after SIGTERM for in-flight requests to finish."
@@ -162,6 +163,15 @@ class Settings(BaseSettings):
     def _records_url_names_a_store(cls, url: str) -> str:
         check_url(url)
         return url
+
+    @field_validator("busy_poll_us", mode="before")
+    @classmethod
+    def _busy_poll_is_auto_or_bounded(cls, value: object) -> object:
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if value == "auto" or (type(value) is int and 0 <= value <= MAX_BUSY_POLL_US):
+            return value
+        raise ValueError(f"must be auto, or whole µs from 0 (off) to {MAX_BUSY_POLL_US}")
 
     @field_validator("admin_token")
     @classmethod

@@ -1,6 +1,6 @@
 """Where the gateway's time to a stream's first event goes, step by step, one stream at a time.
 
-Usage: ``python benchmarks/overhead/first_token_steps.py [--busy-poll-us N] [--duration S]``
+Usage: ``python benchmarks/overhead/first_token_steps.py [--busy-poll-us auto|N] [--duration S]``
 
 Runs the overhead run's one-stream point (the paced SSE upstream on core 0, one gateway on core
 1) with the gateway's steps time-stamped, and prints the median time between stamps: from the
@@ -142,7 +142,9 @@ def table(found: list[list[float]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--busy-poll-us", type=int, default=0, help="GATEWAY_BUSY_POLL_US")
+    parser.add_argument(
+        "--busy-poll-us", default="auto", help="GATEWAY_BUSY_POLL_US (default auto)"
+    )
     parser.add_argument("--duration", type=float, default=None, help="seconds counted")
     args = parser.parse_args()
     # Here, not at the top: the gateway imports this module too, and must find its `gateway`
@@ -176,7 +178,7 @@ def main() -> int:
     if len(found) < 2:
         print(f"too few complete requests stamped ({len(found)})", file=sys.stderr)
         return 1
-    print(f"{len(found)} streams, one at a time; busy poll {args.busy_poll_us} µs; "
+    print(f"{len(found)} streams, one at a time; GATEWAY_BUSY_POLL_US={args.busy_poll_us}; "
           f"client TTFT p50 {point.result.ttft_p50_ms} ms (not the added TTFT)")  # type: ignore[union-attr]  # fmt: skip
     print(table(found))
     return 0

@@ -1,7 +1,8 @@
 """One gateway load point, for comparing commits: req/s, latency and CPU per request.
 
-Usage: ``python benchmarks/overhead/gateway_point.py CONNECTIONS SECONDS [shadow]``
-(``shadow``: every request also shadowed to a second nginx, as the overhead run's shadow point)
+Usage: ``python benchmarks/overhead/gateway_point.py CONNECTIONS SECONDS [shadow] [poll=US]``
+(``shadow``: every request also shadowed to a second nginx, as the overhead run's shadow point;
+``poll=US``: the gateway's ``GATEWAY_BUSY_POLL_US``, ``auto`` (its default) when not given)
 
 Starts nginx's static answer (core 0) and ``python -m gateway serve`` (core 1) from whatever
 ``gateway`` package Python imports, so ``PYTHONPATH=<a worktree of another commit>`` measures that
@@ -33,7 +34,9 @@ COUNTS = {  # read before and after the measured load, one scrape each
 
 def main() -> int:
     connections, seconds = int(sys.argv[1]), int(sys.argv[2])
-    shadowed = sys.argv[3:] == ["shadow"]
+    options = sys.argv[3:]
+    shadowed = "shadow" in options
+    poll_us = next((o.removeprefix("poll=") for o in options if o.startswith("poll=")), "auto")
     with tempfile.TemporaryDirectory(prefix="gateway-point-") as name, ExitStack() as stack:
         tmp = Path(name)
         (tmp / "nginx").mkdir()
@@ -42,6 +45,7 @@ def main() -> int:
             settings = shadowed_settings(stack, upstream, tmp)
         else:
             settings = gateway_settings(upstream, tmp)
+        settings["GATEWAY_BUSY_POLL_US"] = poll_us
         gateway = start_gateway(stack, tmp, "1", settings, "gateway")
         url = gateway.url + "/v1/chat/completions"
         run_wrk(url, connections, 2, POST, 0)

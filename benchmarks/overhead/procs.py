@@ -137,7 +137,7 @@ def shadowed_settings(stack: ExitStack, primary: str, home: Path) -> dict[str, s
 
 
 def gateway_settings(
-    primary: str, home: Path, shadow: str | None = None, busy_poll_us: int = 0
+    primary: str, home: Path, shadow: str | None = None, busy_poll_us: int | str = "auto"
 ) -> dict[str, str]:
     """The gateway's environment: one backend per upstream; records (if any) under ``home``."""
     backend = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}  # >= 1,000 streams

@@ -14,8 +14,11 @@ from benchmarks.upstream_client.wrkload import WrkResult
 
 Row = list[str]
 
-BUSY_POLL_US = 300  # GATEWAY_BUSY_POLL_US of the busy-polled rows (gateway/busy_poll.py)
+BUSY_POLL_US = (
+    300  # the Python floor's polling limit, the gateway's by default (gateway/busy_poll.py)
+)
 BUSY_POLL = f"busy poll {BUSY_POLL_US} µs"
+POLL_OFF = "busy poll off"  # the gateway rows with GATEWAY_BUSY_POLL_US=0
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,8 @@ def added(points: Sequence[Point], point: Point | None, field: str) -> float | N
 def targets(points: Sequence[Point]) -> list[Target]:
     """The targets of issue 6, measured on the gateway rows (one process, one core)."""
     c1 = find(points, "http", "gateway", 1)
-    c1_polled = find(points, "http", f"gateway, {BUSY_POLL}", 1)
-    one_polled = find(points, "stream", f"gateway, {BUSY_POLL}", 1)
+    c1_sleeping = find(points, "http", f"gateway, {POLL_OFF}", 1)
+    one_sleeping = find(points, "stream", f"gateway, {POLL_OFF}", 1)
     c64 = find(points, "http", "gateway", 64)
     shadow = find(points, "shadow", "gateway, shadow 100%", 64)
     one = find(points, "stream", "gateway", 1)
@@ -62,12 +65,12 @@ def targets(points: Sequence[Point]) -> list[Target]:
     n = many.concurrency if many else 0
     rows = [
         ("added latency at c=1, p50", "<= 0.30 ms", added(points, c1, "p50_ms"), "ms"),
-        (f"same, {BUSY_POLL}", "<= 0.30 ms", added(points, c1_polled, "p50_ms"), "ms"),
+        (f"same, {POLL_OFF}", "<= 0.30 ms", added(points, c1_sleeping, "p50_ms"), "ms"),
         ("requests/s at c=64", ">= 6,000", value_of(c64, "rps"), "req/s"),
         ("p99 at c=64", "<= 25 ms", value_of(c64, "p99_ms"), "ms"),
         ("requests/s at c=64, all shadowed", ">= 3,000", value_of(shadow, "rps"), "req/s"),
         ("added TTFT p50, 1 stream", "<= 0.5 ms", added(points, one, "ttft_p50_ms"), "ms"),
-        (f"same, {BUSY_POLL}", "<= 0.5 ms", added(points, one_polled, "ttft_p50_ms"), "ms"),
+        (f"same, {POLL_OFF}", "<= 0.5 ms", added(points, one_sleeping, "ttft_p50_ms"), "ms"),
         (
             f"added gap p99, {n} streams",
             "<= 5 ms",

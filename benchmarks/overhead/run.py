@@ -37,7 +37,7 @@ from procs import (
     start_nginx_proxy,
     start_sse_upstream,
 )
-from report import BUSY_POLL, BUSY_POLL_US, render, summary
+from report import BUSY_POLL, BUSY_POLL_US, POLL_OFF, render, summary
 
 from benchmarks.upstream_client.servers import run_main, start_nginx, start_proxy
 
@@ -139,15 +139,16 @@ def http_paths(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
 
 
 def busy_polled(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
-    """The Python floor at c=1 and the gateway at c=1 and 64, polling after each write."""
+    """The Python floor at c=1 polling as the gateway does by default, and the gateway at c=1
+    and 64 with polling off."""
     with ExitStack() as stack:
         floor = start_floor_proxy(stack, tmp / "floor-poll", GATEWAY_CORE, upstream, BUSY_POLL_US)
         points = [_http(plan, "http", f"{PYTHON_FLOOR}, {BUSY_POLL}", floor.url, 1, floor.pid)]
     with ExitStack() as stack:
-        home = _dir(tmp / "gw-poll")
-        env = gateway_settings(upstream, home, busy_poll_us=BUSY_POLL_US)
-        gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-poll")
-        path = f"gateway, {BUSY_POLL}"
+        home = _dir(tmp / "gw-sleep")
+        env = gateway_settings(upstream, home, busy_poll_us=0)
+        gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-sleep")
+        path = f"gateway, {POLL_OFF}"
         points += [_http(plan, "http", path, gw.url, c, gw.pid) for c in (1, 64)]
     return points
 
@@ -172,7 +173,7 @@ def shadow_and_workers(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
 
 def stream_paths(plan: Plan, tmp: Path, sse: str) -> list[Point]:
     """TTFT with one stream, gaps and memory with many: direct, through nginx, the Python
-    floor and the gateway; TTFT through the gateway polling after each write."""
+    floor and the gateway; TTFT through the gateway with busy polling off."""
     loads = (plan.one, plan.many)
     points = [_stream(plan, "direct", sse, load, None) for load in loads]
     with ExitStack() as stack:
@@ -186,10 +187,10 @@ def stream_paths(plan: Plan, tmp: Path, sse: str) -> list[Point]:
         gw = start_gateway(stack, home, str(GATEWAY_CORE), gateway_settings(sse, home), "gw-sse")
         points += [_stream(plan, "gateway", gw.url, load, gw.pid) for load in loads]
     with ExitStack() as stack:
-        home = _dir(tmp / "gw-sse-poll")
-        env = gateway_settings(sse, home, busy_poll_us=BUSY_POLL_US)
-        gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-sse-poll")
-        points.append(_stream(plan, f"gateway, {BUSY_POLL}", gw.url, plan.one, gw.pid))
+        home = _dir(tmp / "gw-sse-sleep")
+        env = gateway_settings(sse, home, busy_poll_us=0)
+        gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-sse-sleep")
+        points.append(_stream(plan, f"gateway, {POLL_OFF}", gw.url, plan.one, gw.pid))
     return points
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.busy_poll import usable_cpus
 from gateway.devstack.procfs import (
     TCP_ESTABLISHED,
     TCP_LISTEN,
@@ -144,21 +145,40 @@ def test_a_port_another_gateway_holds_is_refused_with_workers(
     assert "Address already in use" in second.stdout + second.stderr
 
 
-def test_busy_poll_keeps_a_worker_polling_after_each_answer(fake_upstream: Fake) -> None:
-    """GATEWAY_BUSY_POLL_US: after each write the worker polls for that long instead of
-    sleeping, which shows as CPU time spent between requests (gateway/busy_poll.py)."""
-    spent = {}
+def test_busy_poll_keeps_a_worker_polling_between_close_requests(fake_upstream: Fake) -> None:
+    """GATEWAY_BUSY_POLL_US: while requests come closer than its limit, the worker polls its
+    sockets instead of sleeping, which shows as CPU time spent between requests; at 0 it sleeps
+    (gateway/busy_poll.py). The start log says which."""
+    spent, said = {}, {}
     chat_request = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
     for window in ("0", "10000"):
-        env = env_for(fake_upstream[1].url, GATEWAY_BUSY_POLL_US=window)
-        with gateway_process(env) as (url, process), httpx.Client(base_url=url) as client:
+        env = env_for(fake_upstream[1].url, GATEWAY_BUSY_POLL_US=window, GATEWAY_LOG_LEVEL="info")
+        with (
+            gateway_process(env, output=subprocess.PIPE) as (url, process),
+            httpx.Client(base_url=url) as client,
+        ):
             before = cpu_seconds(process.pid)
-            for _ in range(20):  # 30 ms apart, the 10 ms windows never overlap
+            started = time.monotonic()
+            for _ in range(60):  # 3 ms apart, within the 10 ms limit
                 assert client.post("/v1/chat/completions", json=chat_request).status_code == 200
-                time.sleep(0.03)
-            spent[window] = cpu_seconds(process.pid) - before
-    assert spent["10000"] > 0.1, spent  # 20 windows of 10 ms, most of each spent polling
-    assert spent["0"] < spent["10000"] / 3, spent
+                time.sleep(0.003)
+            spent[window] = (cpu_seconds(process.pid) - before) / (time.monotonic() - started)
+            process.send_signal(signal.SIGTERM)
+            said[window] = process.communicate(timeout=30)[0]
+    assert spent["10000"] > 0.6, spent  # a share of the wall time: busy most of it
+    assert spent["0"] < spent["10000"] / 2, spent
+    assert "busy polling: off (GATEWAY_BUSY_POLL_US=0" in said["0"]
+    assert "busy polling: up to 10000 microseconds (GATEWAY_BUSY_POLL_US=10000" in said["10000"]
+
+
+def test_busy_poll_is_on_by_default_when_each_worker_has_a_cpu(
+    served: tuple[str, subprocess.Popen[str]],
+) -> None:
+    _, process = served  # two workers
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    mode = "up to 300 microseconds" if usable_cpus() >= 2 else "off"
+    assert output.count(f"busy polling: {mode} (GATEWAY_BUSY_POLL_US=auto, GATEWAY_WORKERS=2") == 2
 
 
 def cpu_seconds(pid: int) -> float:

@@ -84,6 +84,13 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
             "GATEWAY_BACKENDS__X: Input tag 'tgi'",
         ),
         ({"GATEWAY_PORT": "70000"}, "GATEWAY_PORT: Input should be less than or equal to 65535"),
+        *(
+            (
+                {"GATEWAY_BUSY_POLL_US": value},
+                "GATEWAY_BUSY_POLL_US: must be auto, or whole µs from 0",
+            )
+            for value in ("20000", "-1", "fast", "", "3.5", "true")
+        ),
     ],
 )
 def test_bad_settings_name_the_env_var(
@@ -94,6 +101,14 @@ def test_bad_settings_name_the_env_var(
     with pytest.raises(ValidationError) as caught:
         Settings()
     assert expected in describe_errors(caught.value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("0", 0), ("10000", 10_000)])
+def test_busy_poll_is_auto_or_whole_microseconds(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: int | str
+) -> None:
+    monkeypatch.setenv("GATEWAY_BUSY_POLL_US", value)
+    assert Settings().busy_poll_us == expected
 
 
 def test_cli_reports_bad_config_and_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
