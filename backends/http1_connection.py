@@ -19,6 +19,7 @@ from typing import cast
 
 import httptools
 
+from gateway.busy_poll import UPSTREAM
 from gateway.write_batch import batch_of
 
 HIGH_WATER = 64 * 1024  # bytes of a stream left unread before the socket's reading pauses
@@ -108,7 +109,8 @@ class Connection(asyncio.Protocol):
         self._deadline = deadline
         self._last_read = now = self.loop.time()
         self._timer = self.loop.call_at(min(now + self._read_timeout, deadline), self._tick)
-        self._writes.write(transport, data)  # held to the turn's end when not the turn's first
+        # Held to the turn's end when not the turn's first; polled for as an upstream's answer.
+        self._writes.write(transport, data, UPSTREAM)
 
     def reusable(self) -> bool:
         return self.done and self._keep_alive and not self.closing()

@@ -12,12 +12,13 @@ to 0.22 ms polling for 300 µs, the gateway 0.44 to 0.46 and 0.32 to 0.34 ms (be
 
 The price is CPU, so the window adapts, as KVM's halt polling does on a host: it grows (doubling
 from an eighth of the limit, up to the limit) after a sleep shorter than the limit, when polling
-longer would have paid, and drops to none after a longer sleep. A worker whose answers come
-within the limit polls for them (`tests/gateway/test_busy_poll.py` replays such waits); one
-whose engine answers in 25 ms polls about an eighth of the limit per request, and one that waits
-seconds for its clients hardly ever. A sleep is timed from the end of the window to the next
-write, so it also counts the work before that write: it overstates the wait, which errs towards
-polling less.
+longer would have paid, and drops to none after a longer sleep. Waits for an upstream's answer
+and for a client's next request have a window each. A worker whose answers come within the
+limit polls for them (`tests/gateway/test_busy_poll.py` replays such waits). One behind an
+engine that answers in 25 ms does not poll for it; one whose clients come seconds apart does
+not poll for them, and still polls for a fast upstream's answer (a stream's first token). A
+sleep is timed from the end of the window to the next write, so it also counts the work before
+that write: it overstates the wait, which errs towards polling less.
 
 By default (`GATEWAY_BUSY_POLL_US=auto`) a worker polls only when every worker has a CPU of its
 own (`window_for`): spinning on a shared or quota-limited CPU takes it from the others.
@@ -52,47 +53,61 @@ def window_for(setting: int | Literal["auto"], workers: int, cpus: float) -> flo
     return setting / 1e6
 
 
+CLIENT, UPSTREAM = 0, 1  # what a write waits for: a client's next request, an upstream's answer
+
+
 class BusyPoll:
     """Keeps the running loop polling, not sleeping, for up to `limit` seconds after each
-    `arm()`, the window adapting to how long the loop then waited. One per loop; it keeps no
-    reference to its loop (the loop's `WriteBatch` holds it, and must not keep the loop alive)."""
+    `arm()`, with a window for each kind of wait, adapted to how long waits of that kind took.
+    One per loop; it keeps no reference to its loop (the loop's `WriteBatch` holds it, and must
+    not keep the loop alive)."""
 
-    __slots__ = ("_asleep_since", "_limit", "_smallest", "_spinning", "_until", "_window")
+    __slots__ = (
+        "_asleep_since",
+        "_limit",
+        "_smallest",
+        "_spinning",
+        "_until",
+        "_waiting",
+        "_windows",
+    )
 
     def __init__(self, limit: float) -> None:
         self._limit = limit
         self._smallest = limit / 8  # the first window after none
-        self._window = limit
+        self._windows = [limit, limit]  # by kind of wait: how long the next one is polled
+        self._waiting = CLIENT  # the kind of the wait under way: the last write's
         self._until = 0.0
         self._spinning = False
         # When the last window ended, or a write went unpolled; never, so far: the first write
         # polls the whole limit.
         self._asleep_since = float("inf")
 
-    @property
-    def window(self) -> float:
-        """How long, in seconds, the next wait will be polled."""
-        return self._window
+    def window(self, awaited: int) -> float:
+        """How long, in seconds, the next wait of kind `awaited` will be polled."""
+        return self._windows[awaited]
 
-    def arm(self) -> None:
-        if self.start(monotonic()):
+    def arm(self, awaited: int = CLIENT) -> None:
+        if self.start(monotonic(), awaited):
             asyncio.get_running_loop().call_soon(self._spin)
 
-    def start(self, now: float) -> bool:
-        """A write at `now`: polls again, adapting the window first when the loop slept since
-        its last window. True when a window starts (the caller schedules `_spin`)."""
-        if self._spinning:  # the answer came while polling: the window paid, keep it
-            self._until = now + self._window
+    def start(self, now: float, awaited: int) -> bool:
+        """A write at `now`, which waits for `awaited`: it ends the wait under way, whose
+        window adapts if the loop slept through its end, and polls for the new one. True when
+        the loop starts polling (the caller schedules `_spin`)."""
+        ended, self._waiting = self._waiting, awaited
+        if not self._spinning:  # (polling, the wait ended within its window, which stays)
+            before = self._windows[ended]
+            if now - self._asleep_since < self._limit:  # polling longer would have paid
+                self._windows[ended] = min(self._limit, max(2 * before, self._smallest))
+            else:  # it would not have: none until a short sleep again
+                self._windows[ended] = 0.0
+        window = self._windows[awaited]
+        self._until = now + window  # none: a spin under way ends at its next turn
+        if self._spinning or not window:
+            if not self._spinning:
+                self._asleep_since = now
             return False
-        slept = now - self._asleep_since
-        if slept < self._limit:
-            self._window = min(self._limit, max(2 * self._window, self._smallest))
-        else:  # polling that long would not have paid: none until a short sleep again
-            self._window = 0.0
-        if not self._window:
-            self._asleep_since = now
-            return False
-        self._until = now + self._window
         self._spinning = True
         return True
 

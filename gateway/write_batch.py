@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from weakref import WeakKeyDictionary
 
-from gateway.busy_poll import BusyPoll
+from gateway.busy_poll import CLIENT, BusyPoll
 
 MAX_HELD = 64 * 1024  # bytes; asyncio's and uvloop's default high-water mark of a transport
 
@@ -35,7 +35,9 @@ class WriteBatch:
         self._open = False  # a write went this turn; the turn's end is scheduled
         self.busy_poll: BusyPoll | None = None  # armed by each turn's first write when set
 
-    def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
+    def write(self, transport: asyncio.WriteTransport, data: bytes, awaited: int = CLIENT) -> None:
+        """`awaited`: what the write waits for (`gateway.busy_poll`), a client's next request
+        (a response) or an upstream's answer (a request)."""
         if self._open:
             self._held.append((transport, data))
             self._held_bytes += len(data)
@@ -47,7 +49,7 @@ class WriteBatch:
         asyncio.get_running_loop().call_soon(self._end_turn)
         transport.write(data)
         if self.busy_poll is not None:
-            self.busy_poll.arm()
+            self.busy_poll.arm(awaited)
 
     def flush(self) -> None:
         """Writes what is held now; call it before closing a transport, so its bytes go first."""

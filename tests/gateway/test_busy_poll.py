@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.busy_poll import BusyPoll, usable_cpus, window_for
+from gateway.busy_poll import CLIENT, UPSTREAM, BusyPoll, usable_cpus, window_for
 from tests.support.loops import Scenario
 
 
@@ -57,64 +57,83 @@ def test_a_long_sleep_stops_polling_until_a_short_one(run: Callable[[Scenario], 
         poll = BusyPoll(0.05)
         poll.arm()
         await asyncio.sleep(0.15)  # the window ends, and the loop sleeps past the limit
-        poll.arm()  # so this wait is not polled
+        poll.arm()  # so this wait (again for a client) is not polled
         assert await cpu_seconds_while_waiting(0.04) < 0.02
-        assert poll.window == 0
+        assert poll.window(CLIENT) == 0
         poll.arm()  # at once: a short sleep, so a window of an eighth of the limit
-        assert poll.window == 0.05 / 8
+        assert poll.window(CLIENT) == 0.05 / 8
+        assert poll.window(UPSTREAM) == 0.05  # the other kind of wait keeps its own
 
     run(scenario)
 
 
-def replay(poll: BusyPoll, waits: list[float]) -> tuple[float, float]:
-    """Drives `poll` as a loop would through writes `waits` apart (each write ends the wait
-    before it): the share of waits that ended while polling, and the seconds polled per wait."""
-    now, polled, covered = 0.0, 0.0, 0
-    until = poll.window if poll.start(now) else None
-    for wait in waits:
+Waits = list[tuple[int, float]]
+
+
+def replay(poll: BusyPoll, waits: Waits) -> tuple[dict[int, float], float]:
+    """Drives `poll` as a loop would through a write before each of `waits`: (what the write
+    waits for, how long until the next write). Gives the share of each kind of wait that
+    ended while polling, and the seconds polled per request (two waits)."""
+    now, polled, until = 0.0, 0.0, None  # polling until `until`; None: asleep
+    covered = {CLIENT: 0, UPSTREAM: 0}
+    for awaited, wait in waits:
+        if poll.start(now, awaited) or until is not None:
+            until = now + poll.window(awaited)
         then = now + wait
         if until is not None and then < until:  # the next write came while polling
-            covered += 1
+            covered[awaited] += 1
             polled += wait
         elif until is not None:  # the window ended first: the loop slept until `then`
             poll.stop(until)
             polled += until - now
             until = None
-        if poll.start(then) or until is not None:
-            until = then + poll.window
         now = then
-    return covered / len(waits), polled / len(waits)
+    count = {kind: sum(1 for k, _ in waits if k == kind) or 1 for kind in covered}
+    return {kind: covered[kind] / count[kind] for kind in covered}, polled / len(waits) * 2
 
 
 LIMIT = 300e-6
 
 
+def requests(upstream: float, client: float, n: int = 500) -> Waits:
+    """`n` requests at one connection: each wait for the upstream's answer, then the client's."""
+    return [(UPSTREAM, upstream), (CLIENT, client)] * n
+
+
 def test_answers_within_the_limit_are_polled_for() -> None:
-    covered, polled = replay(BusyPoll(LIMIT), [100e-6, 250e-6] * 500)
-    assert covered > 0.99, covered
-    assert polled < 180e-6, polled  # what the waits took, no more
+    covered, polled = replay(BusyPoll(LIMIT), requests(upstream=100e-6, client=250e-6))
+    assert min(covered.values()) > 0.99, covered
+    assert polled < 360e-6, polled  # what the waits took, no more
 
 
 def test_answers_mostly_within_the_limit_are_still_polled_for_at_the_median() -> None:
     rng = random.Random(6)  # one wait in twenty takes 2 ms: a slow answer now and then
-    waits = [2e-3 if rng.random() < 0.05 else rng.uniform(80e-6, 250e-6) for _ in range(2000)]
+    waits = [
+        (kind, 2e-3 if rng.random() < 0.05 else rng.uniform(80e-6, 250e-6))
+        for kind in (UPSTREAM, CLIENT) * 1000
+    ]
     covered, _ = replay(BusyPoll(LIMIT), waits)
-    assert covered > 0.6, covered
+    assert min(covered.values()) > 0.6, covered
 
 
-def test_a_slow_engine_costs_an_eighth_of_the_limit_per_request() -> None:
-    """A 25 ms engine, and the client's next request 80 µs after each answer: the window ends
-    up on the engine's wait, once per request, at its smallest."""
-    covered, polled = replay(BusyPoll(LIMIT), [25e-3, 80e-6] * 500)
-    assert polled * 2 <= LIMIT / 8 * 1.1, (
-        polled
-    )  # and the first window, of the whole limit  # per request: two waits
-    assert covered < 0.01
+def test_a_slow_engine_is_not_polled_for_and_its_quick_clients_are() -> None:
+    """A 25 ms engine, and the client's next request 80 µs after each answer."""
+    poll = BusyPoll(LIMIT)
+    covered, polled = replay(poll, requests(upstream=25e-3, client=80e-6))
+    assert covered[CLIENT] > 0.99, covered
+    assert covered[UPSTREAM] == 0, covered
+    assert polled < 80e-6 * 1.05, polled  # the clients' waits, and after the first no more
+    assert poll.window(UPSTREAM) == 0
 
 
-def test_a_worker_idle_between_requests_hardly_polls() -> None:
-    _, polled = replay(BusyPoll(LIMIT), [1.0, 100e-6] * 100)  # a request a second
-    assert polled * 2 <= LIMIT / 8 * 1.1, polled  # and the first window, of the whole limit
+def test_clients_seconds_apart_are_not_polled_for_and_a_quick_upstream_is() -> None:
+    """A stream's first token: a fast upstream's answer, after a client idle for a second."""
+    poll = BusyPoll(LIMIT)
+    covered, polled = replay(poll, requests(upstream=150e-6, client=1.0, n=100))
+    assert covered[UPSTREAM] > 0.98, covered
+    assert covered[CLIENT] == 0, covered
+    assert polled < 150e-6 + LIMIT / 100 * 1.05, polled  # and the first client wait, polled
+    assert poll.window(CLIENT) == 0
 
 
 @pytest.mark.parametrize(
