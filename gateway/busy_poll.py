@@ -12,13 +12,14 @@ to 0.22 ms polling for 300 µs, the gateway 0.44 to 0.46 and 0.32 to 0.34 ms (be
 
 The price is CPU, so the window adapts, as KVM's halt polling does on a host: it grows (doubling
 from an eighth of the limit, up to the limit) after a sleep shorter than the limit, when polling
-longer would have paid, and drops to none after a longer sleep. Waits for an upstream's answer
-and for a client's next request have a window each. A worker whose answers come within the
-limit polls for them (`tests/gateway/test_busy_poll.py` replays such waits). One behind an
-engine that answers in 25 ms does not poll for it; one whose clients come seconds apart does
-not poll for them, and still polls for a fast upstream's answer (a stream's first token). A
-sleep is timed from the end of the window to the next write, so it also counts the work before
-that write: it overstates the wait, which errs towards polling less.
+longer would have paid, and drops to none after a longer sleep. Each kind of wait has a window
+of its own: for an upstream's answer, for its next event in a stream, and for a client's next
+request. A worker whose answers come within the limit polls for them
+(`tests/gateway/test_busy_poll.py` replays such waits). One behind an engine that answers in
+25 ms does not poll for it; one whose clients come seconds apart does not poll for them, and
+still polls for a fast upstream's answer (a stream's first token). A wait is timed from the
+end of the loop's turn that wrote to the end of the next one, so it also counts that turn's
+work: it overstates the wait, which errs towards polling less.
 
 By default (`GATEWAY_BUSY_POLL_US=auto`) a worker polls only when every worker has a CPU of its
 own (`window_for`): spinning on a shared or quota-limited CPU takes it from the others.
@@ -53,7 +54,9 @@ def window_for(setting: int | Literal["auto"], workers: int, cpus: float) -> flo
     return setting / 1e6
 
 
-CLIENT, UPSTREAM = 0, 1  # what a write waits for: a client's next request, an upstream's answer
+# What a write waits for: a client's next request (after a response's end), an upstream's answer
+# (after a request), an upstream's next event (after one relayed).
+CLIENT, UPSTREAM, RELAY = 0, 1, 2
 
 
 class BusyPoll:
@@ -75,7 +78,7 @@ class BusyPoll:
     def __init__(self, limit: float) -> None:
         self._limit = limit
         self._smallest = limit / 8  # the first window after none
-        self._windows = [limit, limit]  # by kind of wait: how long the next one is polled
+        self._windows = [limit, limit, limit]  # by kind of wait: how long the next one is polled
         self._waiting = CLIENT  # the kind of the wait under way: the last write's
         self._until = 0.0
         self._spinning = False

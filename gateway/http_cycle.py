@@ -9,6 +9,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gateway.asgi import ClientDisconnected, Message, Receive, Scope, Send
+from gateway.busy_poll import CLIENT, RELAY
 from gateway.relay import frames
 
 if TYPE_CHECKING:
@@ -203,7 +204,7 @@ class Cycle:
 
     def _flush_head(self) -> None:
         if self.head:
-            self.conn.write(self.head)
+            self.conn.write(self.head, RELAY)  # a stream's head: its first event comes next
             self.head = b""
 
     def _body(self, body: bytes, more_body: bool) -> None:
@@ -218,8 +219,8 @@ class Cycle:
                 raise RuntimeError("Response content longer than Content-Length")
         if self.head:
             body, self.head = self.head + body, b""
-        if body:
-            self.conn.write(body)
+        if body:  # mid-stream, the loop waits for the next event; at the end, the next request
+            self.conn.write(body, RELAY if more_body else CLIENT)
         if more_body:
             return
         if self.left and self.scope["method"] != "HEAD":

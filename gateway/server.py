@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from gateway.asgi import Scope
+from gateway.busy_poll import CLIENT
 from gateway.http_cycle import STATUS_LINES, Cycle
 from gateway.write_batch import batch_of
 
@@ -246,10 +247,11 @@ class HTTPProtocol(asyncio.Protocol):
             self.writes.flush()  # what this connection was given leaves before it closes
             self.transport.close()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, awaited: int = CLIENT) -> None:
+        """`awaited`: what the connection waits for next (`gateway.busy_poll`)."""
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            self.writes.write(transport, data)
+            self.writes.write(transport, data, awaited)
 
     async def drain(self) -> None:
         if self._writable is None:

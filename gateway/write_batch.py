@@ -27,17 +27,20 @@ MAX_HELD = 64 * 1024  # bytes; asyncio's and uvloop's default high-water mark of
 class WriteBatch:
     """The writes held in one event loop's current turn; `batch_of(loop)` gives its batch."""
 
-    __slots__ = ("_held", "_held_bytes", "_open", "busy_poll")
+    __slots__ = ("_awaited", "_held", "_held_bytes", "_open", "busy_poll")
 
     def __init__(self) -> None:
         self._held: list[tuple[asyncio.WriteTransport, bytes]] = []
         self._held_bytes = 0
         self._open = False  # a write went this turn; the turn's end is scheduled
-        self.busy_poll: BusyPoll | None = None  # armed by each turn's first write when set
+        self.busy_poll: BusyPoll | None = None  # armed at the end of each turn that wrote
+        self._awaited = CLIENT  # what the turn's last write waits for
 
     def write(self, transport: asyncio.WriteTransport, data: bytes, awaited: int = CLIENT) -> None:
-        """`awaited`: what the write waits for (`gateway.busy_poll`), a client's next request
-        (a response) or an upstream's answer (a request)."""
+        """`awaited`: what the write waits for (`gateway.busy_poll`): a client's next request
+        (a response's end), an upstream's answer (a request) or its next event (a relayed one).
+        The turn's last write says what the loop polls for when the turn ends."""
+        self._awaited = awaited
         if self._open:
             self._held.append((transport, data))
             self._held_bytes += len(data)
@@ -48,8 +51,6 @@ class WriteBatch:
         # The running loop, not one kept here: a batch must not keep its loop alive.
         asyncio.get_running_loop().call_soon(self._end_turn)
         transport.write(data)
-        if self.busy_poll is not None:
-            self.busy_poll.arm(awaited)
 
     def flush(self) -> None:
         """Writes what is held now; call it before closing a transport, so its bytes go first."""
@@ -62,6 +63,8 @@ class WriteBatch:
         self._open = False
         if self._held:
             self.flush()
+        if self.busy_poll is not None:
+            self.busy_poll.arm(self._awaited)
 
 
 _BATCHES: WeakKeyDictionary[asyncio.AbstractEventLoop, WriteBatch] = WeakKeyDictionary()

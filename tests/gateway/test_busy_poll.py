@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.busy_poll import CLIENT, UPSTREAM, BusyPoll, usable_cpus, window_for
+from gateway.busy_poll import CLIENT, RELAY, UPSTREAM, BusyPoll, usable_cpus, window_for
 from tests.support.loops import Scenario
 
 
@@ -70,12 +70,12 @@ def test_a_long_sleep_stops_polling_until_a_short_one(run: Callable[[Scenario], 
 Waits = list[tuple[int, float]]
 
 
-def replay(poll: BusyPoll, waits: Waits) -> tuple[dict[int, float], float]:
+def replay(poll: BusyPoll, waits: Waits, per: int = 2) -> tuple[dict[int, float], float]:
     """Drives `poll` as a loop would through a write before each of `waits`: (what the write
     waits for, how long until the next write). Gives the share of each kind of wait that
-    ended while polling, and the seconds polled per request (two waits)."""
+    ended while polling, and the seconds polled per request (`per` waits)."""
     now, polled, until = 0.0, 0.0, None  # polling until `until`; None: asleep
-    covered = {CLIENT: 0, UPSTREAM: 0}
+    covered = {CLIENT: 0, UPSTREAM: 0, RELAY: 0}
     for awaited, wait in waits:
         if poll.start(now, awaited) or until is not None:
             until = now + poll.window(awaited)
@@ -89,7 +89,7 @@ def replay(poll: BusyPoll, waits: Waits) -> tuple[dict[int, float], float]:
             until = None
         now = then
     count = {kind: sum(1 for k, _ in waits if k == kind) or 1 for kind in covered}
-    return {kind: covered[kind] / count[kind] for kind in covered}, polled / len(waits) * 2
+    return {kind: covered[kind] / count[kind] for kind in covered}, polled / len(waits) * per
 
 
 LIMIT = 300e-6
@@ -102,7 +102,7 @@ def requests(upstream: float, client: float, n: int = 500) -> Waits:
 
 def test_answers_within_the_limit_are_polled_for() -> None:
     covered, polled = replay(BusyPoll(LIMIT), requests(upstream=100e-6, client=250e-6))
-    assert min(covered.values()) > 0.99, covered
+    assert min(covered[UPSTREAM], covered[CLIENT]) > 0.99, covered
     assert polled < 360e-6, polled  # what the waits took, no more
 
 
@@ -113,7 +113,7 @@ def test_answers_mostly_within_the_limit_are_still_polled_for_at_the_median() ->
         for kind in (UPSTREAM, CLIENT) * 1000
     ]
     covered, _ = replay(BusyPoll(LIMIT), waits)
-    assert min(covered.values()) > 0.6, covered
+    assert min(covered[UPSTREAM], covered[CLIENT]) > 0.6, covered
 
 
 def test_a_slow_engine_is_not_polled_for_and_its_quick_clients_are() -> None:
@@ -134,6 +134,19 @@ def test_clients_seconds_apart_are_not_polled_for_and_a_quick_upstream_is() -> N
     assert covered[CLIENT] == 0, covered
     assert polled < 150e-6 + LIMIT / 100 * 1.05, polled  # and the first client wait, polled
     assert poll.window(CLIENT) == 0
+
+
+def test_a_stream_polls_for_its_first_event_and_the_next_request_not_between_events() -> None:
+    """One stream at a time: a fast upstream's first event, three more 100 ms apart, and the
+    client's next stream 100 µs after the last."""
+    stream = [(UPSTREAM, 150e-6), (RELAY, 0.1), (RELAY, 0.1), (RELAY, 0.1), (CLIENT, 100e-6)]
+    poll = BusyPoll(LIMIT)
+    covered, polled = replay(poll, stream * 100, per=len(stream))
+    assert covered[UPSTREAM] > 0.98, covered
+    assert covered[CLIENT] > 0.98, covered
+    assert covered[RELAY] == 0, covered
+    assert polled < 250e-6 + LIMIT / 100 * 1.05, polled  # and the first relay's wait, polled
+    assert poll.window(RELAY) == 0
 
 
 @pytest.mark.parametrize(
