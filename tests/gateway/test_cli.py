@@ -145,30 +145,45 @@ def test_a_port_another_gateway_holds_is_refused_with_workers(
     assert "Address already in use" in second.stdout + second.stderr
 
 
+def busy_share(upstream: str, setting: str, content: str, pause: float) -> tuple[float, str]:
+    """The worker's CPU time over wall time through 40 requests `pause` seconds apart, each
+    answered after the fake upstream's `content` cue, and what its log said."""
+    env = env_for(upstream, GATEWAY_BUSY_POLL_US=setting, GATEWAY_LOG_LEVEL="info")
+    chat_request = {"model": MODEL, "messages": [{"role": "user", "content": content}]}
+    with (
+        gateway_process(env, output=subprocess.PIPE) as (url, process),
+        httpx.Client(base_url=url) as client,
+    ):
+        before, started = cpu_seconds(process.pid), time.monotonic()
+        for _ in range(40):
+            assert client.post("/v1/chat/completions", json=chat_request).status_code == 200
+            time.sleep(pause)
+        share = (cpu_seconds(process.pid) - before) / (time.monotonic() - started)
+        process.send_signal(signal.SIGTERM)
+        return share, process.communicate(timeout=30)[0]
+
+
 def test_busy_poll_keeps_a_worker_polling_between_close_requests(fake_upstream: Fake) -> None:
     """GATEWAY_BUSY_POLL_US: while requests come closer than its limit, the worker polls its
     sockets instead of sleeping, which shows as CPU time spent between requests; at 0 it sleeps
     (gateway/busy_poll.py). The start log says which."""
-    spent, said = {}, {}
-    chat_request = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
-    for window in ("0", "10000"):
-        env = env_for(fake_upstream[1].url, GATEWAY_BUSY_POLL_US=window, GATEWAY_LOG_LEVEL="info")
-        with (
-            gateway_process(env, output=subprocess.PIPE) as (url, process),
-            httpx.Client(base_url=url) as client,
-        ):
-            before = cpu_seconds(process.pid)
-            started = time.monotonic()
-            for _ in range(60):  # 3 ms apart, within the 10 ms limit
-                assert client.post("/v1/chat/completions", json=chat_request).status_code == 200
-                time.sleep(0.003)
-            spent[window] = (cpu_seconds(process.pid) - before) / (time.monotonic() - started)
-            process.send_signal(signal.SIGTERM)
-            said[window] = process.communicate(timeout=30)[0]
-    assert spent["10000"] > 0.6, spent  # a share of the wall time: busy most of it
-    assert spent["0"] < spent["10000"] / 2, spent
-    assert "busy polling: off (GATEWAY_BUSY_POLL_US=0" in said["0"]
-    assert "busy polling: up to 10000 microseconds (GATEWAY_BUSY_POLL_US=10000" in said["10000"]
+    upstream = fake_upstream[1].url
+    polling, said = busy_share(upstream, "10000", "hi", pause=0.003)  # within the 10 ms limit
+    sleeping, said_off = busy_share(upstream, "0", "hi", pause=0.003)
+    assert polling > 0.6, polling  # busy most of the time
+    assert sleeping < polling / 2, (sleeping, polling)
+    assert "busy polling: up to 10000 microseconds (GATEWAY_BUSY_POLL_US=10000" in said
+    assert "busy polling: off (GATEWAY_BUSY_POLL_US=0" in said_off
+
+
+def test_busy_poll_does_not_poll_for_a_slow_engine(fake_upstream: Fake) -> None:
+    """Behind an engine that answers in 25 ms, longer than the 10 ms limit, the worker stops
+    polling for its answers after the first: polling costs next to nothing (a fixed window
+    would poll 10 ms of every 26)."""
+    upstream = fake_upstream[1].url
+    polling, _ = busy_share(upstream, "10000", "slow:0.025", pause=0)
+    sleeping, _ = busy_share(upstream, "0", "slow:0.025", pause=0)
+    assert polling < sleeping + 0.1, (polling, sleeping)
 
 
 def test_busy_poll_is_on_by_default_when_each_worker_has_a_cpu(
