@@ -94,7 +94,13 @@ def test_overhead(tmp_path: Path) -> None:
             assert numbers(row, "rps", "p50_ms", "p99_ms"), key
     assert rows[("stream", "gateway", 100)]["rss_mb"] > 0
     assert rows[("shadow", "gateway, shadow 100%", 64)]["extra"]["sampled"] > 0
-    assert len(report["summary"]["targets"]) == 9
+    targets = report["summary"]["targets"]
+    assert len(targets) == 9
+    shown_beside = [t for t in targets if t["limit"] == "(reference)"]  # polling off: no verdict
+    assert [(t["name"], t["verdict"]) for t in shown_beside] == [
+        ("same, busy poll off", "-"),
+        ("same, busy poll off", "-"),
+    ]
     assert report["machine"]["nproc"] >= 1
     assert ET.fromstring(plot.read_text()).tag.endswith("svg")  # noqa: S314  (our own file)
 
