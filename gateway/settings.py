@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     busy_poll_us: int | Literal["auto"] = Field(
         default="auto",
         description="Longest µs a worker polls its sockets after a write instead of sleeping, "
-        "adapting to how soon answers come; 0 is off; auto is 300 when every worker has a CPU "
+        "adapting to how soon answers come; 0 is off; auto is 1000 when every worker has a CPU "
         "of its own, else off (README, Performance).",
     )
     shutdown_timeout: int = Field(

@@ -14,9 +14,9 @@ from benchmarks.upstream_client.wrkload import WrkResult
 
 Row = list[str]
 
-BUSY_POLL_US = (
-    300  # the Python floor's polling limit, the gateway's by default (gateway/busy_poll.py)
-)
+# The Python floor's polling limit: the gateway's default, gateway.busy_poll.AUTO_LIMIT_US (not
+# imported: with PYTHONPATH at an older commit's worktree, that `gateway` may not have it).
+BUSY_POLL_US = 1000
 BUSY_POLL = f"busy poll {BUSY_POLL_US} µs"
 POLL_OFF = "busy poll off"  # the gateway rows with GATEWAY_BUSY_POLL_US=0
 REFERENCE = "(reference)"  # the limit of a row shown beside a target, judged by none

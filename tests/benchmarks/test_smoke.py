@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from gateway.busy_poll import AUTO_LIMIT_US
+
 if TYPE_CHECKING:
     from gateway.devstack.vllm_engine import VllmEngine
 
@@ -75,7 +77,7 @@ def test_overhead(tmp_path: Path) -> None:
     streamed = ("direct", "nginx", "Python floor", "gateway")
     expected += [("stream", path, n) for path in streamed for n in (1, 100)]
     expected += [
-        ("http", "Python floor, busy poll 300 µs", 1),
+        ("http", f"Python floor, busy poll {AUTO_LIMIT_US} µs", 1),  # as the gateway
         ("http", "gateway, busy poll off", 1),
         ("http", "gateway, busy poll off", 64),
         ("stream", "gateway, busy poll off", 1),

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.busy_poll import CLIENT, RELAY, UPSTREAM, BusyPoll, usable_cpus, window_for
+from gateway.busy_poll import (
+    AUTO_LIMIT_US,
+    CLIENT,
+    RELAY,
+    UPSTREAM,
+    BusyPoll,
+    usable_cpus,
+    window_for,
+)
 from tests.support.loops import Scenario
 
 
@@ -165,7 +173,7 @@ def test_usable_cpus_is_the_affinity_capped_by_the_cgroup_quota(
 
 
 def test_auto_polls_only_when_each_worker_has_a_cpu() -> None:
-    assert window_for("auto", workers=2, cpus=2.0) == 300e-6
+    assert window_for("auto", workers=2, cpus=2.0) == AUTO_LIMIT_US / 1e6
     assert window_for("auto", workers=2, cpus=1.5) == 0  # a shared CPU: spinning takes it away
     assert window_for("auto", workers=1, cpus=0.5) == 0
     assert window_for(0, workers=1, cpus=2.0) == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.busy_poll import usable_cpus
+from gateway.busy_poll import AUTO_LIMIT_US, usable_cpus
 from gateway.devstack.procfs import (
     TCP_ESTABLISHED,
     TCP_LISTEN,
@@ -193,7 +193,7 @@ def test_busy_poll_is_on_by_default_when_each_worker_has_a_cpu(
     _, process = served  # two workers
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
-    mode = "up to 300 microseconds" if usable_cpus() >= 2 else "off"
+    mode = f"up to {AUTO_LIMIT_US} microseconds" if usable_cpus() >= 2 else "off"
     assert output.count(f"busy polling: {mode} (GATEWAY_BUSY_POLL_US=auto, GATEWAY_WORKERS=2") == 2
 
 
