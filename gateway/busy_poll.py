@@ -37,17 +37,30 @@ from typing import Literal
 # first): with 1000 the first token came 0.08 to 0.13 ms sooner, and 2000 gained no more
 # (benchmarks/README.md, "Busy polling").
 AUTO_LIMIT_US = 1000
-CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+CGROUP = Path("/sys/fs/cgroup")
 
 
-def usable_cpus(cpu_max: Path = CPU_MAX) -> float:
-    """The CPUs this process may use: its affinity, capped by its cgroup's CPU quota."""
+def usable_cpus(cgroup: Path = CGROUP) -> float:
+    """The CPUs this process may use: its affinity, capped by its cgroup's CPU quota (docker
+    `--cpus`, compose `cpus:`), which the affinity does not show."""
     cpus = float(len(os.sched_getaffinity(0)))
-    try:
-        quota, period = cpu_max.read_text().split()
-    except (OSError, ValueError):  # no cgroup v2 quota file: the affinity is the limit
-        return cpus
-    return cpus if quota == "max" else min(cpus, int(quota) / int(period))
+    quota = _cpu_quota(cgroup)
+    return cpus if quota is None else min(cpus, quota)
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """CPUs' worth of time per period the cgroup allows; None: no quota, or none readable."""
+    try:  # cgroup v2: "<quota> <period>", or "max <period>"
+        quota, period = (cgroup / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1: a quota of -1 is none
+        v1 = cgroup / "cpu"
+        quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+        return None if quota_us <= 0 else quota_us / int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def window_for(setting: int | Literal["auto"], workers: int, cpus: float) -> float:

@@ -158,18 +158,26 @@ def test_a_stream_polls_for_its_first_event_and_the_next_request_not_between_eve
 
 
 @pytest.mark.parametrize(
-    ("cpu_max", "expected"),
-    [("max 100000\n", 2.0), ("50000 100000\n", 0.5), ("300000 100000\n", 2.0), (None, 2.0),
-     ("garbled\n", 2.0)],
-)  # fmt: skip
+    ("files", "expected"),
+    [
+        ({"cpu.max": "max 100000\n"}, 2.0),
+        ({"cpu.max": "50000 100000\n"}, 0.5),
+        ({"cpu.max": "300000 100000\n"}, 2.0),  # more than the affinity: the affinity
+        ({"cpu.max": "garbled\n"}, 2.0),
+        ({}, 2.0),  # no cgroup files: the affinity
+        ({"cpu/cpu.cfs_quota_us": "150000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.5),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
+    ],
+)
 def test_usable_cpus_is_the_affinity_capped_by_the_cgroup_quota(
-    tmp_path: Path, cpu_max: str | None, expected: float, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, files: dict[str, str], expected: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """cgroup v2's cpu.max, else v1's cfs quota and period, as the compose entrypoint reads."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    path = tmp_path / "cpu.max"
-    if cpu_max is not None:
-        path.write_text(cpu_max)
-    assert usable_cpus(path) == expected
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert usable_cpus(tmp_path) == expected
 
 
 def test_auto_polls_only_when_each_worker_has_a_cpu() -> None:
