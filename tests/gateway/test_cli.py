@@ -179,7 +179,7 @@ def test_busy_poll_keeps_a_worker_polling_between_close_requests(fake_upstream: 
 def test_busy_poll_does_not_poll_for_a_slow_engine(fake_upstream: Fake) -> None:
     """Behind an engine that answers in 25 ms, longer than the 10 ms limit, the worker stops
     polling for its answers after the first. It still polls for the client's next request,
-    1 to 2 ms after each answer here: measured 9 % of the wall time against 3 % with polling
+    which comes within the limit here: measured 9 % of the wall time against 3 % with polling
     off, where the fixed window this replaced polled 10 ms of every 26 (39 %)."""
     upstream = fake_upstream[1].url
     polling, _ = busy_share(upstream, "10000", "slow:0.025", pause=0)
