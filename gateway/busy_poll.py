@@ -123,9 +123,10 @@ class BusyPoll:
                 self._windows[ended] = 0.0
         window = self._windows[awaited]
         self._until = now + window  # none: a spin under way ends at its next turn
-        if self._spinning or not window:
-            if not self._spinning:
-                self._asleep_since = now
+        if self._spinning:
+            return False
+        if not window:
+            self._asleep_since = now
             return False
         self._spinning = True
         return True

@@ -68,11 +68,11 @@ def _response_format(value: Any) -> bool:
 
 
 def _stream_options(value: Any) -> bool:
-    return type(value) is dict and value.keys() <= {"include_usage"} and _bool_values(value)
-
-
-def _bool_values(value: dict[str, Any]) -> bool:
-    return all(type(item) is bool for item in value.values())
+    return (
+        type(value) is dict
+        and value.keys() <= {"include_usage"}
+        and all(type(item) is bool for item in value.values())
+    )
 
 
 def _str(value: Any) -> bool:
