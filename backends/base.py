@@ -2,7 +2,7 @@
 
 An adapter is one module with one class that satisfies `Backend` structurally (no base class)
 and a factory registered by its `kind` in `backends.registry`. Adapters raise only the errors of
-`gateway.errors`, translating their transport's errors at their own boundary.
+`backends.errors`, translating their transport's errors at their own boundary.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.values import value_class
+from backends.values import value_class
 
 
 class Route(enum.Enum):
@@ -58,7 +58,7 @@ class Completion:
 
     body: bytes
     # The body parsed, when the adapter parsed it anyway: a shadowed pair's legs are read from
-    # it (`gateway.legs.from_body`) instead of parsing the body again.
+    # it (`gateway.shadow.legs.from_body`) instead of parsing the body again.
     answer: dict[str, Any] | None = None
 
 

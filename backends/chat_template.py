@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from gateway.errors import InvalidRequest
+from backends.errors import InvalidRequest
 
 PHI3 = (
     "{% for message in messages %}"

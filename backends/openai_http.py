@@ -2,7 +2,7 @@
 
 Bodies are forwarded as received unless a field must change (the served model name, or a field
 the engine would reject), and answers are relayed as bytes: the hot path parses nothing twice.
-The upstream client is backends.http1, chosen by measurement: it costs well under half of
+The upstream client is backends.transport.http1, chosen by measurement: it costs well under half of
 aiohttp's CPU per call (benchmarks/upstream_client/client_cpu.py).
 """
 
@@ -21,16 +21,16 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from backends import http1
 from backends.base import Completion, EventStream, Health, Route, UpstreamRequest
-from backends.settings import HTTPBackendSettings
-from gateway.errors import (
+from backends.errors import (
     BackendProtocolError,
     BackendTimeout,
     BackendUnavailable,
     GatewayError,
     UpstreamRejected,
 )
+from backends.settings import HTTPBackendSettings
+from backends.transport import http1
 
 T = TypeVar("T")
 BACKOFF = 0.05  # seconds: the scale of the jittered exponential wait between attempts

@@ -11,8 +11,9 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from backends import triton, trtllm_serve, vllm
+from backends import trtllm_serve, vllm
 from backends.base import Backend
+from backends.triton import adapter as triton
 
 BackendSettings = Annotated[
     vllm.VllmSettings | trtllm_serve.TrtllmServeSettings | triton.TritonSettings,

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from backends.errors import UnsupportedParameter
 from backends.openai_http import OpenAIHTTPBackend
 from backends.settings import HTTPBackendSettings
-from gateway.errors import UnsupportedParameter
 
 # Fields trtllm-serve's chat and completion request models accept (tensorrt_llm/serve/
 # openai_protocol.py, 2025-2026): the OpenAI ones plus its sampling extensions.

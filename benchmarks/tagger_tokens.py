@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from backends.chat_template import ChatTemplate
-from gateway.tasks import Task, load_tasks
+from gateway.tasks.task import Task, load_tasks
 
 SPECIAL = re.compile(r"(<\|[a-z]+\|>)")
 

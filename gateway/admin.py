@@ -14,19 +14,19 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException
 
-from gateway.errors import (
+from backends.errors import (
     AuthenticationFailed,
     BackendUnavailable,
     GatewayError,
     InvalidRequest,
     NotFound,
 )
-from gateway.gate import GateRule, rule_from
-from gateway.pairs import PairRecord
-from gateway.records import StoreError
-from gateway.report_command import parse_since
-from gateway.shadow_report import summarize
-from gateway.shadow_report_render import render
+from gateway.records.store import StoreError
+from gateway.report.command import parse_since
+from gateway.report.gate import GateRule, rule_from
+from gateway.report.render import render
+from gateway.report.summary import summarize
+from gateway.shadow.pairs import PairRecord
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

@@ -23,23 +23,23 @@ from pydantic_settings import SettingsError
 
 from backends import registry
 from backends.base import Route
+from backends.errors import GatewayError, InvalidRequest, MethodNotAllowed
 from backends.registry import BackendSettings
+from backends.transport.busy_poll import BusyPoll, usable_cpus, window_for
+from backends.transport.write_batch import batch_of
 from gateway.admin import build_admin
-from gateway.asgi import Message, Receive, Scope, Send, request_id_from
-from gateway.auth import KeyCheck
-from gateway.busy_poll import BusyPoll, usable_cpus, window_for
-from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed
-from gateway.guard import Circuit, Guarded
+from gateway.http.asgi import Message, Receive, Scope, Send, request_id_from
 from gateway.metrics import Metrics
-from gateway.proxy import Proxy
-from gateway.records import Recorder, open_store
-from gateway.relay import Exchange, frames, send_error
-from gateway.routing import Router
+from gateway.proxy.auth import KeyCheck
+from gateway.proxy.guard import Circuit, Guarded
+from gateway.proxy.handler import Proxy
+from gateway.proxy.relay import Exchange, frames, send_error
+from gateway.proxy.routing import Router
+from gateway.records.store import Recorder, open_store
 from gateway.settings import Settings, describe_errors
-from gateway.shadow import ShadowConfig, ShadowLeg
-from gateway.task_config import TaskConfigError
-from gateway.tasks import Task, load_tasks
-from gateway.write_batch import batch_of
+from gateway.shadow.leg import ShadowConfig, ShadowLeg
+from gateway.tasks.config import TaskConfigError
+from gateway.tasks.task import Task, load_tasks
 
 log = logging.getLogger("gateway")
 
@@ -49,7 +49,7 @@ HOT_ROUTES = {route.path: route for route in Route}
 # 1,000 streams held, the default's frequent young collections paused the loop for tens of ms
 # (gap p99 147 to 227 ms for 100 ms events; 105 to 112 ms with this; benchmarks/README.md).
 # Not higher: at 50,000, a flood's refused requests (their exceptions sit in cycles) grew the
-# process by 25 MB before a collection (tests/gateway/test_flood.py), for no better gaps.
+# process by 25 MB before a collection (tests/gateway/proxy/test_flood.py), for no better gaps.
 GC_THRESHOLDS = (10_000, 10, 10)
 
 

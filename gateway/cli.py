@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
-from gateway import evaluation, report_command
+from gateway.eval import command as evaluation
+from gateway.report import command as report_command
 from gateway.settings import Settings, describe_errors
-from gateway.task_config import TaskConfigError
+from gateway.tasks.config import TaskConfigError
+
+DEMO_MODULE = "tests.engines.demo"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,8 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "eval":
         return evaluation.run(args)
     if args.command == "demo":
-        from gateway.devstack.demo import run_demo
-
         return run_demo(port=args.port, keep_running=args.keep_running)
 
     settings = load_settings()
@@ -82,6 +85,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve_forever(settings.model_copy(update=overrides))
 
 
+def run_demo(port: int, keep_running: bool) -> int:
+    """The local stack on the repository's test engines, which the production wheel leaves out:
+    imported by name from the checkout, so nothing of the gateway depends on them."""
+    try:
+        found = importlib.util.find_spec(DEMO_MODULE) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        print(
+            "gateway: the demo runs the repository's test engines (tests/engines/), which a "
+            "production install leaves out; run it from a checkout with ./dev demo",
+            file=sys.stderr,
+        )
+        return 2
+    demo: Callable[..., int] = importlib.import_module(DEMO_MODULE).run_demo
+    return demo(port=port, keep_running=keep_running)
+
+
 def load_settings() -> Settings | None:
     try:
         settings = Settings()
@@ -99,7 +120,7 @@ def load_settings() -> Settings | None:
 
 
 def purge_records(settings: Settings, days: int | None) -> int:
-    from gateway import records
+    from gateway.records import store as records
 
     days = settings.records_retention_days if days is None else days
     if days < 1:
@@ -123,8 +144,8 @@ def purge_records(settings: Settings, days: int | None) -> int:
 
 
 # uvicorn runs the server (sockets, workers, signals, lifespan); the gateway's own protocol
-# handles each connection, for about a fifth less CPU per request (gateway/server.py).
-HTTP_PROTOCOL = "gateway.server:HTTPProtocol"
+# handles each connection, for about a fifth less CPU per request (gateway/http/server.py).
+HTTP_PROTOCOL = "gateway.http.server:HTTPProtocol"
 
 
 def configure_logging(level: str) -> None:
@@ -143,10 +164,10 @@ def serve_forever(settings: Settings) -> int:
     # Requests still running `shutdown_timeout` seconds after SIGTERM are cut (every worker).
     signal.signal(signal.SIGTERM, lambda *_: None)
     if settings.workers > 1:
-        from gateway import workers
+        from gateway.http import workers
 
         # Each worker process builds its own app (and pools) from the same environment, and
-        # listens on its own socket (gateway/workers.py). `--workers` goes into it too: a
+        # listens on its own socket (gateway/http/workers.py). `--workers` goes into it too: a
         # worker's app reads how many they are (busy polling's `auto`).
         os.environ["GATEWAY_WORKERS"] = str(settings.workers)
         config = uvicorn.Config(

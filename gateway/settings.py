@@ -15,8 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backends.registry import FACTORIES, BackendSettings
 from backends.vllm import VllmSettings
-from gateway.gate import Metric
-from gateway.records import check_url
+from gateway.records.store import check_url
+from gateway.report.gate import Metric
 
 MAX_BUSY_POLL_US = 10_000  # a longer wait is not one a wake-up's tens of µs matter to
 
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level; request text and keys are never logged."
     )
-    # Task aliases (gateway/tasks.py): off unless asked for, so no new model name appears on
+    # Task aliases (gateway/tasks/task.py): off unless asked for, so no new model name appears on
     # /v1/models of an existing deployment by surprise.
     tasks_enabled: bool = Field(
         default=False, description="Serve the task aliases defined under tasks_dir."
@@ -111,8 +111,8 @@ class Settings(BaseSettings):
         default=0.0, ge=0.0, le=100.0, description="Share of users the canary serves, sticky."
     )
 
-    # Shadow pair storage (gateway/records.py, gateway/redaction.py). Text is kept only as
-    # hashes unless asked for: the requests are children's writing, personal data.
+    # Shadow pair storage (gateway/records/store.py, gateway/records/redaction.py). Text is kept
+    # only as hashes unless asked for: the requests are children's writing, personal data.
     records_url: str = Field(
         default="sqlite:///var/shadow.db",
         description="Where pairs are stored: sqlite:///<path> or postgresql://user:pass@host/db.",
@@ -129,7 +129,8 @@ class Settings(BaseSettings):
     )
     records_batch: int = Field(default=200, ge=1, description="Most pairs written at once.")
 
-    # The cutover gate (gateway/gate.py): `gateway report` exits 1 when the candidate fails it.
+    # The cutover gate (gateway/report/gate.py): `gateway report` exits 1 when the candidate
+    # fails it.
     gate_min_pairs: int = Field(
         default=200, ge=1, description="Compared shadow pairs the gate needs before it can pass."
     )

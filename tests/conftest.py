@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import gc
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.loops import LOOP_KINDS, Scenario, run_on
 from tests.support.servers import ThreadedServer
 
 if TYPE_CHECKING:
-    from gateway.devstack.triton_engine import TritonEngine
-    from gateway.devstack.vllm_engine import VllmEngine
+    from tests.engines.triton_engine import TritonEngine
+    from tests.engines.vllm_engine import VllmEngine
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 TINY_MODEL = "tiny-phi3"
 RUN_SUMMARY = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture(params=LOOP_KINDS)
+def run(request: pytest.FixtureRequest) -> Callable[[Scenario], None]:
+    """Runs a scenario on each event loop the gateway may run on (the test runs once per loop)."""
+    return partial(run_on, request.param)
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +40,7 @@ def fake_upstream() -> Iterator[tuple[FakeUpstream, ThreadedServer]]:
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     """The tiny Phi-3-shaped model every engine serves, built once into the repo's cache."""
-    from gateway.devstack.tiny_model import build_tiny_model
+    from tests.engines.tiny_model import build_tiny_model
 
     return build_tiny_model(CACHE / "tiny-phi3")
 
@@ -40,7 +48,7 @@ def tiny_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_model_dir: Path) -> Iterator[VllmEngine]:
     """Real vLLM (CPU build) serving the tiny model: started once per test run."""
-    from gateway.devstack.vllm_engine import VllmEngine
+    from tests.engines.vllm_engine import VllmEngine
 
     engine = VllmEngine(tiny_model_dir, served_name=TINY_MODEL, log_path=CACHE / "vllm.log")
     engine.start()
@@ -54,7 +62,7 @@ def vllm_engine(tiny_model_dir: Path) -> Iterator[VllmEngine]:
 def triton_engine(tiny_model_dir: Path) -> Iterator[TritonEngine]:
     """Real Triton (PyTriton's tritonserver) hosting TensorRT-LLM-shaped models on the same
     tiny weights: `ensemble`, `tensorrt_llm_bls` and the LLM-API `tensorrt_llm`."""
-    from gateway.devstack.triton_engine import TritonEngine
+    from tests.engines.triton_engine import TritonEngine
 
     engine = TritonEngine(tiny_model_dir, log_path=CACHE / "triton.log")
     engine.start()

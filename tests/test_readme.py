@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends.triton import TritonSettings
+from backends.triton.adapter import TritonSettings
 from backends.vllm import VllmSettings
 from gateway.settings import Settings
 

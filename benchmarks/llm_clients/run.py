@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.o
 from summary import METRICS, added_median, describe, pooled, render
 
 from benchmarks.overhead.procs import metric, start_gateway
-from gateway.devstack.tiny_model import build_tiny_model
-from gateway.devstack.vllm_engine import VllmEngine
+from tests.engines.tiny_model import build_tiny_model
+from tests.engines.vllm_engine import VllmEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVED = "tiny-phi3"

@@ -5,8 +5,8 @@ Usage: ``python benchmarks/overhead/cold_cost.py [--rounds N]``
 Times two ways to read the overhead run's chat body, back to back and after a pause of the same
 process (spinning, never leaving the CPU, or sleeping, for 0.1, 1 and 10 ms): orjson, then
 pydantic's strict model (what `parse_body` ran for every body until plain bodies, and the
-largest single step of a request), and `gateway.parsing.parse_body` as it runs now (orjson,
-then `gateway.plain_bodies`). At one connection
+largest single step of a request), and `gateway.proxy.parsing.parse_body` as it runs now (orjson,
+then `gateway.proxy.plain_bodies`). At one connection
 the gateway's steps run one request (~0.4 ms) apart; one stream at a time, 100 ms apart. On a
 machine whose caches are the process's own, the pause changes nothing. On this VM it changes
 the figures several times over (benchmarks/README.md, "A step after a pause"): that, not the
@@ -30,7 +30,7 @@ from loads import benchmark_body
 from procs import GATEWAY_CORE
 
 from backends.base import Route
-from gateway.parsing import SCHEMAS, parse_body
+from gateway.proxy.parsing import SCHEMAS, parse_body
 
 PAUSES_MS = (0.1, 1.0, 10.0)
 

@@ -53,9 +53,11 @@ def install(out: str) -> None:
     """Wraps the gateway's steps to stamp them; the stamps go to `out` when the process exits."""
     import atexit
 
-    from backends.http1_connection import Connection
-    from gateway import proxy, server, write_batch
-    from gateway.http_cycle import Cycle
+    from backends.transport import write_batch
+    from backends.transport.connection import Connection
+    from gateway.http import server
+    from gateway.http.cycle import Cycle
+    from gateway.proxy import handler as proxy
 
     stamps: list[tuple[str, float]] = []
     clock = time.perf_counter

@@ -5,15 +5,15 @@ Usage: ``python floor_proxy.py UPSTREAM_URL [--busy-poll-us N]`` (port 0; prints
 ``GATEWAY_BUSY_POLL_US`` does)
 
 A raw asyncio protocol on uvloop with httptools' C parser, forwarding each POST body as it is to
-the upstream through the gateway's own upstream client (`backends.http1`) and writing the answer
-back in one write, gathered per turn of the loop as the gateway's are (`gateway/write_batch.py`).
-A streamed request (a body with ``"stream":true``, as the SSE load client writes it) is relayed
-chunk by chunk as it arrives, in chunked encoding, the head leaving with the first chunk. No
-ASGI, no framework, no validation, no routing, no metrics, no headers of its own: what is left
-is the loop, the two sockets and the two parsers, the work every Python proxy on this machine
-must do. The framework-free ``raw ASGI + aiohttp`` row of ``../upstream_client`` is the floor
-the issue's reference numbers were taken against; this one is lower still, so the distance from
-it to the gateway is the gateway's own cost.
+the upstream through the gateway's own upstream client (`backends.transport.http1`) and writing the
+answer back in one write, gathered per turn of the loop as the gateway's are
+(`backends/transport/write_batch.py`). A streamed request (a body with ``"stream":true``, as the SSE
+load client writes it) is relayed chunk by chunk as it arrives, in chunked encoding, the head
+leaving with the first chunk. No ASGI, no framework, no validation, no routing, no metrics, no
+headers of its own: what is left is the loop, the two sockets and the two parsers, the work every
+Python proxy on this machine must do. The framework-free ``raw ASGI + aiohttp`` row of
+``../upstream_client`` is the floor the issue's reference numbers were taken against; this one is
+lower still, so the distance from it to the gateway is the gateway's own cost.
 """
 
 import argparse
@@ -28,9 +28,9 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for backends
 
-from backends.http1 import HTTPError, Pool
-from gateway.busy_poll import BusyPoll
-from gateway.write_batch import batch_of
+from backends.transport.busy_poll import BusyPoll
+from backends.transport.http1 import HTTPError, Pool
+from backends.transport.write_batch import batch_of
 
 BAD_GATEWAY = b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n"
 STREAM_HEAD = (

@@ -5,8 +5,8 @@ Usage: ``python benchmarks/overhead/pair_cost.py [--pairs N] [--rounds R]``
 The overhead run's shadow point (every request shadowed, records in SQLite, hashes mode) spends
 its CPU in two places: the candidate's call, and this. Here the same code runs without a
 server, on the gateway's core, on the overhead run's request and nginx's static answer: the
-legs read (`gateway.legs`), the pair built and judged (`gateway.pairing`) and counted
-(`gateway.shadow.count_agreement`), redacted (`gateway.redaction`), turned into rows and
+legs read (`gateway.shadow.legs`), the pair built and judged (`gateway.shadow.pairing`) and counted
+(`gateway.shadow.leg.count_agreement`), redacted (`gateway.records.redaction`), turned into rows and
 inserted in batches of `GATEWAY_RECORDS_BATCH` (`SqliteStore`). Prints the median of R rounds
 of N pairs, in µs per pair.
 """
@@ -27,15 +27,15 @@ from loads import benchmark_body, static_answer
 from procs import GATEWAY_CORE
 
 from backends.base import Route, UpstreamRequest
-from gateway import legs
 from gateway.metrics import Metrics
-from gateway.pairing import pair_of, params_of
-from gateway.pairs import PairRecord
-from gateway.parsing import parse_body
-from gateway.records_sqlite import SqliteStore
-from gateway.redaction import redact
+from gateway.proxy.parsing import parse_body
+from gateway.records.redaction import redact
+from gateway.records.sqlite import SqliteStore
 from gateway.settings import Settings
-from gateway.shadow import count_agreement
+from gateway.shadow import legs
+from gateway.shadow.leg import count_agreement
+from gateway.shadow.pairing import pair_of, params_of
+from gateway.shadow.pairs import PairRecord
 
 STEPS = ("legs", "record", "redact", "store")
 

@@ -24,9 +24,9 @@ from benchmarks.upstream_client.servers import (
     start_nginx,
     wait_for,
 )
-from gateway.devstack.procfs import TCP_LISTEN, tcp_sockets
-from gateway.devstack.procfs import cpu_ticks as own_ticks
-from gateway.devstack.vllm_engine import sum_samples
+from tests.engines.procfs import TCP_LISTEN, tcp_sockets
+from tests.engines.procfs import cpu_ticks as own_ticks
+from tests.engines.vllm_engine import sum_samples
 
 HERE = Path(__file__).resolve().parent
 LISTENING = re.compile(r"listening on (\d+)")
@@ -118,7 +118,7 @@ def start_gateway(
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: port if get(url, "/ready")[0] == 200 else None, child, log)
     # /ready answers once one worker serves; each listens on its own socket once its app has
-    # started (gateway/workers.py), and connections opened before go to those listening.
+    # started (gateway/http/workers.py), and connections opened before go to those listening.
     workers = int(settings.get("GATEWAY_WORKERS", "1"))
     wait_for(lambda: port if listening(port) >= workers else None, child, log)
     return Server(url, child.pid)

@@ -14,8 +14,9 @@ from benchmarks.upstream_client.wrkload import WrkResult
 
 Row = list[str]
 
-# The Python floor's polling limit: the gateway's default, gateway.busy_poll.AUTO_LIMIT_US (not
-# imported: with PYTHONPATH at an older commit's worktree, that `gateway` may not have it).
+# The Python floor's polling limit: the gateway's default,
+# backends.transport.busy_poll.AUTO_LIMIT_US (not imported: with PYTHONPATH at an older commit's
+# worktree, that `gateway` may not have it).
 BUSY_POLL_US = 1000
 BUSY_POLL = f"busy poll {BUSY_POLL_US} µs"
 POLL_OFF = "busy poll off"  # the gateway rows with GATEWAY_BUSY_POLL_US=0

@@ -6,7 +6,7 @@ a rule recognises names the step, so library code is charged to the step that ca
 (``asyncio.wait`` under ``until_disconnect`` is the watcher's). Non-blocking sampling can cut a
 stack short at the root end; the leaf, which decides most steps, survives.
 
-    >>> classify([Frame("parse_body", "gateway/parsing.py", 25)])
+    >>> classify([Frame("parse_body", "gateway/proxy/parsing.py", 25)])
     'orjson parse of the request (parse_body)'
 """
 
@@ -34,18 +34,18 @@ def _under(stack: Stack, function: str) -> bool:
 
 
 WATCHER = "disconnect watcher (until_disconnect; under uvicorn's protocol a timer, a task)"
-WRITES = "socket writes, gathered per turn of the loop (gateway/write_batch.py)"
+WRITES = "socket writes, gathered per turn of the loop (backends/transport/write_batch.py)"
 SHADOW_FILES = (
-    "gateway/shadow.py",
-    "gateway/legs.py",
-    "gateway/compare.py",
-    "gateway/pairs.py",
-    "gateway/records.py",
-    "gateway/redaction.py",
-    "gateway/records_schema.py",
-    "gateway/records_sqlite.py",
+    "gateway/shadow/leg.py",
+    "gateway/shadow/legs.py",
+    "gateway/shadow/compare.py",
+    "gateway/shadow/pairs.py",
+    "gateway/records/store.py",
+    "gateway/records/redaction.py",
+    "gateway/records/schema.py",
+    "gateway/records/sqlite.py",
 )
-SEND = "response send (head and body writes: gateway/http_cycle.py, or uvicorn's)"
+SEND = "response send (head and body writes: gateway/http/cycle.py, or uvicorn's)"
 SERVER_SENDS = (
     "Cycle.send",
     "Cycle._start",
@@ -55,11 +55,11 @@ SERVER_SENDS = (
 )
 RECEIVES = ("RequestResponseCycle.receive", "Cycle.receive")
 RULES: list[Rule] = [
-    ("body validation (gateway/plain_bodies.py; pydantic for other bodies)",
-     lambda f, s: "pydantic" in f.file or f.file == "gateway/plain_bodies.py"),
+    ("body validation (gateway/proxy/plain_bodies.py; pydantic for other bodies)",
+     lambda f, s: "pydantic" in f.file or f.file == "gateway/proxy/plain_bodies.py"),
     ("metrics (prometheus_client labels/inc/observe)",
      lambda f, s: "prometheus_client" in f.file or f.file == "gateway/metrics.py"),
-    (WRITES, lambda f, s: f.file == "gateway/write_batch.py"),
+    (WRITES, lambda f, s: f.file == "backends/transport/write_batch.py"),
     (SEND, lambda f, s: f.function == "RequestResponseCycle.send"),
     (SEND, lambda f, s: f.file.startswith("gateway/") and f.function in SERVER_SENDS),
     ("body read (read_body, the server's receive)",
@@ -79,11 +79,11 @@ RULES: list[Rule] = [
      lambda f, s: f.file.startswith("backends/")),
     ("uvicorn + httptools: parse, new request, start the ASGI task",
      lambda f, s: f.function.startswith("HttpToolsProtocol.")),
-    ("HTTP protocol (gateway/server.py): parse, new request, start the ASGI task",
-     lambda f, s: f.file in ("gateway/server.py", "gateway/http_cycle.py")),
+    ("HTTP protocol (gateway/http/server.py): parse, new request, start the ASGI task",
+     lambda f, s: f.file in ("gateway/http/server.py", "gateway/http/cycle.py")),
     ("uvicorn: run_asgi, ProxyHeadersMiddleware",
      lambda f, s: f.function.startswith("RequestResponseCycle.") or "proxy_headers" in f.file),
-    ("shadow leg and record writer (gateway/shadow.py, legs, compare, records*, redaction)",
+    ("shadow leg and record writer (gateway/shadow/leg.py, legs, compare, records*, redaction)",
      lambda f, s: f.file in SHADOW_FILES),
     ("gateway: dispatch, auth, routing, Exchange, headers",
      lambda f, s: f.file.startswith("gateway/")),
@@ -95,7 +95,7 @@ UNRESOLVED = "unresolved (empty stack)"
 
 
 def parse_frame(text: str) -> Frame:
-    """``'parse_body (gateway/parsing.py:25)'`` -> Frame; odd frames keep their text as name."""
+    """``'parse_body (gateway/proxy/parsing.py:25)'`` -> Frame; odd frames keep their text."""
     match = FRAME.match(text)
     if match is None:
         return Frame(text, "", 0)

@@ -11,7 +11,7 @@ ways for the echo to wait:
 - ``asleep, core idle``: it blocks in `recv` on an otherwise idle core 0.
 
 On this VM the two asleep cases cost the sender several times the awake one: that is why the
-gateway gathers its writes per turn of the loop (gateway/write_batch.py).
+gateway gathers its writes per turn of the loop (backends/transport/write_batch.py).
 """
 
 import argparse

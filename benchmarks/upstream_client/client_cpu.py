@@ -1,4 +1,5 @@
-"""CPU per upstream call: aiohttp, configured as the gateway used it, against backends.http1.
+"""CPU per upstream call: aiohttp, configured as the gateway used it, against
+backends.transport.http1.
 
 Usage: ``python benchmarks/upstream_client/client_cpu.py [--calls N] [--runs R] [--json OUT]``
 
@@ -28,8 +29,8 @@ import uvloop
 from interference import other_cpu_percent, snapshot
 from servers import HERE, start_nginx
 
-sys.path.insert(0, str(HERE.parents[1]))  # for backends.http1
-from backends.http1 import Pool
+sys.path.insert(0, str(HERE.parents[1]))  # for backends.transport.http1
+from backends.transport.http1 import Pool
 
 WORKERS = 64
 LIMIT = 256  # the gateway's default max_concurrency per backend
@@ -46,7 +47,7 @@ def post_body() -> bytes:
 
 
 async def aiohttp_client(stack: AsyncExitStack, url: str, body: bytes) -> Call:
-    """The gateway's aiohttp session before backends.http1: same connector, timeouts, headers."""
+    """The gateway's aiohttp session before its own client: same connector, timeouts, headers."""
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
             limit=LIMIT, keepalive_timeout=KEEPALIVE, enable_cleanup_closed=False
@@ -70,7 +71,7 @@ async def aiohttp_client(stack: AsyncExitStack, url: str, body: bytes) -> Call:
 
 
 async def http1_client(stack: AsyncExitStack, url: str, body: bytes) -> Call:
-    """backends.http1 as OpenAIHTTPBackend uses it: a pre-encoded head, one header per call."""
+    """backends.transport.http1 as OpenAIHTTPBackend uses it: a pre-encoded head, one header."""
     pool = Pool(
         url,
         limit=LIMIT,
@@ -92,7 +93,7 @@ async def http1_client(stack: AsyncExitStack, url: str, body: bytes) -> Call:
 
 CLIENTS = {
     f"aiohttp {version('aiohttp')}": aiohttp_client,
-    f"backends.http1 (httptools {version('httptools')})": http1_client,
+    f"backends.transport.http1 (httptools {version('httptools')})": http1_client,
 }
 
 

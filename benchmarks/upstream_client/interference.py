@@ -8,12 +8,15 @@ Interrupt time is left out on both sides: on loopback it is mostly this benchmar
 """
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.devstack.procfs import TICKS_PER_SECOND as TICKS_PER_S
-from gateway.devstack.procfs import stat_fields
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for tests.engines
+
+from tests.engines.procfs import TICKS_PER_SECOND as TICKS_PER_S
+from tests.engines.procfs import stat_fields
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from backends.chat_template import ChatTemplate
-from gateway.errors import InvalidRequest
+from backends.errors import InvalidRequest
 
 CHAT = [
     {"role": "system", "content": "Bạn là Pika."},

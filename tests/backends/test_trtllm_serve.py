@@ -14,12 +14,12 @@ import openai
 import orjson
 import pytest
 
+from backends.errors import UnsupportedParameter
 from backends.trtllm_serve import CHAT_FIELDS, TrtllmServeSettings, keep_known_fields
 from gateway.app import create_app
-from gateway.devstack.vllm_engine import VllmEngine
-from gateway.errors import UnsupportedParameter
 from gateway.settings import Settings
 from tests.conftest import TINY_MODEL
+from tests.engines.vllm_engine import VllmEngine
 from tests.support.servers import ThreadedServer
 
 MESSAGES = [{"role": "user", "content": "Xin chào Pika"}]

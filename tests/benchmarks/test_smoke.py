@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from gateway.busy_poll import AUTO_LIMIT_US
+from backends.transport.busy_poll import AUTO_LIMIT_US
 
 if TYPE_CHECKING:
-    from gateway.devstack.vllm_engine import VllmEngine
+    from tests.engines.vllm_engine import VllmEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
@@ -112,18 +112,18 @@ def test_hot_path_steps_are_recognised() -> None:
 
     loop = Frame("Runner.run", "asyncio/runners.py", 118)
     watcher = [loop, Frame("RequestResponseCycle.receive", "uvicorn/protocols/http/x.py", 574)]
-    body = [loop, Frame("read_body", "gateway/asgi.py", 35), watcher[1]]
+    body = [loop, Frame("read_body", "gateway/http/asgi.py", 35), watcher[1]]
     assert classify(watcher).startswith("disconnect watcher")
     assert classify(body).startswith("body read")
     assert classify([loop]).startswith("event loop")
-    flush = [loop, Frame("WriteBatch.flush", "gateway/write_batch.py", 51)]
+    flush = [loop, Frame("WriteBatch.flush", "backends/transport/write_batch.py", 51)]
     assert classify(flush).startswith("socket writes")
-    insert = [Frame("SqliteStore.write_batch.<locals>.insert", "gateway/records_sqlite.py", 49)]
+    insert = [Frame("SqliteStore.write_batch.<locals>.insert", "gateway/records/sqlite.py", 49)]
     assert classify(insert).startswith("shadow leg")
     assert classify([]).startswith("unresolved")
-    checks = [loop, Frame("is_plain", "gateway/plain_bodies.py", 125)]
+    checks = [loop, Frame("is_plain", "gateway/proxy/plain_bodies.py", 125)]
     assert classify(checks).startswith("body validation")
-    line = "a (gateway/app.py:82);parse_body (gateway/parsing.py:25) 7\n"
+    line = "a (gateway/app.py:82);parse_body (gateway/proxy/parsing.py:25) 7\n"
     assert breakdown(parse_collapsed([line])) == {"orjson parse of the request (parse_body)": 7}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from gateway.tasks import Task, load_tasks
+from gateway.tasks.task import Task, load_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "tagger_tokens.py"

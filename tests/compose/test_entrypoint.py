@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.devstack.vllm_engine import free_port
 from tests.compose.stack import COMPOSE
+from tests.engines.vllm_engine import free_port
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.servers import ThreadedServer
 

@@ -29,9 +29,9 @@ import httpx
 import openai
 import pytest
 
-from gateway.devstack.vllm_engine import VllmEngine, free_port
 from tests.compose.stack import COMPOSE
 from tests.compose.test_monitoring import VLLM_METRICS
+from tests.engines.vllm_engine import VllmEngine, free_port
 
 RUNBOOK = (COMPOSE / "README.md").read_text(encoding="utf-8")
 SEED = (

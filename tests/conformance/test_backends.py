@@ -28,13 +28,13 @@ from tokenizers import Tokenizer
 
 from backends.base import Health
 from backends.registry import BackendSettings
-from backends.triton import TritonBackend, TritonSettings
+from backends.triton.adapter import TritonBackend, TritonSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
-from gateway.devstack.triton_engine import ADD_SPECIAL_TOKENS, TritonEngine
-from gateway.devstack.vllm_engine import VllmEngine
 from gateway.settings import Settings
 from tests.conftest import CACHE, TINY_MODEL
+from tests.engines.triton_engine import ADD_SPECIAL_TOKENS, TritonEngine
+from tests.engines.vllm_engine import VllmEngine
 from tests.support.servers import ThreadedServer
 
 PUBLIC = "phi-3-mini"

@@ -15,8 +15,8 @@ plus one older pair with another candidate ("old": left out) and 5 noise pairs, 
 
 from __future__ import annotations
 
-from gateway.legs import parse_json
-from gateway.pairs import Leg, PairRecord, Params
+from gateway.shadow.legs import parse_json
+from gateway.shadow.pairs import Leg, PairRecord, Params
 
 T0 = 1_699_999_200.0  # 2023-11-14T22:00:00Z, on the hour
 SCHEMA = {

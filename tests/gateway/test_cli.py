@@ -18,15 +18,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.busy_poll import AUTO_LIMIT_US, usable_cpus
-from gateway.devstack.procfs import (
+from backends.transport.busy_poll import AUTO_LIMIT_US, usable_cpus
+from tests.engines.procfs import (
     TCP_ESTABLISHED,
     TCP_LISTEN,
     TICKS_PER_SECOND,
     cpu_ticks,
     tcp_sockets,
 )
-from gateway.devstack.vllm_engine import free_port
+from tests.engines.vllm_engine import free_port
 from tests.support.fake_upstream import MODEL, FakeUpstream
 from tests.support.servers import ThreadedServer, gateway_process, until_ready
 
@@ -93,7 +93,7 @@ def test_serve_runs_workers_and_never_logs_keys_or_text(
 def test_workers_share_connections_opened_at_once(
     two_workers: tuple[str, subprocess.Popen[str]],
 ) -> None:
-    """Each worker listens on its own SO_REUSEPORT socket (gateway/workers.py): with one shared
+    """Each worker listens on its own SO_REUSEPORT socket (gateway/http/workers.py): with one shared
     socket, the worker that woke first accepted every waiting connection."""
     url, process = two_workers
     port = int(url.rsplit(":", 1)[1])
@@ -166,7 +166,7 @@ def busy_share(upstream: str, setting: str, content: str, pause: float) -> tuple
 def test_busy_poll_keeps_a_worker_polling_between_close_requests(fake_upstream: Fake) -> None:
     """GATEWAY_BUSY_POLL_US: while requests come closer than its limit, the worker polls its
     sockets instead of sleeping, which shows as CPU time spent between requests; at 0 it sleeps
-    (gateway/busy_poll.py). The start log says which."""
+    (backends/transport/busy_poll.py). The start log says which."""
     upstream = fake_upstream[1].url
     polling, said = busy_share(upstream, "10000", "hi", pause=0.003)  # within the 10 ms limit
     sleeping, said_off = busy_share(upstream, "0", "hi", pause=0.003)

@@ -10,14 +10,14 @@ import httpx
 import openai
 import pytest
 
-from backends.triton import TritonSettings
+from backends.triton.adapter import TritonSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
-from gateway.devstack.tiny_model import build_tiny_model
-from gateway.devstack.triton_engine import TritonEngine
-from gateway.devstack.vllm_engine import VllmEngine
 from gateway.settings import Settings
 from tests.conftest import CACHE, TINY_MODEL
+from tests.engines.tiny_model import build_tiny_model
+from tests.engines.triton_engine import TritonEngine
+from tests.engines.vllm_engine import VllmEngine
 from tests.support.servers import ThreadedServer
 
 PUBLIC = "phi-3-mini"

@@ -22,18 +22,18 @@ import openai
 import pytest
 
 from backends.registry import BackendSettings
-from backends.triton import TritonSettings
+from backends.triton.adapter import TritonSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
-from gateway.compare import compare
-from gateway.devstack.triton_engine import ADD_SPECIAL_TOKENS, TritonEngine
-from gateway.devstack.vllm_engine import VllmEngine
-from gateway.gate import GateRule
-from gateway.pairs import PairRecord
-from gateway.records import open_store
+from gateway.records.store import open_store
+from gateway.report.gate import GateRule
+from gateway.report.summary import summarize
 from gateway.settings import Settings
-from gateway.shadow_report import summarize
+from gateway.shadow.compare import compare
+from gateway.shadow.pairs import PairRecord
 from tests.conftest import TINY_MODEL
+from tests.engines.triton_engine import ADD_SPECIAL_TOKENS, TritonEngine
+from tests.engines.vllm_engine import VllmEngine
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.servers import ThreadedServer
 

@@ -19,19 +19,20 @@ import openai
 import pytest
 from transformers import AutoTokenizer
 
-from backends.triton import TritonSettings
+from backends.triton.adapter import TritonSettings
 from backends.vllm import VllmSettings
-from gateway import cli, report
+from gateway import cli
 from gateway.app import create_app
-from gateway.compare import compare
-from gateway.devstack.triton_engine import ADD_SPECIAL_TOKENS, TritonEngine
-from gateway.devstack.vllm_engine import VllmEngine
-from gateway.eval_summary import INVALID
-from gateway.pairs import PairRecord
-from gateway.records import open_store
+from gateway.eval import render as report
+from gateway.eval.summary import INVALID
+from gateway.records.store import open_store
 from gateway.settings import Settings
-from gateway.tasks import PROMPT_VERSION_HEADER, Task, load_tasks
+from gateway.shadow.compare import compare
+from gateway.shadow.pairs import PairRecord
+from gateway.tasks.task import PROMPT_VERSION_HEADER, Task, load_tasks
 from tests.conftest import TINY_MODEL
+from tests.engines.triton_engine import ADD_SPECIAL_TOKENS, TritonEngine
+from tests.engines.vllm_engine import VllmEngine
 from tests.support.servers import ThreadedServer
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"

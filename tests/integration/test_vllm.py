@@ -19,9 +19,9 @@ import pytest
 from backends.base import Completion, Route, UpstreamRequest
 from backends.vllm import VllmSettings, create
 from gateway.app import create_app
-from gateway.devstack.vllm_engine import VllmEngine
 from gateway.settings import Settings
 from tests.conftest import TINY_MODEL
+from tests.engines.vllm_engine import VllmEngine
 from tests.support.servers import ThreadedServer
 
 MESSAGES = [

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway.tasks import load_tasks
+from gateway.tasks.task import load_tasks
 
 TAGGER = Path(__file__).resolve().parents[2] / "prompts" / "tagger"
 CHECK = TAGGER / "check_dataset.py"

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from gateway.asgi import ClientDisconnected
+from gateway.http.asgi import ClientDisconnected
 
 MODEL = "fake-model"
 

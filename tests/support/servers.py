@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 
 from gateway.cli import HTTP_PROTOCOL
-from gateway.devstack.vllm_engine import free_port
+from tests.engines.vllm_engine import free_port
 
 
 class ThreadedServer:

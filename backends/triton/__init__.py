@@ -1,0 +1,1 @@
+"""TensorRT-LLM on NVIDIA Triton: the adapter, and how OpenAI fields become its tensors and back."""

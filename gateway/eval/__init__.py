@@ -1,0 +1,1 @@
+"""`gateway eval`: a labelled dataset through one or more targets, scored and rendered."""

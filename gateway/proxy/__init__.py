@@ -1,0 +1,1 @@
+"""The hot path: keys, body parsing, routing, admission, and relaying the answer."""

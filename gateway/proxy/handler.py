@@ -1,0 +1,260 @@
+"""The hot path: OpenAI requests in, one backend call, the answer relayed as it comes.
+
+Runs as plain ASGI (no framework) because a framework's request handling costs about half of
+the gateway's throughput (benchmarks/upstream_client). Every failure is a `GatewayError`
+rendered here, as JSON before the response has started and as an SSE event after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from time import perf_counter
+from typing import Any
+
+import orjson
+
+from backends.base import Backend, Route, UpstreamRequest
+from backends.errors import GatewayError, InvalidRequest
+from gateway.http.asgi import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    json_headers,
+    read_body,
+    request_id_from,
+    until_disconnect,
+)
+from gateway.metrics import Metrics
+from gateway.proxy.auth import KeyCheck
+from gateway.proxy.guard import Guarded
+from gateway.proxy.parsing import parse_body
+from gateway.proxy.relay import (
+    CLIENT_CLOSED,
+    SSE_HEADERS,
+    Exchange,
+    Relay,
+    frames,
+    send_error,
+    user_of,
+)
+from gateway.proxy.routing import Router
+from gateway.shadow.leg import ShadowLeg
+from gateway.shadow.pairing import PrimaryOutcome
+from gateway.tasks.task import PROMPT_VERSION_HEADER, Task
+
+log = logging.getLogger("gateway.proxy.handler")
+
+
+class Proxy:
+    """Serves `/v1/chat/completions` and `/v1/completions`."""
+
+    def __init__(
+        self,
+        router: Router,
+        keys: KeyCheck,
+        metrics: Metrics,
+        max_body: int,
+        tasks: Mapping[str, Task] | None = None,
+        shadow: ShadowLeg | None = None,
+    ) -> None:
+        self._router = router
+        self._keys = keys
+        self._metrics = metrics
+        self._max_body = max_body
+        self._tasks = tasks or {}
+        self._shadow = shadow
+        self.active = 0  # requests being served, so a reload knows when this proxy is idle
+
+    async def __call__(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        authorization = request_id = debug = user = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value
+            elif key == b"x-request-id":
+                request_id = value
+            elif key == b"x-gateway-debug":
+                debug = value
+            elif key == b"x-gateway-user":
+                user = value
+        exchange = Exchange(
+            route, request_id_from(request_id), perf_counter(), debug=debug, user=user
+        )
+        status = CLIENT_CLOSED
+        self.active += 1
+        try:
+            status = await self._serve(exchange, authorization, receive, send)
+        except ClientDisconnected:
+            status = CLIENT_CLOSED
+        except Exception as exc:  # a bug: answer 500, keep serving, log no request content
+            log.error(
+                "unexpected %s serving %s\n%s",
+                type(exc).__name__,
+                exchange.request_id,
+                frames(exc),
+            )
+            status = 500
+            await self._try_send_error(send, exchange, GatewayError("internal gateway error"))
+        finally:
+            self.active -= 1
+            if exchange.mirror is not None:  # a no-op when the relay already handed it over
+                exchange.mirror.finish(PrimaryOutcome(status, exchange.started, perf_counter()))
+            elapsed = perf_counter() - exchange.started
+            self._metrics.observe(
+                exchange.backend,
+                route.path,
+                status,
+                elapsed,
+                max(elapsed - exchange.upstream_wait, 0.0),
+            )
+
+    async def _serve(
+        self, exchange: Exchange, authorization: bytes | None, receive: Receive, send: Send
+    ) -> int:
+        try:
+            self._keys.verify(authorization)
+            raw = await read_body(receive, self._max_body)
+            parsed = parse_body(exchange.route, raw)
+            payload = parsed.payload
+            # --- task aliases (gateway/tasks/task.py): one dict lookup for every other request ---
+            task = self._tasks.get(parsed.model)
+            if task is not None:
+                return await self._serve_task(task, payload, exchange, receive, send)
+            # --- end of task aliases ---
+            if not self._router.knows(parsed.model):  # no coroutine once the name is known
+                await self._router.backend_for(parsed.model)  # a known model, or 404
+            backend = self._pick(payload, exchange)
+            upstream = UpstreamRequest(
+                exchange.route, raw, payload, parsed.model, exchange.request_id, parsed.stream
+            )
+            if self._shadow is not None and backend is self._shadow.primary:
+                exchange.mirror = self._shadow.mirror(upstream)
+            in_flight = self._metrics.in_flight_for(backend.name, exchange.route.path)
+            in_flight.inc()
+            try:
+                if parsed.stream:
+                    return await self._relay_stream(backend, upstream, exchange, receive, send)
+                return await self._relay_completion(backend, upstream, exchange, receive, send)
+            finally:
+                in_flight.dec()
+        except GatewayError as exc:
+            if exchange.mirror is not None:
+                outcome = PrimaryOutcome(exc.status_code, exchange.started, perf_counter())
+                outcome.error = exc.message
+                exchange.mirror.finish(outcome)
+            await send_error(send, exchange, exc)
+            return exc.status_code
+
+    def _pick(self, payload: Mapping[str, Any], exchange: Exchange) -> Guarded:
+        backend = self._router.serving(user_of(payload, exchange.user))
+        exchange.backend = backend.name
+        if backend is self._router.fallback and backend is not self._router.primary:
+            exchange.fallback_for = self._router.primary.name
+            self._metrics.fallback.labels(backend.name).inc()
+        return backend
+
+    async def _serve_task(
+        self, task: Task, payload: dict[str, Any], exchange: Exchange, receive: Receive, send: Send
+    ) -> int:
+        """A task alias: the task builds the primary's request and reads its one-code answer.
+
+        Raises `InvalidRequest` (400) for a body the task cannot take, a stream included, and
+        `BackendProtocolError` (502) when the model's answer is not one of the task's codes.
+        """
+        if exchange.route is not Route.CHAT:
+            raise InvalidRequest(
+                f"the task '{task.alias}' is served on /v1/chat/completions", param="model"
+            )
+        body = task.build(payload, model=task.alias)  # the backend maps the name it serves
+        backend = self._pick(payload, exchange)
+        upstream = UpstreamRequest(
+            Route.CHAT, orjson.dumps(body), body, task.alias, exchange.request_id, False
+        )
+        if self._shadow is not None and backend is self._shadow.primary:
+            exchange.mirror = self._shadow.mirror(
+                upstream, parse=task.expand, prompt_version=task.version
+            )
+        in_flight = self._metrics.in_flight_for(backend.name, exchange.route.path)
+        in_flight.inc()
+        try:
+            waited = perf_counter()
+            completion = await until_disconnect(backend.complete(upstream), receive)
+            exchange.upstream_wait = perf_counter() - waited
+        finally:
+            in_flight.dec()
+        if exchange.mirror is not None:
+            exchange.mirror.finish(
+                PrimaryOutcome(200, waited, perf_counter(), completion.body, completion.answer)
+            )
+        result = task.result(completion.body)
+        answer = result.body(include_raw=exchange.debug == b"raw")
+        headers = [*exchange.headers(), (PROMPT_VERSION_HEADER.encode(), task.version.encode())]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": json_headers(len(answer), headers),
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+        return 200
+
+    async def _relay_completion(
+        self,
+        backend: Backend,
+        upstream: UpstreamRequest,
+        exchange: Exchange,
+        receive: Receive,
+        send: Send,
+    ) -> int:
+        waited = perf_counter()
+        completion = await until_disconnect(backend.complete(upstream), receive)
+        exchange.upstream_wait = perf_counter() - waited
+        body = completion.body
+        if exchange.mirror is not None:
+            outcome = PrimaryOutcome(200, waited, perf_counter(), body, completion.answer)
+            exchange.mirror.finish(outcome)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": json_headers(len(body), exchange.headers()),
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return 200
+
+    async def _relay_stream(
+        self,
+        backend: Backend,
+        upstream: UpstreamRequest,
+        exchange: Exchange,
+        receive: Receive,
+        send: Send,
+    ) -> int:
+        waited = perf_counter()
+        events = await until_disconnect(backend.stream(upstream), receive)
+        exchange.upstream_wait = perf_counter() - waited
+        chunks: list[tuple[float, bytes]] | None = [] if exchange.mirror is not None else None
+        relay = Relay(exchange)
+        try:  # from here on, whatever happens closes the upstream stream
+            headers = SSE_HEADERS + exchange.headers()
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await until_disconnect(relay.pump(events, send, chunks), receive)
+        except ClientDisconnected:
+            # A client that hangs up once it has read [DONE] was fully served.
+            if not relay.delivered:
+                raise
+        finally:
+            await events.aclose()
+            if exchange.mirror is not None and chunks is not None:
+                done = 200 if relay.delivered else CLIENT_CLOSED
+                exchange.mirror.finish(PrimaryOutcome(done, waited, perf_counter(), chunks=chunks))
+        return 200
+
+    async def _try_send_error(self, send: Send, exchange: Exchange, exc: GatewayError) -> None:
+        # If the response had started, nothing more can be said to this client.
+        with contextlib.suppress(Exception):
+            await send_error(send, exchange, exc)

@@ -1,0 +1,128 @@
+"""The pieces of one exchange on the hot path: what is known about it, how its answer is
+relayed, and how a failure is rendered (JSON before the response started, SSE after)."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+from backends.base import EventStream, Route
+from backends.errors import GatewayError
+from gateway.http.asgi import ClientDisconnected, Send, json_headers
+from gateway.shadow.leg import Mirror
+
+log = logging.getLogger("gateway.proxy.handler")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+DONE_EVENT = b"data: [DONE]\n\n"
+CLIENT_CLOSED = 499  # nginx's status for "client closed the request", for metrics only
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What the gateway knows about one request while serving it."""
+
+    route: Route
+    request_id: str
+    started: float
+    backend: str = "none"
+    upstream_wait: float = 0.0
+    debug: bytes | None = None  # the x-gateway-debug header, read by task aliases only
+    user: bytes | None = None  # the x-gateway-user header: canary stickiness without `user`
+    mirror: Mirror | None = None  # set when this request is shadowed
+    fallback_for: str | None = None  # the backend whose open circuit sent this to the fallback
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        overhead_ms = (perf_counter() - self.started - self.upstream_wait) * 1000.0
+        headers = [
+            (b"x-request-id", self.request_id.encode()),
+            (b"x-gateway-backend", self.backend.encode()),
+            (b"x-gateway-overhead-ms", f"{overhead_ms:.3f}".encode()),
+        ]
+        if self.fallback_for is not None:
+            headers.append((b"x-gateway-fallback-for", self.fallback_for.encode()))
+        return headers
+
+
+class Relay:
+    """Sends each event as it arrives; an error mid-stream becomes an SSE error event.
+
+    Time spent waiting for the upstream's next event is added to the exchange's upstream wait
+    as it passes, so the gateway's overhead excludes generation even for a cut stream.
+    """
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.delivered = False  # the answer's events up to [DONE] were handed to the server
+        self._exchange = exchange
+
+    async def pump(
+        self, events: EventStream, send: Send, capture: list[tuple[float, bytes]] | None = None
+    ) -> None:
+        """`capture` keeps (arrival time, chunk) of a shadowed request, read off the hot path."""
+        error: GatewayError | None = None
+        upstream = aiter(events)
+        exchange = self._exchange
+        try:
+            while True:
+                asked = perf_counter()  # inlined, not a helper coroutine: this runs per event
+                try:
+                    chunk = await anext(upstream, None)
+                finally:
+                    exchange.upstream_wait += perf_counter() - asked
+                if chunk is None:
+                    break
+                if capture is not None:
+                    capture.append((perf_counter(), chunk))
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if chunk.endswith(DONE_EVENT):
+                    # The client has its whole answer: an SDK may hang up now, before the
+                    # engine's last bytes (the end of its chunked body) have been read.
+                    self.delivered = True
+        except GatewayError as exc:
+            error = exc
+        except ClientDisconnected:
+            raise
+        except Exception as exc:  # a bug in an adapter: the client still gets a clean end
+            log.error("unexpected %s in a stream\n%s", type(exc).__name__, frames(exc))
+            error = GatewayError("internal gateway error")
+        if error is not None and not self.delivered:
+            body = error.to_sse() + DONE_EVENT
+            if capture is not None:
+                capture.append((perf_counter(), body))
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        self.delivered = self.delivered or error is None
+        await send({"type": "http.response.body", "body": b""})
+
+
+def frames(exc: BaseException) -> str:
+    """Where an exception came from, without its message (which may quote request text)."""
+    return "".join(traceback.format_tb(exc.__traceback__))
+
+
+async def send_error(send: Send, exchange: Exchange, exc: GatewayError) -> None:
+    body = exc.to_json()
+    extra = [(name.lower().encode(), value.encode()) for name, value in exc.headers.items()]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": exc.status_code,
+            "headers": json_headers(len(body), exchange.headers() + extra),
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def user_of(payload: Mapping[str, Any], header: bytes | None) -> str | None:
+    """Who is asking, for canary stickiness: the OpenAI `user` field, else a header."""
+    user = payload.get("user")
+    if isinstance(user, str) and user:
+        return user
+    return header.decode("latin-1") if header else None

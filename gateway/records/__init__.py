@@ -1,0 +1,1 @@
+"""Where shadow pairs are kept: a recorder off the hot path, SQLite and PostgreSQL stores."""

@@ -1,0 +1,223 @@
+"""Where paired records go: a `RecordStore` (SQLite or PostgreSQL), fed off the hot path.
+
+Example::
+
+    recorder = Recorder(open_store("sqlite:///var/shadow.db"), settings)
+    recorder.record(pair)      # never blocks, never raises
+    await recorder.close()     # returns once everything accepted is stored (or counted lost)
+
+Errors: a store raises only `StoreError`, with the driver's error as its cause. Its message never
+holds record content (driver messages can quote values, so they are not copied in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from gateway.records.redaction import redact
+from gateway.shadow.pairs import PairRecord
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+log = logging.getLogger("gateway.records.store")
+
+
+class StoreError(Exception):
+    """A store could not read or write."""
+
+
+class RecordStore(Protocol):
+    """Durable storage for pairs. Implementations: `records_sqlite`, `records_postgres`."""
+
+    async def write_batch(self, records: Sequence[PairRecord]) -> None:
+        """Stores all of `records` or none; a pair id already stored is skipped (retries)."""
+
+    async def read(self, since: float | None = None) -> list[PairRecord]:
+        """Pairs created at or after `since` (all when None), oldest first."""
+
+    async def purge(self, older_than: float) -> int:
+        """Deletes pairs created before `older_than` (unix seconds); returns how many."""
+
+    async def close(self) -> None: ...
+
+
+def _sqlite(url: str) -> RecordStore:
+    from pathlib import Path
+
+    from gateway.records.sqlite import SqliteStore
+
+    return SqliteStore(Path(url.removeprefix("sqlite:///")))
+
+
+def _postgres(url: str) -> RecordStore:
+    try:
+        from gateway.records.postgres import PostgresStore
+    except ImportError as exc:
+        raise StoreError(
+            "PostgreSQL records need psycopg: pip install 'pika-gateway[records-postgres]'"
+        ) from exc
+    return PostgresStore(url)
+
+
+STORES: dict[str, Callable[[str], RecordStore]] = {
+    "sqlite:///": _sqlite,
+    "postgresql://": _postgres,
+    "postgres://": _postgres,
+}
+
+
+def check_url(url: str) -> str:
+    """The store prefix of `url`; ValueError (naming no secret) when no store serves it."""
+    for prefix in STORES:
+        if url.startswith(prefix) and len(url) > len(prefix):
+            return prefix
+    raise ValueError(
+        "must be sqlite:///relative/path.db, sqlite:////absolute/path.db "
+        "or postgresql://user:password@host:port/database"
+    )
+
+
+def open_store(url: str) -> RecordStore:
+    """The store a URL names. Nothing connects yet: the first call does."""
+    return STORES[check_url(url)](url)
+
+
+async def purge(store: RecordStore, days: float, now: float | None = None) -> int:
+    """Deletes pairs older than `days` days; returns how many."""
+    cutoff = (time.time() if now is None else now) - days * 86400
+    return await store.purge(cutoff)
+
+
+def _as_is(record: PairRecord) -> PairRecord:
+    return record
+
+
+class Recorder:
+    """The batch writer between the shadow leg and a `RecordStore`, off the hot path.
+
+    `record` appends to a bounded queue (full: the pair is dropped and counted). A task started
+    on the first record writes batches of up to `records_batch` pairs, or what is queued after
+    `flush_interval` seconds; a failed batch is retried (bounded, jittered), then counted lost.
+    Counters for metrics: `written`, `dropped`, `failed` (pairs), and `pending`.
+    """
+
+    def __init__(
+        self,
+        store: RecordStore,
+        settings: Settings,
+        *,
+        flush_interval: float = 0.2,
+        attempts: int = 4,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.written = 0
+        self.dropped = 0
+        self.failed = 0
+        self._capacity = settings.records_queue
+        self._batch = settings.records_batch
+        self._prepare = redact if settings.records_text == "hashes" else _as_is
+        self._interval = flush_interval
+        self._attempts = attempts
+        self._max_backoff = max_backoff
+        self._queue: deque[PairRecord] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def record(self, pair: PairRecord) -> None:
+        """Accepts `pair` for writing, or drops and counts it. Call from the event loop."""
+        if self._closing or len(self._queue) >= self._capacity:
+            self.dropped += 1
+            return
+        self._queue.append(pair)
+        if self._task is None:
+            with contextlib.suppress(RuntimeError):  # no loop running here: close() drains
+                self._task = asyncio.get_running_loop().create_task(self._run())
+        if len(self._queue) == 1 or len(self._queue) >= self._batch:
+            self._wake.set()
+
+    async def close(self) -> None:
+        """Writes everything accepted (or counts it lost), then closes the store."""
+        self._closing = True
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        # Shielded: a cancelled shutdown must not cancel the writes already under way.
+        await asyncio.shield(self._task)
+        await self.store.close()
+        log.info(
+            "records: %d written, %d dropped, %d lost", self.written, self.dropped, self.failed
+        )
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._interval
+        while self._queue or not self._closing:
+            if not self._queue:
+                await self._wake.wait()
+                self._wake.clear()
+                deadline = loop.time() + self._interval  # the first pair starts the clock
+                continue
+            self._wake.clear()
+            if len(self._queue) < self._batch and not self._closing and loop.time() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await self._wake.wait()  # set early by a full batch or by close()
+                continue
+            count = min(self._batch, len(self._queue))
+            stored = await self._write([self._queue.popleft() for _ in range(count)])
+            if not stored and self._closing:
+                self._give_up()
+            if count < self._batch:
+                deadline = loop.time() + self._interval
+
+    def _give_up(self) -> None:
+        # The store just lost a batch after its retries; at shutdown, trying the rest would
+        # outlast any grace period, so they are counted lost at once.
+        lost = len(self._queue)
+        self._queue.clear()
+        if lost:
+            self.failed += lost
+            log.warning("records: store down at shutdown, %d more lost", lost)
+
+    async def _write(self, batch: list[PairRecord]) -> bool:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_random_exponential(multiplier=0.1, max=self._max_backoff),
+            retry=retry_if_exception_type(StoreError),
+            reraise=True,
+        )
+        try:
+            prepared = [self._prepare(pair) for pair in batch]
+            async for attempt in retrying:
+                with attempt:
+                    await self.store.write_batch(prepared)
+        except StoreError as exc:
+            self.failed += len(batch)
+            log.warning("records: lost %d after %d attempts: %s", len(batch), self._attempts, exc)
+            return False
+        except Exception as exc:  # a bug must not stop the writer; the content is never logged
+            self.failed += len(batch)
+            log.error("records: lost %d: %s", len(batch), type(exc).__name__)
+            return True  # the store itself may be fine
+        self.written += len(batch)
+        return True

@@ -1,0 +1,1 @@
+"""Pieces shared by the gateway's reports: HTML building blocks, text formatting."""

@@ -1,0 +1,1 @@
+"""`gateway report`: the shadow report, the cutover gate, and their renderers."""

@@ -1,0 +1,135 @@
+"""`gateway report`: the shadow report and cutover verdict, from the stored pairs.
+
+Exit status: 0 when the candidate passes the gate, 1 when it fails, 2 for a usage or
+configuration error (bad flag, bad settings, unreadable store), so a deploy can be gated on it.
+
+Example::
+
+    gateway report --since 24h --format html --output shadow.html --max-p95-ratio 1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.records import store as records
+from gateway.report.gate import METRICS, rule_from
+from gateway.report.render import render
+from gateway.report.summary import summarize
+from gateway.settings import Settings
+from gateway.shadow.pairs import PairRecord
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+FORMATS = ("text", "json", "html")
+# CLI flag -> GateRule field, with the type that checks the flag's value.
+GATE_FLAGS = {
+    "min_pairs": "count",
+    "min_noise_pairs": "count",
+    "max_agreement_drop": "share",
+    "max_p95_ratio": "ratio",
+    "max_error_rate": "share",
+    "max_schema_violations": "share",
+    "max_parity_flagged": "share",
+}
+
+
+def parse_since(text: str, now: float) -> float:
+    """Unix seconds from a duration back from `now` (`90s`, `30m`, `6h`, `7d`, `2w`) or an ISO
+    8601 time (UTC when it names no zone). ValueError when it is neither."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
+    if match:
+        return now - float(match[1]) * UNITS[match[2]]
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: give a duration (90s, 30m, 6h, 7d, 2w) or an ISO 8601 time"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if value <= 0.0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return value
+
+
+CHECKS = {"count": _count, "share": _share, "ratio": _ratio}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--since", help="only pairs from this long ago (30m, 6h, 7d) or this ISO time on"
+    )
+    parser.add_argument("--format", choices=FORMATS, default="text", help="default: text")
+    parser.add_argument("--output", type=Path, help="write the report here instead of stdout")
+    parser.add_argument(
+        "--agreement", choices=METRICS, help="agreement measure the gate uses (GATEWAY_GATE_*)"
+    )
+    for name, kind in GATE_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=CHECKS[kind], help=f"GATEWAY_GATE_{name.upper()}")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        since = parse_since(args.since, time.time()) if args.since else None
+    except ValueError as exc:
+        return _fail(str(exc))
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in [*GATE_FLAGS, "agreement"]
+        if getattr(args, name) is not None
+    }
+    rule = replace(rule_from(settings), **overrides)
+    try:
+        pairs = asyncio.run(read_pairs(settings.records_url, since))
+    except records.StoreError as exc:
+        return _fail(f"cannot read the records: {exc}")
+    meta = {"since": None if since is None else datetime.fromtimestamp(since, UTC).isoformat()}
+    summary = summarize(pairs, rule, meta)
+    text = render(summary, args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return _fail(f"cannot write {args.output}: {exc.strerror}")
+    return 0 if summary["verdict"]["passed"] else 1
+
+
+async def read_pairs(url: str, since: float | None) -> list[PairRecord]:
+    store = records.open_store(url)
+    try:
+        return await store.read(since)
+    finally:
+        await store.close()
+
+
+def _fail(message: str) -> int:
+    print(f"gateway report: {message}", file=sys.stderr)
+    return 2

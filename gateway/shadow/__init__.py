@@ -1,0 +1,1 @@
+"""Shadow traffic: the mirrored leg, the paired record of both answers, and their comparison."""

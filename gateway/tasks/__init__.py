@@ -1,0 +1,1 @@
+"""Task aliases: model names whose prompt, decoding and output the gateway owns."""

@@ -1,0 +1,378 @@
+"""Triton models with TensorRT-LLM's tensor interfaces, generating with HF transformers on CPU.
+
+Three models are bound to one PyTriton server (see ``triton_engine``), all decoupled:
+
+- ``ensemble``: TensorRT-LLM's ``inflight_batcher_llm/ensemble``. Batched interface (clients
+  send ``[1, 1]`` shapes), ``max_tokens`` required, greedy unless ``top_k``/``top_p`` is given
+  (``temperature`` alone does nothing; the seed defaults to 0, so sampling repeats), one
+  ``end_id`` that defaults to the tokenizer's eos ``<|endoftext|>`` rather than ``<|end|>``,
+  token-level ``stop_words`` kept in the output, the prompt echoed unless
+  ``exclude_input_in_output``, and streamed ``text_output`` holding the decode of only the new
+  token, so a character split across tokens arrives as U+FFFD. Guided decoding through
+  ``guided_decoding_guide_type`` and ``guided_decoding_guide``, as with ``xgrammar`` (see below).
+- ``tensorrt_llm_bls``: the same interface with ``accumulate_tokens=true``: each streamed
+  ``text_output`` is the decode of every token so far.
+- ``tensorrt_llm``: the LLM-API model (``llmapi/tensorrt_llm``). No batch dim, ``streaming`` and
+  ``sampling_param_*`` inputs, string-level stops cut from the text, cumulative streamed text,
+  ``finish_reason`` (``"None"`` until the last response, as ``str(None)`` is what the real model
+  sends), and every eos id of ``generation_config.json`` ends the answer. No guided decoding.
+
+Tokenizing ``text_input``: as the real preprocessing model with its ``add_special_tokens``
+parameter (``triton_engine.ADD_SPECIAL_TOKENS``): the ``ensemble`` keeps TensorRT-LLM's default
+(true, BOS added), the BLS is served as ``compose/trtllm/build_engine.sh`` fills it (false: the
+text as it comes, for parity with vLLM's chat). The LLM-API model always adds special tokens
+(its ``SamplingParams`` default; the real model has no input for it).
+
+Generation, guided decoding and the test hooks (``[[force:TEXT]]``, ``[[fail:N]]``) are
+``tiny_llm``'s.
+
+Errors: ``InvalidRequestError`` (bad or over-long input) is raised inside the infer function,
+which PyTriton turns into an in-band Triton error whose text is the Python traceback ending in
+the message. (``PyTritonUnrecoverableError`` would shut the whole server down.)
+
+Where PyTriton makes it differ from the real server: the final flag always comes alone after the
+last data response (so ``triton_final_response`` is false on every response a ``grpc.aio``
+client sees, and the stream simply ends), each request must have batch size 1, the configs show
+``backend: python``, and a client's cancellation never reaches the model, so a cancelled request
+still runs to its end (tests watch the gRPC call instead).
+
+Example (``TinyLlm`` from ``tiny_llm``)::
+
+    triton = Triton(config=TritonConfig(grpc_port=8001))
+    bind_models(triton, TinyLlm(model_dir))
+    triton.serve()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pytriton.model_config import ModelConfig, Tensor
+from pytriton.proxy.types import Request
+from pytriton.triton import Triton
+
+from tests.engines.tiny_llm import (
+    Guide,
+    InvalidRequestError,
+    Sampling,
+    Step,
+    TinyLlm,
+)
+from tests.engines.triton_engine import ADD_SPECIAL_TOKENS
+
+MAX_SEQ_LEN = 2048
+LLMAPI_DEFAULT_MAX_TOKENS = 32  # the LLM API's SamplingParams default
+_MAX_BATCH_SIZE = 8
+
+Response = dict[str, npt.NDArray[Any]]
+
+
+async def _steps_async(steps: Iterator[Step]) -> AsyncIterator[Step]:
+    """Run each step in a worker thread so PyTriton's event loop serves other requests."""
+    while (step := await asyncio.to_thread(next, steps, None)) is not None:
+        yield step
+
+
+def _scalar(request: Request, name: str) -> Any:
+    """The single value of an optional input, or ``None`` when the client left it out."""
+    array = request.data.get(name)
+    if array is None:
+        return None
+    if array.size != 1:
+        raise InvalidRequestError(f"Expected a scalar tensor for tensor {name}")
+    return array.reshape(-1)[0].item()
+
+
+def _strings(request: Request, name: str) -> list[str]:
+    array = request.data.get(name)
+    if array is None:
+        return []
+    return [_text(value) for value in array.reshape(-1) if _text(value)]
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _single(requests: list[Request]) -> Request:
+    # Without a dynamic batcher Triton hands over one request per call; say so if it ever doesn't.
+    if len(requests) != 1:
+        raise InvalidRequestError(f"expected one request per call, got {len(requests)}")
+    return requests[0]
+
+
+def _check_length(prompt_ids: Sequence[int], max_tokens: int) -> None:
+    if max_tokens < 1:
+        raise InvalidRequestError(f"max_tokens must be at least 1, got {max_tokens}")
+    if len(prompt_ids) + max_tokens > MAX_SEQ_LEN:
+        raise InvalidRequestError(
+            f"Prompt length + number of requested output tokens ({len(prompt_ids)} + "
+            f"{max_tokens}) exceeds maximum sequence length ({MAX_SEQ_LEN})"
+        )
+
+
+def _bytes_out(text: str, *, batched: bool) -> npt.NDArray[Any]:
+    shape = (1, 1) if batched else (1,)
+    return np.array([text.encode("utf-8")], dtype=object).reshape(shape)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One parsed request: what to generate and what to send back."""
+
+    prompt_ids: list[int]
+    sampling: Sampling
+    stream: bool
+    exclude_input: bool
+    outputs: frozenset[str]
+
+
+class TrtllmTextModel:
+    """``ensemble`` (per-token streamed text) or ``tensorrt_llm_bls`` (cumulative streamed text);
+    ``add_special_tokens`` is the preprocessing model's parameter of that name."""
+
+    def __init__(self, llm: TinyLlm, *, accumulate_tokens: bool, add_special_tokens: bool) -> None:
+        self.llm = llm
+        self.accumulate_tokens = accumulate_tokens
+        self.add_special_tokens = add_special_tokens
+
+    async def __call__(self, requests: list[Request]) -> AsyncIterator[list[Response]]:
+        job = self._job(_single(requests))
+        steps = _steps_async(self.llm.steps(job.prompt_ids, job.sampling))
+        if not job.stream:
+            ids = [step.token async for step in steps if step.token is not None]
+            shown = ids if job.exclude_input else [*job.prompt_ids, *ids]
+            # Like the C++ backend, num_output_tokens counts the echoed prompt too.
+            yield [self._response(job, self.llm.decode(shown), len(shown))]
+            return
+        # Streaming never echoes the prompt: the executor sends only new tokens then.
+        ids = []
+        async for step in steps:
+            new = [] if step.token is None else [step.token]
+            ids += new
+            text = self.llm.decode(ids if self.accumulate_tokens else new)
+            yield [self._response(job, text, len(new))]
+
+    def _job(self, request: Request) -> _Job:
+        texts = request.data["text_input"]
+        if texts.shape[0] != 1:
+            raise InvalidRequestError("this test model serves batch size 1 only")
+        prompt = _text(texts.reshape(-1)[0])
+        prompt_ids = self.llm.encode(prompt, special=self.add_special_tokens)
+        wanted = {
+            name
+            for name in ("num_input_tokens", "num_output_tokens")
+            if _scalar(request, f"return_{name}")
+        }
+        return _Job(
+            prompt_ids=prompt_ids,
+            sampling=self._sampling(request, prompt, prompt_ids),
+            stream=bool(_scalar(request, "stream")),
+            exclude_input=bool(_scalar(request, "exclude_input_in_output")),
+            outputs=frozenset(wanted),
+        )
+
+    def _sampling(self, request: Request, prompt: str, prompt_ids: list[int]) -> Sampling:
+        max_tokens = _scalar(request, "max_tokens")
+        if max_tokens is None:
+            raise InvalidRequestError("max_tokens is required")
+        _check_length(prompt_ids, int(max_tokens))
+        top_k = int(_scalar(request, "top_k") or 0)
+        top_p = float(_scalar(request, "top_p") or 0.0)
+        temperature = _scalar(request, "temperature")
+        end_id = _scalar(request, "end_id")
+        return Sampling(
+            max_tokens=int(max_tokens),
+            end_ids=frozenset([self.llm.eos_id if end_id is None else int(end_id)]),
+            greedy=top_k == 1 or (top_k == 0 and top_p == 0.0) or temperature == 0.0,
+            temperature=1.0 if temperature is None else float(temperature),
+            top_k=top_k,
+            top_p=top_p,
+            seed=int(_scalar(request, "seed") or 0),
+            min_tokens=int(_scalar(request, "min_tokens") or 0),
+            repetition_penalty=float(_scalar(request, "repetition_penalty") or 1.0),
+            presence_penalty=float(_scalar(request, "presence_penalty") or 0.0),
+            frequency_penalty=float(_scalar(request, "frequency_penalty") or 0.0),
+            stop_sequences=self._word_ids(request, "stop_words"),
+            bad_sequences=self._word_ids(request, "bad_words"),
+            forced=self.llm.forced_ids(prompt),
+            fail_after=self.llm.fail_after(prompt),
+            guide=self._guide(request),
+        )
+
+    def _guide(self, request: Request) -> Guide | None:
+        kinds = _strings(request, "guided_decoding_guide_type")
+        if not kinds:
+            return None
+        return self.llm.guide(kinds[0], "".join(_strings(request, "guided_decoding_guide")))
+
+    def _word_ids(self, request: Request, name: str) -> tuple[tuple[int, ...], ...]:
+        words = (self.llm.encode(word, special=False) for word in _strings(request, name))
+        return tuple(tuple(ids) for ids in words if ids)
+
+    def _response(self, job: _Job, text: str, output_tokens: int) -> Response:
+        counts = {"num_input_tokens": len(job.prompt_ids), "num_output_tokens": output_tokens}
+        response = {"text_output": _bytes_out(text, batched=True)}
+        for name in job.outputs:
+            response[name] = np.array([[counts[name]]], dtype=np.int32)
+        return response
+
+
+class LlmApiModel:
+    """The LLM-API ``tensorrt_llm`` model: ``sampling_param_*`` inputs, cumulative text."""
+
+    def __init__(self, llm: TinyLlm) -> None:
+        self.llm = llm
+
+    async def __call__(self, requests: list[Request]) -> AsyncIterator[list[Response]]:
+        request = _single(requests)
+        texts = request.data["text_input"]
+        if texts.ndim > 1:
+            raise InvalidRequestError(
+                "The current implementation only supports text_input being a 1D tensor."
+            )
+        prompt = _text(texts.reshape(-1)[0])
+        prompt_ids = self.llm.encode(prompt, special=ADD_SPECIAL_TOKENS["tensorrt_llm"])
+        sampling = self._sampling(request, prompt, prompt_ids)
+        streaming = bool(_scalar(request, "streaming"))
+        stops = _strings(request, "sampling_param_stop")
+        with_reason = bool(_scalar(request, "return_finish_reason"))
+        ids: list[int] = []
+        text, finish = "", None
+        steps = self.llm.steps(prompt_ids, sampling)
+        async for step in _steps_async(steps):
+            ids += [] if step.token is None else [step.token]
+            text, finish = _cut_at_stop(self.llm.decode(ids), stops, step.finish)
+            if streaming:
+                yield [_llmapi_response(text, finish, with_reason)]
+            if finish is not None:
+                break
+        steps.close()
+        if not streaming:
+            if not _scalar(request, "sampling_param_exclude_input_from_output"):
+                text = self.llm.decode(prompt_ids) + text
+            yield [_llmapi_response(text, finish, with_reason)]
+
+    def _sampling(self, request: Request, prompt: str, prompt_ids: list[int]) -> Sampling:
+        max_tokens = _scalar(request, "sampling_param_max_tokens")
+        max_tokens = LLMAPI_DEFAULT_MAX_TOKENS if max_tokens is None else int(max_tokens)
+        _check_length(prompt_ids, max_tokens)
+        temperature = _scalar(request, "sampling_param_temperature")
+        top_k = _scalar(request, "sampling_param_top_k")
+        top_p = _scalar(request, "sampling_param_top_p")
+        seed = _scalar(request, "sampling_param_seed")
+        unset = temperature is None and top_k is None and top_p is None
+        return Sampling(
+            max_tokens=max_tokens,
+            end_ids=self.llm.generation_eos_ids,
+            greedy=unset or temperature == 0.0 or top_k == 1,
+            temperature=1.0 if temperature is None else float(temperature),
+            top_k=int(top_k or 0),
+            top_p=1.0 if top_p is None else float(top_p),
+            seed=secrets.randbits(63) if seed is None else int(seed),
+            presence_penalty=float(_scalar(request, "sampling_param_presence_penalty") or 0.0),
+            frequency_penalty=float(_scalar(request, "sampling_param_frequency_penalty") or 0.0),
+            forced=self.llm.forced_ids(prompt),
+            fail_after=self.llm.fail_after(prompt),
+        )
+
+
+def _cut_at_stop(text: str, stops: Sequence[str], finish: str | None) -> tuple[str, str | None]:
+    """Cut the text before the first stop string it contains, which finishes the answer."""
+    found = [index for index in (text.find(stop) for stop in stops) if index >= 0]
+    if not found:
+        return text, finish
+    return text[: min(found)], "stop"
+
+
+def _llmapi_response(text: str, finish: str | None, with_reason: bool) -> Response:
+    response = {"text_output": _bytes_out(text, batched=False)}
+    if with_reason:
+        response["finish_reason"] = np.array([str(finish).encode()], dtype=object)
+    return response
+
+
+def _tensor(
+    name: str, dtype: Any, shape: tuple[int, ...] = (1,), *, optional: bool = True
+) -> Tensor:
+    return Tensor(name=name, dtype=dtype, shape=shape, optional=optional)
+
+
+TRTLLM_INPUTS = (
+    _tensor("text_input", bytes, optional=False),
+    _tensor("max_tokens", np.int32, optional=False),
+    *(_tensor(name, np.int32) for name in ("end_id", "pad_id", "top_k", "min_tokens")),
+    *(
+        _tensor(name, np.float32)
+        for name in (
+            "top_p",
+            "temperature",
+            "repetition_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+        )
+    ),
+    _tensor("seed", np.uint64),
+    _tensor("stop_words", bytes, (-1,)),
+    _tensor("bad_words", bytes, (-1,)),
+    _tensor("guided_decoding_guide_type", bytes),
+    _tensor("guided_decoding_guide", bytes),
+    *(
+        _tensor(name, np.bool_)
+        for name in (
+            "exclude_input_in_output",
+            "stream",
+            "return_num_input_tokens",
+            "return_num_output_tokens",
+        )
+    ),
+)
+# PyTriton refuses optional outputs; a response simply leaves out the ones not asked for.
+TRTLLM_OUTPUTS = (
+    _tensor("text_output", bytes, (-1,), optional=False),
+    _tensor("num_input_tokens", np.int32, optional=False),
+    _tensor("num_output_tokens", np.int32, optional=False),
+)
+LLMAPI_INPUTS = (
+    _tensor("text_input", bytes, (-1,), optional=False),
+    _tensor("streaming", np.bool_),
+    *(
+        _tensor(f"sampling_param_{name}", np.float32)
+        for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty")
+    ),
+    _tensor("sampling_param_top_k", np.int32),
+    _tensor("sampling_param_max_tokens", np.int32),
+    _tensor("sampling_param_seed", np.uint64),
+    _tensor("sampling_param_stop", bytes, (-1,)),
+    _tensor("sampling_param_exclude_input_from_output", np.bool_),
+    _tensor("return_finish_reason", np.bool_),
+)
+LLMAPI_OUTPUTS = (
+    _tensor("text_output", bytes, (-1,), optional=False),
+    _tensor("finish_reason", bytes, (-1,), optional=False),
+)
+
+
+def bind_models(triton: Triton, llm: TinyLlm) -> None:
+    """Bind ``ensemble``, ``tensorrt_llm_bls`` and ``tensorrt_llm`` to a PyTriton server."""
+    # No dynamic batcher: each call then carries one request, whose responses stream alone.
+    batched = ModelConfig(max_batch_size=_MAX_BATCH_SIZE, batcher=None, decoupled=True)
+    for name, accumulate in (("ensemble", False), ("tensorrt_llm_bls", True)):
+        special = ADD_SPECIAL_TOKENS[name]
+        model = TrtllmTextModel(llm, accumulate_tokens=accumulate, add_special_tokens=special)
+        triton.bind(name, model, TRTLLM_INPUTS, TRTLLM_OUTPUTS, config=batched, strict=True)
+    unbatched = ModelConfig(batching=False, decoupled=True)
+    triton.bind(
+        "tensorrt_llm",
+        LlmApiModel(llm),
+        LLMAPI_INPUTS,
+        LLMAPI_OUTPUTS,
+        config=unbatched,
+        strict=True,
+    )
