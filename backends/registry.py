@@ -1,32 +1,78 @@
-"""The registry of backend kinds: a plain dict from `kind` to its factory.
+"""The registry of backend kinds: a plain dict from `kind` to its settings and its adapter.
 
+Settings import nothing optional, so every configuration validates on a base install. An
+adapter is imported by name when a backend of its kind is built (as uvicorn names its protocols
+"module:attribute"), so a kind whose extra is missing fails there, in one line naming the extra.
 A new engine is one module with a settings class and a `create(name, settings)` factory, plus
 one entry here and one member of `BackendSettings`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from backends import trtllm_serve, vllm
 from backends.base import Backend
-from backends.triton import adapter as triton
+from backends.triton.settings import TritonSettings
+from backends.trtllm_serve import TrtllmServeSettings
+from backends.vllm import VllmSettings
 
 BackendSettings = Annotated[
-    vllm.VllmSettings | trtllm_serve.TrtllmServeSettings | triton.TritonSettings,
+    VllmSettings | TrtllmServeSettings | TritonSettings,
     Field(discriminator="kind"),
 ]
 
-FACTORIES: dict[str, Callable[[str, Any], Backend]] = {
-    "vllm": vllm.create,
-    "trtllm-serve": trtllm_serve.create,
-    "triton": triton.create,
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    adapter: str  # "module:factory", imported when a backend of this kind is built
+    extra: str | None = None  # the `pika-gateway[extra]` its imports need; None: the base install
+
+
+KINDS: dict[str, Kind] = {
+    "vllm": Kind("backends.vllm:create"),
+    "trtllm-serve": Kind("backends.trtllm_serve:create"),
+    "triton": Kind("backends.triton.adapter:create", extra="triton"),
 }
+
+
+class MissingExtra(Exception):
+    """A configured kind's adapter needs a package this install lacks; the message says which
+    `pip install` brings it."""
+
+
+def factory(kind: str) -> Callable[[str, Any], Backend]:
+    """The adapter's factory for `kind`; `MissingExtra` when its extra is not installed."""
+    entry = KINDS[kind]
+    module, _, attribute = entry.adapter.partition(":")
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if entry.extra is None or (exc.name or "").split(".")[0] in ("backends", "gateway"):
+            raise
+        raise MissingExtra(
+            f"the '{kind}' backend kind needs the '{entry.extra}' extra "
+            f"({exc.name} is not installed): pip install 'pika-gateway[{entry.extra}]'"
+        ) from None
+    made: Callable[[str, Any], Backend] = getattr(loaded, attribute)
+    return made
+
+
+def check(backends: Iterable[tuple[str, BackendSettings]]) -> list[str]:
+    """One line per configured backend whose adapter cannot be imported here."""
+    problems = []
+    for name, settings in backends:
+        try:
+            factory(settings.kind)
+        except MissingExtra as exc:
+            problems.append(f"backend '{name}': {exc}")
+    return problems
 
 
 def create(name: str, settings: BackendSettings) -> Backend:
     """Builds the adapter for one configured backend. Call it inside the running event loop."""
-    return FACTORIES[settings.kind](name, settings)
+    return factory(settings.kind)(name, settings)

@@ -1,3 +1,5 @@
-"""An OpenAI-compatible inference gateway: vLLM today, TensorRT-LLM on Triton tomorrow."""
+"""An OpenAI-compatible inference gateway: vLLM today, TensorRT-LLM tomorrow, without guessing."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("pika-gateway")  # one place: the package's metadata (pyproject.toml)

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,21 +21,20 @@ from backends.errors import (
     InvalidRequest,
     NotFound,
 )
-from gateway.records.store import StoreError
+from gateway import __version__
+from gateway.records.base import StoreError
 from gateway.report.command import parse_since
 from gateway.report.gate import GateRule, rule_from
 from gateway.report.render import render
 from gateway.report.summary import summarize
+from gateway.runtime import Served
 from gateway.shadow.pairs import PairRecord
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 HEALTH_TIMEOUT = 3.0
 
 
-def build_admin(gateway: Gateway) -> FastAPI:
-    app = FastAPI(title="pika-gateway", version="0.1.0", docs_url=None, redoc_url=None)
+def build_admin(gateway: Served) -> FastAPI:
+    app = FastAPI(title="pika-gateway", version=__version__, docs_url=None, redoc_url=None)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> Response:

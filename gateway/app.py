@@ -14,7 +14,6 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
@@ -29,13 +28,15 @@ from backends.transport.busy_poll import BusyPoll, usable_cpus, window_for
 from backends.transport.write_batch import batch_of
 from gateway.admin import build_admin
 from gateway.http.asgi import Message, Receive, Scope, Send, request_id_from
+from gateway.logs import frames
 from gateway.metrics import Metrics
 from gateway.proxy.auth import KeyCheck
 from gateway.proxy.guard import Circuit, Guarded
 from gateway.proxy.handler import Proxy
-from gateway.proxy.relay import Exchange, frames, send_error
-from gateway.proxy.routing import Router
+from gateway.proxy.relay import Exchange, send_error
+from gateway.proxy.routing import Roles, Router
 from gateway.records.store import Recorder, open_store
+from gateway.runtime import Runtime
 from gateway.settings import Settings, describe_errors
 from gateway.shadow.leg import ShadowConfig, ShadowLeg
 from gateway.tasks.config import TaskConfigError
@@ -53,24 +54,6 @@ HOT_ROUTES = {route.path: route for route in Route}
 GC_THRESHOLDS = (10_000, 10, 10)
 
 
-@dataclass(slots=True)
-class Runtime:
-    """What one configuration builds: backends (with their pools), router, shadow, proxy.
-
-    A reload builds a new one and swaps it in; the old one serves its requests to the end.
-    """
-
-    settings: Settings
-    backends: dict[str, Guarded]
-    router: Router
-    proxy: Proxy
-    keys: KeyCheck
-    metrics: Metrics
-    started_at: int
-    shadow: ShadowLeg | None = None
-    prober: asyncio.Task[None] | None = None
-
-
 class Gateway:
     """An ASGI app. Built from one `Settings`; owns its backends from startup to shutdown."""
 
@@ -80,7 +63,7 @@ class Gateway:
         self.keys = KeyCheck(settings.key_digests())
         self.tasks = enabled_tasks(settings)
         self.admin = build_admin(self)
-        self.recorder = Recorder(open_store(settings.records_url), settings)
+        self.recorder = Recorder(open_store(settings.records_url), settings.recorder_options())
         self.metrics.watch_records(self.recorder)
         self._runtime: Runtime | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -190,7 +173,7 @@ class Gateway:
         tasks: dict[str, Task],
         backends: dict[str, Guarded],
     ) -> Runtime:
-        router = Router(settings, backends)
+        router = Router(roles_of(settings), backends)
         names = list(backends)
         for name, health in zip(
             names, await asyncio.gather(*(backends[n].health() for n in names)), strict=True
@@ -306,6 +289,9 @@ def _read_configuration() -> tuple[Settings, KeyCheck, dict[str, Task]]:
         raise _refused(InvalidRequest, describe_errors(exc).replace("\n", "; ")) from None
     except (SettingsError, TaskConfigError) as exc:  # their messages quote no values
         raise _refused(InvalidRequest, str(exc)) from None
+    missing = settings.missing_extras()
+    if missing:
+        raise _refused(InvalidRequest, "; ".join(missing))
     try:
         keys = KeyCheck(settings.key_digests())
     except (OSError, ValueError) as exc:
@@ -323,6 +309,16 @@ def _refused(error: type[GatewayError], reason: str) -> GatewayError:
 def create_app(settings: Settings | None = None) -> Gateway:
     """The app for `uvicorn --factory`; settings come from the environment when not given."""
     return Gateway(settings if settings is not None else Settings())
+
+
+def roles_of(settings: Settings) -> Roles:
+    return Roles(
+        settings.primary,
+        settings.canary,
+        settings.canary_percent,
+        settings.fallback,
+        frozenset(settings.models),
+    )
 
 
 def shadow_config(settings: Settings) -> ShadowConfig:

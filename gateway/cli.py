@@ -7,7 +7,6 @@ import asyncio
 import importlib
 import importlib.util
 import json
-import logging
 import os
 import signal
 import sys
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from gateway.eval import command as evaluation
+from gateway.logs import configure_logging
 from gateway.report import command as report_command
 from gateway.settings import Settings, describe_errors
 from gateway.tasks.config import TaskConfigError
@@ -109,6 +109,11 @@ def load_settings() -> Settings | None:
     except ValidationError as exc:
         print(f"gateway: invalid configuration\n{describe_errors(exc)}", file=sys.stderr)
         return None
+    missing = settings.missing_extras()
+    for problem in missing:  # one line each, never a traceback
+        print(f"gateway: {problem}", file=sys.stderr)
+    if missing:
+        return None
     try:
         from gateway.app import enabled_tasks
 
@@ -120,7 +125,8 @@ def load_settings() -> Settings | None:
 
 
 def purge_records(settings: Settings, days: int | None) -> int:
-    from gateway.records import store as records
+    from gateway.records.base import StoreError
+    from gateway.records.store import open_store, purge
 
     days = settings.records_retention_days if days is None else days
     if days < 1:
@@ -128,15 +134,15 @@ def purge_records(settings: Settings, days: int | None) -> int:
         return 2
 
     async def run() -> int:
-        store = records.open_store(settings.records_url)
+        store = open_store(settings.records_url)
         try:
-            return await records.purge(store, days)
+            return await purge(store, days)
         finally:
             await store.close()
 
     try:
         count = asyncio.run(run())
-    except records.StoreError as exc:
+    except StoreError as exc:
         print(f"gateway: purge failed: {exc}", file=sys.stderr)
         return 1
     print(f"gateway: purged {count} pairs older than {days} days")
@@ -146,13 +152,6 @@ def purge_records(settings: Settings, days: int | None) -> int:
 # uvicorn runs the server (sockets, workers, signals, lifespan); the gateway's own protocol
 # handles each connection, for about a fifth less CPU per request (gateway/http/server.py).
 HTTP_PROTOCOL = "gateway.http.server:HTTPProtocol"
-
-
-def configure_logging(level: str) -> None:
-    """The gateway's own log lines, in this process (each worker process calls it too)."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
 
 
 def serve_forever(settings: Settings) -> int:

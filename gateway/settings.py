@@ -13,9 +13,11 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backends.registry import FACTORIES, BackendSettings
+from backends import registry
+from backends.registry import KINDS, BackendSettings
 from backends.vllm import VllmSettings
-from gateway.records.store import check_url
+from gateway.records.base import StoreError
+from gateway.records.store import RecorderOptions, check_url, open_store
 from gateway.report.gate import Metric
 
 MAX_BUSY_POLL_US = 10_000  # a longer wait is not one a wake-up's tens of µs matter to
@@ -209,6 +211,21 @@ class Settings(BaseSettings):
             raise ValueError(f"GATEWAY_TASKS_DIR={self.tasks_dir} is not a directory")
         return self
 
+    def missing_extras(self) -> list[str]:
+        """One line for each configured part this install cannot run: a backend kind or a
+        records store whose optional dependencies are missing, naming the extra to install."""
+        problems = registry.check(self.backends.items())
+        try:
+            open_store(self.records_url)  # imports the store's driver; connects to nothing
+        except StoreError as exc:
+            problems.append(f"GATEWAY_RECORDS_URL: {exc}")
+        return problems
+
+    def recorder_options(self) -> RecorderOptions:
+        return RecorderOptions(
+            self.records_queue, self.records_batch, keep_text=self.records_text == "full"
+        )
+
     def key_digests(self) -> list[bytes]:
         """SHA-256 digests of every accepted key, from the list and the file."""
         entries = [key.get_secret_value() for key in self.api_keys]
@@ -229,7 +246,7 @@ def describe_errors(error: ValidationError) -> str:
     lines = []
     for problem in error.errors(include_url=False, include_input=False):
         parts = [str(part) for part in problem["loc"]]
-        if parts[:1] == ["backends"] and len(parts) > 3 and parts[2] in FACTORIES:
+        if parts[:1] == ["backends"] and len(parts) > 3 and parts[2] in KINDS:
             del parts[2]  # the union's tag, which is not part of the env var name
         message = problem["msg"].removeprefix("Value error, ")
         name = f"GATEWAY_{'__'.join(parts).upper()}: " if parts else ""

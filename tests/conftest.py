@@ -78,6 +78,21 @@ def run_summary(pytestconfig: pytest.Config) -> list[str]:
     return pytestconfig.stash.setdefault(RUN_SUMMARY, [])
 
 
+# What `./dev check` leaves out: tests that start engines, gateway processes or a browser.
+SLOW_FOLDERS = ("integration", "conformance", "engines", "compose", "benchmarks")
+SLOW_FIXTURES = {"vllm_engine", "triton_engine", "tiny_model_dir"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks the slow tests (`-m "not slow"` is the fast lane): by folder, by the engines
+    they use, or by their module's own `pytestmark`."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        parts = item.path.relative_to(tests).parts
+        if parts[0] in SLOW_FOLDERS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
 ) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+
+from backends.triton.settings import StreamText
 
 # Logical parameter -> input names, newest first (ensemble/BLS, then the LLM-API model).
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -49,8 +51,6 @@ TRITON_NAMES = {
     "TYPE_STRING": "BYTES", "TYPE_BOOL": "BOOL", "TYPE_INT32": "INT32", "TYPE_INT64": "INT64",
     "TYPE_UINT64": "UINT64", "TYPE_FP32": "FP32", "TYPE_FP16": "FP16",
 }  # fmt: skip
-
-StreamText = Literal["auto", "delta", "cumulative"]
 
 
 @dataclass(frozen=True, slots=True)

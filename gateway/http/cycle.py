@@ -6,16 +6,34 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from backends.transport.busy_poll import CLIENT, RELAY
 from gateway.http.asgi import ClientDisconnected, Message, Receive, Scope, Send
-from gateway.proxy.relay import frames
+from gateway.logs import frames
 
-if TYPE_CHECKING:
-    from gateway.http.server import HTTPProtocol
+App = Any  # an ASGI 3 application: (scope, receive, send) -> None
 
-    App = Any  # an ASGI 3 application: (scope, receive, send) -> None
+
+class Connection(Protocol):
+    """What a cycle needs of its connection (`gateway.http.server.HTTPProtocol` is one)."""
+
+    loop: asyncio.AbstractEventLoop
+    parsing: Cycle | None  # the request whose bytes are arriving
+    write_paused: bool
+
+    def write(self, data: bytes, awaited: int = CLIENT) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def default_head(self) -> bytes: ...
+
+    def answered(self, cycle: Cycle) -> None: ...
+
+    def close(self) -> None: ...
+
 
 log = logging.getLogger("uvicorn.error")  # beside uvicorn's own messages
 
@@ -58,9 +76,7 @@ class Cycle:
         "watcher",
     )
 
-    def __init__(
-        self, conn: HTTPProtocol, scope: Scope, keep_alive: bool, expect_100: bool
-    ) -> None:
+    def __init__(self, conn: Connection, scope: Scope, keep_alive: bool, expect_100: bool) -> None:
         self.conn = conn
         self.scope = scope
         self.keep_alive = keep_alive

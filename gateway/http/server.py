@@ -39,13 +39,12 @@ import httptools
 from backends.transport.busy_poll import CLIENT
 from backends.transport.write_batch import batch_of
 from gateway.http.asgi import Scope
-from gateway.http.cycle import STATUS_LINES, Cycle
+from gateway.http.cycle import STATUS_LINES, App, Cycle
 
 if TYPE_CHECKING:
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-    from gateway.http.cycle import App
 
 MAX_HEAD = 64 * 1024  # bytes of request line and headers; nginx's default allows 32 KiB
 READ_HIGH_WATER = 64 * 1024  # request body bytes buffered before the socket stops being read

@@ -28,7 +28,7 @@ class ReusePortProcess(multiprocess.Process):
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # in the worker
         # A worker is a new interpreter (spawned): the supervisor's logging is not inherited,
         # and without this the gateway's own lines below WARNING were lost.
-        from gateway.cli import configure_logging
+        from gateway.logs import configure_logging
 
         configure_logging(str(self.config.log_level or "info"))
         super().target([listening_twin(sock) for sock in sockets or []])

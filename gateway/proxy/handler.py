@@ -27,6 +27,7 @@ from gateway.http.asgi import (
     request_id_from,
     until_disconnect,
 )
+from gateway.logs import frames
 from gateway.metrics import Metrics
 from gateway.proxy.auth import KeyCheck
 from gateway.proxy.guard import Guarded
@@ -36,7 +37,6 @@ from gateway.proxy.relay import (
     SSE_HEADERS,
     Exchange,
     Relay,
-    frames,
     send_error,
     user_of,
 )

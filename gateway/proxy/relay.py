@@ -4,7 +4,6 @@ relayed, and how a failure is rendered (JSON before the response started, SSE af
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from time import perf_counter
@@ -13,6 +12,7 @@ from typing import Any
 from backends.base import EventStream, Route
 from backends.errors import GatewayError
 from gateway.http.asgi import ClientDisconnected, Send, json_headers
+from gateway.logs import frames
 from gateway.shadow.leg import Mirror
 
 log = logging.getLogger("gateway.proxy.handler")
@@ -100,11 +100,6 @@ class Relay:
             await send({"type": "http.response.body", "body": body, "more_body": True})
         self.delivered = self.delivered or error is None
         await send({"type": "http.response.body", "body": b""})
-
-
-def frames(exc: BaseException) -> str:
-    """Where an exception came from, without its message (which may quote request text)."""
-    return "".join(traceback.format_tb(exc.__traceback__))
 
 
 async def send_error(send: Send, exchange: Exchange, exc: GatewayError) -> None:

@@ -5,11 +5,22 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from backends.base import Backend, Health
 from backends.errors import BackendUnavailable, NotFound
 from gateway.proxy.guard import Guarded
-from gateway.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Roles:
+    """Which configured backend plays which part (GATEWAY_PRIMARY, _CANARY, _FALLBACK, ...)."""
+
+    primary: str
+    canary: str | None
+    canary_percent: float  # share of users, 0 to 100
+    fallback: str | None
+    models: frozenset[str]  # the public names; empty: the primary's served name
 
 
 class Router:
@@ -21,17 +32,17 @@ class Router:
 
     def __init__(
         self,
-        settings: Settings,
+        roles: Roles,
         backends: Mapping[str, Guarded],
         draw: Callable[[], float] = random.random,
     ) -> None:
         self.backends = backends
-        self.primary = backends[settings.primary]
-        self.canary = backends[settings.canary] if settings.canary else None
-        self.fallback = backends[settings.fallback] if settings.fallback else None
-        self._canary_share = settings.canary_percent / 100.0 if self.canary else 0.0
+        self.primary = backends[roles.primary]
+        self.canary = backends[roles.canary] if roles.canary else None
+        self.fallback = backends[roles.fallback] if roles.fallback else None
+        self._canary_share = roles.canary_percent / 100.0 if self.canary else 0.0
         self._draw = draw
-        self._configured = frozenset(settings.models)
+        self._configured = roles.models
         self._served: dict[str, str] = {}
 
     def serving(self, user: str | None) -> Guarded:

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.rows import TupleRow
 
+from gateway.records.base import StoreError
 from gateway.records.schema import COLUMNS, NAMES, ColumnType, create_statements, from_row, to_row
-from gateway.records.store import StoreError
 from gateway.shadow.pairs import PairRecord
 
 CONNECT_TIMEOUT_S = 5

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from gateway.records.base import StoreError
 from gateway.records.schema import NAMES, ColumnType, create_statements, from_row, to_row
-from gateway.records.store import StoreError
 from gateway.shadow.pairs import PairRecord
 
 # Several worker processes share the file: a writer waits this long for another's lock.

@@ -2,7 +2,7 @@
 
 Example::
 
-    recorder = Recorder(open_store("sqlite:///var/shadow.db"), settings)
+    recorder = Recorder(open_store("sqlite:///var/shadow.db"), settings.recorder_options())
     recorder.record(pair)      # never blocks, never raises
     await recorder.close()     # returns once everything accepted is stored (or counted lost)
 
@@ -17,8 +17,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from tenacity import (
     AsyncRetrying,
@@ -27,39 +28,15 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from gateway.records.base import RecordStore, StoreError
 from gateway.records.redaction import redact
+from gateway.records.sqlite import SqliteStore
 from gateway.shadow.pairs import PairRecord
-
-if TYPE_CHECKING:
-    from gateway.settings import Settings
 
 log = logging.getLogger("gateway.records.store")
 
 
-class StoreError(Exception):
-    """A store could not read or write."""
-
-
-class RecordStore(Protocol):
-    """Durable storage for pairs. Implementations: `records_sqlite`, `records_postgres`."""
-
-    async def write_batch(self, records: Sequence[PairRecord]) -> None:
-        """Stores all of `records` or none; a pair id already stored is skipped (retries)."""
-
-    async def read(self, since: float | None = None) -> list[PairRecord]:
-        """Pairs created at or after `since` (all when None), oldest first."""
-
-    async def purge(self, older_than: float) -> int:
-        """Deletes pairs created before `older_than` (unix seconds); returns how many."""
-
-    async def close(self) -> None: ...
-
-
 def _sqlite(url: str) -> RecordStore:
-    from pathlib import Path
-
-    from gateway.records.sqlite import SqliteStore
-
     return SqliteStore(Path(url.removeprefix("sqlite:///")))
 
 
@@ -106,11 +83,20 @@ def _as_is(record: PairRecord) -> PairRecord:
     return record
 
 
+@dataclass(frozen=True, slots=True)
+class RecorderOptions:
+    """How much may wait and how it is kept (`GATEWAY_RECORDS_*`, `Settings.recorder_options`)."""
+
+    queue: int  # pairs waiting to be written; beyond it new pairs are dropped and counted
+    batch: int  # most pairs written in one transaction
+    keep_text: bool  # False: `redact` every pair first (the `hashes` text mode)
+
+
 class Recorder:
     """The batch writer between the shadow leg and a `RecordStore`, off the hot path.
 
     `record` appends to a bounded queue (full: the pair is dropped and counted). A task started
-    on the first record writes batches of up to `records_batch` pairs, or what is queued after
+    on the first record writes batches of up to ``batch` pairs, or what is queued after
     `flush_interval` seconds; a failed batch is retried (bounded, jittered), then counted lost.
     Counters for metrics: `written`, `dropped`, `failed` (pairs), and `pending`.
     """
@@ -118,7 +104,7 @@ class Recorder:
     def __init__(
         self,
         store: RecordStore,
-        settings: Settings,
+        options: RecorderOptions,
         *,
         flush_interval: float = 0.2,
         attempts: int = 4,
@@ -128,9 +114,9 @@ class Recorder:
         self.written = 0
         self.dropped = 0
         self.failed = 0
-        self._capacity = settings.records_queue
-        self._batch = settings.records_batch
-        self._prepare = redact if settings.records_text == "hashes" else _as_is
+        self._capacity = options.queue
+        self._batch = options.batch
+        self._prepare = _as_is if options.keep_text else redact
         self._interval = flush_interval
         self._attempts = attempts
         self._max_backoff = max_backoff

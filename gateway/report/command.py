@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.records import store as records
+from gateway.records.base import StoreError
+from gateway.records.store import open_store
 from gateway.report.gate import METRICS, rule_from
 from gateway.report.render import render
 from gateway.report.summary import summarize
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     rule = replace(rule_from(settings), **overrides)
     try:
         pairs = asyncio.run(read_pairs(settings.records_url, since))
-    except records.StoreError as exc:
+    except StoreError as exc:
         return _fail(f"cannot read the records: {exc}")
     meta = {"since": None if since is None else datetime.fromtimestamp(since, UTC).isoformat()}
     summary = summarize(pairs, rule, meta)
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def read_pairs(url: str, since: float | None) -> list[PairRecord]:
-    store = records.open_store(url)
+    store = open_store(url)
     try:
         return await store.read(since)
     finally:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import Any, Literal
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 import orjson
 from referencing.exceptions import Unresolvable
 

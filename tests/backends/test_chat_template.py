@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from transformers import AutoTokenizer
@@ -10,7 +11,7 @@ from transformers import AutoTokenizer
 from backends.chat_template import ChatTemplate
 from backends.errors import InvalidRequest
 
-CHAT = [
+CHAT: list[dict[str, Any]] = [
     {"role": "system", "content": "Bạn là Pika."},
     {"role": "user", "content": "Con làm đúng rồi!"},
     {"role": "assistant", "content": "Giỏi quá!"},

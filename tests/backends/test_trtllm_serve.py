@@ -13,6 +13,7 @@ import httpx
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from backends.errors import UnsupportedParameter
 from backends.trtllm_serve import CHAT_FIELDS, TrtllmServeSettings, keep_known_fields
@@ -22,7 +23,9 @@ from tests.conftest import TINY_MODEL
 from tests.engines.vllm_engine import VllmEngine
 from tests.support.servers import ThreadedServer
 
-MESSAGES = [{"role": "user", "content": "Xin chào Pika"}]
+pytestmark = pytest.mark.slow  # starts a real vLLM engine of its own
+
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Xin chào Pika"}]
 
 
 class StrictRelay:

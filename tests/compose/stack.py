@@ -211,7 +211,8 @@ def load_stack(files: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
     model: dict[str, Any] = {}
     for name in files:
         model = merge(model, interpolate(load_yaml(COMPOSE / name), env))
-    return plain(model)
+    merged: dict[str, Any] = plain(model)
+    return merged
 
 
 def schema_errors(model: Any) -> list[str]:

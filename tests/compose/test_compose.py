@@ -116,7 +116,7 @@ def gpu(service: dict[str, Any]) -> str:
 
 
 def flag(service: dict[str, Any], name: str) -> str:
-    values = [arg.split("=", 1)[1] for arg in service["command"] if arg.startswith(name + "=")]
+    values = [str(arg).split("=", 1)[1] for arg in service["command"] if arg.startswith(name + "=")]
     assert len(values) == 1, name
     return values[0]
 

@@ -147,7 +147,7 @@ def test_an_invalid_configuration_exits_with_the_gateways_message(tmp_path: Path
 def primary(url: str) -> str:
     backends = httpx.get(url + "/ready").json()["backends"]
     (name,) = [name for name, report in backends.items() if report["role"] == "primary"]
-    return name
+    return str(name)
 
 
 def test_a_valid_configuration_becomes_gateway_serve_and_takes_a_new_stage_on_sighup(

@@ -85,8 +85,8 @@ def mounts(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> di
         for value in stage_values(stage).values():
             in_container(json.loads(value) if value[:1] in "[{" else value, found)
         text = (COMPOSE / "env" / f"{stage}.env").read_text(encoding="utf-8")
-        for target in sorted(found, key=len, reverse=True):
-            text = re.sub(rf"(?<=[\"'=]){re.escape(target)}(?=/)", str(found[target]), text)
+        for inside in sorted(found, key=len, reverse=True):
+            text = re.sub(rf"(?<=[\"'=]){re.escape(inside)}(?=/)", str(found[inside]), text)
         (found["/app/env"] / f"{stage}.env").write_text(text, encoding="utf-8")
     return found
 
@@ -179,5 +179,5 @@ def test_backends_point_at_the_compose_services_and_the_built_model() -> None:
 
 
 def port_of(service: dict[str, Any], flag: str) -> str:
-    (value,) = [arg.split("=", 1)[1] for arg in service["command"] if arg.startswith(flag + "=")]
+    (value,) = [str(a).split("=", 1)[1] for a in service["command"] if a.startswith(flag + "=")]
     return value

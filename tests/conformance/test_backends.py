@@ -24,11 +24,13 @@ import grpc
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from tokenizers import Tokenizer
 
 from backends.base import Health
 from backends.registry import BackendSettings
-from backends.triton.adapter import TritonBackend, TritonSettings
+from backends.triton.adapter import TritonBackend
+from backends.triton.settings import StreamText, TritonSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
 from gateway.settings import Settings
@@ -38,7 +40,7 @@ from tests.engines.vllm_engine import VllmEngine
 from tests.support.servers import ThreadedServer
 
 PUBLIC = "phi-3-mini"
-CHAT = [
+CHAT: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "Bạn là Pika, gia sư của các bạn nhỏ."},
     {"role": "user", "content": "Pika ơi, 5 + 7 bằng mấy?"},
 ]
@@ -80,6 +82,11 @@ class Target:
 
 
 @pytest.fixture(scope="module")
+def forced(text: str) -> list[ChatCompletionMessageParam]:
+    """A user message that makes the test engines answer `text` (their `[[force:...]]` rule)."""
+    return [{"role": "user", "content": f"[[force:{text}]]"}]
+
+
 def engines(
     vllm_engine: VllmEngine, triton_engine: TritonEngine
 ) -> tuple[VllmEngine, TritonEngine]:
@@ -93,7 +100,7 @@ def backend_settings(case: BackendCase, engines: tuple[VllmEngine, TritonEngine]
         return VllmSettings(url=vllm.url, model=TINY_MODEL)
     # PyTriton cannot write model-config parameters, so the test BLS lacks the real one's
     # `accumulate_tokens: true` that discovery reads; the setting says it instead.
-    stream_text = "cumulative" if case.name == "tensorrt_llm_bls" else "auto"
+    stream_text: StreamText = "cumulative" if case.name == "tensorrt_llm_bls" else "auto"
     return TritonSettings(
         url=triton.grpc_url,
         model=case.name,
@@ -146,6 +153,7 @@ def test_completion(target: Target) -> None:
     )
     assert answer.object == "text_completion"
     assert not answer.choices[0].text.startswith("Một, hai, ba")  # the prompt is not echoed
+    assert answer.usage is not None
     assert 0 < answer.usage.completion_tokens <= 8
 
 
@@ -194,7 +202,9 @@ def test_max_tokens_ends_with_length(target: Target) -> None:
     """An answer longer than max_tokens: forced by the Triton test engine; on vLLM, end
     tokens are banned until max_tokens by min_tokens."""
     if target.case.forces_answers:
-        messages = [{"role": "user", "content": f"[[force:{LONG_FORCED}]]"}]
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "user", "content": f"[[force:{LONG_FORCED}]]"}
+        ]
         answer = chat(target, messages=messages, temperature=0, max_tokens=3)
         assert LONG_FORCED.startswith(answer.choices[0].message.content)
     else:
@@ -311,7 +321,9 @@ def test_vietnamese_streams_intact_on_the_recommended_models(
         primary=model,
         models=[PUBLIC],
     )
-    messages = [{"role": "user", "content": f"[[force:{FORCED}]]"}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": f"[[force:{FORCED}]]"}
+    ]
     with ThreadedServer(create_app(settings)) as server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
         whole = client.chat.completions.create(
@@ -384,7 +396,7 @@ TRITON_MODELS = ["ensemble", "tensorrt_llm_bls", "tensorrt_llm"]
 
 
 def triton_gateway(model: str, url: str, **settings: Any) -> ThreadedServer:
-    stream_text = "cumulative" if model == "tensorrt_llm_bls" else "auto"  # see backend_settings
+    stream_text: StreamText = "cumulative" if model == "tensorrt_llm_bls" else "auto"  # as above
     if "tokenizer_dir" in settings:  # as the test engine's model tokenizes text_input
         settings.setdefault("add_special_tokens", ADD_SPECIAL_TOKENS[model])
     backend = TritonSettings(
@@ -446,7 +458,9 @@ def test_builtin_template_ends_the_answer_at_its_end_token(
     The test engine forces the answer's tokens, then `<|end|>`, then random ones; the
     ensemble's default end id is the eos, so without a stop the answer runs on.
     """
-    messages = [{"role": "user", "content": f"[[force:{FORCED}]]"}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": f"[[force:{FORCED}]]"}
+    ]
     with (
         triton_gateway(model, triton_engine.grpc_url, chat_template="phi3") as server,
         openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
@@ -472,8 +486,12 @@ def test_an_answer_shorter_than_max_tokens_ends_with_stop(
     tokens = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json")).encode(
         SHORT_FORCED, add_special_tokens=False
     )
-    messages = [{"role": "user", "content": f"[[force:{SHORT_FORCED}]]"}]
-    request = {"model": PUBLIC, "messages": messages, "temperature": 0, "max_tokens": 20}
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": f"[[force:{SHORT_FORCED}]]"}
+    ]
+    request: dict[str, Any] = {
+        "model": PUBLIC, "messages": messages, "temperature": 0, "max_tokens": 20
+    }  # fmt: skip
     with (
         triton_gateway(model, triton_engine.grpc_url, tokenizer_dir=tiny_model_dir) as server,
         openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
@@ -557,14 +575,14 @@ class GrpcTap:
             record.done.set()
 
 
-class _Forward(grpc.GenericRpcHandler):
+class _Forward(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no stubs here
     """Every method passed on as bytes; Triton's only streaming one is `ModelStreamInfer`."""
 
     def __init__(self, tap: GrpcTap) -> None:
         self.tap = tap
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method = details.method  # type: ignore[attr-defined]
+        method = details.method
         if method.endswith("/ModelStreamInfer"):
             return grpc.stream_stream_rpc_method_handler(partial(self.tap.stream, method))
         return grpc.unary_unary_rpc_method_handler(partial(self.tap.unary, method))

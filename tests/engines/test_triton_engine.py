@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import torch
 import tritonclient.grpc.aio as grpc_aio
@@ -41,17 +42,17 @@ def tokenizer(tiny_model_dir: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def _batched(**values: Any) -> dict[str, np.ndarray]:
+def _batched(**values: Any) -> dict[str, npt.NDArray[Any]]:
     """Inputs for the ensemble and BLS: every tensor is ``[1, 1]`` (``[1, N]`` for lists)."""
     return {name: _array(value, batched=True) for name, value in values.items()}
 
 
-def _unbatched(**values: Any) -> dict[str, np.ndarray]:
+def _unbatched(**values: Any) -> dict[str, npt.NDArray[Any]]:
     """Inputs for the LLM-API model: no batch dim."""
     return {name: _array(value, batched=False) for name, value in values.items()}
 
 
-def _array(value: Any, *, batched: bool) -> np.ndarray:
+def _array(value: Any, *, batched: bool) -> npt.NDArray[Any]:
     items = value if isinstance(value, list) else [value]
     if isinstance(items[0], str):
         array = np.array(items, dtype=object)
@@ -64,11 +65,11 @@ def _array(value: Any, *, batched: bool) -> np.ndarray:
     return array.reshape(1, -1) if batched else array
 
 
-def _seed(value: int, *, batched: bool) -> np.ndarray:
+def _seed(value: int, *, batched: bool) -> npt.NDArray[Any]:
     return np.array([[value]] if batched else [value], dtype=np.uint64)
 
 
-def _decode(array: np.ndarray | None) -> Any:
+def _decode(array: npt.NDArray[Any] | None) -> Any:
     if array is None:
         return None
     item = array.reshape(-1)[0]
@@ -76,7 +77,7 @@ def _decode(array: np.ndarray | None) -> Any:
 
 
 async def _stream(
-    url: str, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]
+    url: str, model: str, inputs: dict[str, npt.NDArray[Any]], outputs: tuple[str, ...]
 ) -> list[Reply]:
     """Send one request on its own gRPC stream and collect responses until the stream ends."""
     tensors = []
@@ -106,7 +107,7 @@ async def _stream(
 def _call(
     engine: TritonEngine,
     model: str,
-    inputs: dict[str, np.ndarray],
+    inputs: dict[str, npt.NDArray[Any]],
     outputs: tuple[str, ...] = ("text_output",),
 ) -> list[Reply]:
     return asyncio.run(_stream(engine.grpc_url, model, inputs, outputs))
@@ -311,7 +312,7 @@ def test_invalid_requests_come_back_as_triton_errors(engine: TritonEngine) -> No
 def test_concurrent_streams_match_sequential_answers(engine: TritonEngine) -> None:
     prompts = ("The weather in Da Nang", "Phở bò là món ăn")
 
-    def inputs(prompt: str) -> dict[str, np.ndarray]:
+    def inputs(prompt: str) -> dict[str, npt.NDArray[Any]]:
         return _batched(text_input=prompt, max_tokens=25, stream=True)
 
     async def both() -> list[list[Reply]]:

@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     triton = Triton(config=config)
     try:
-        bind_models(triton, TinyLlm(args.model_dir))
+        bind_models(triton, TinyLlm(args.model_dir), ADD_SPECIAL_TOKENS)
         triton.run()
         while not stopping.wait(1.0) and triton.is_alive():
             pass

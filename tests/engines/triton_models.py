@@ -18,7 +18,7 @@ Three models are bound to one PyTriton server (see ``triton_engine``), all decou
   sends), and every eos id of ``generation_config.json`` ends the answer. No guided decoding.
 
 Tokenizing ``text_input``: as the real preprocessing model with its ``add_special_tokens``
-parameter (``triton_engine.ADD_SPECIAL_TOKENS``): the ``ensemble`` keeps TensorRT-LLM's default
+parameter (``bind_models``' ``add_special_tokens``): the ``ensemble`` keeps TensorRT-LLM's default
 (true, BOS added), the BLS is served as ``compose/trtllm/build_engine.sh`` fills it (false: the
 text as it comes, for parity with vLLM's chat). The LLM-API model always adds special tokens
 (its ``SamplingParams`` default; the real model has no input for it).
@@ -39,7 +39,7 @@ still runs to its end (tests watch the gRPC call instead).
 Example (``TinyLlm`` from ``tiny_llm``)::
 
     triton = Triton(config=TritonConfig(grpc_port=8001))
-    bind_models(triton, TinyLlm(model_dir))
+    bind_models(triton, TinyLlm(model_dir), {"ensemble": True, "tensorrt_llm_bls": False, ...})
     triton.serve()
 """
 
@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +64,6 @@ from tests.engines.tiny_llm import (
     Step,
     TinyLlm,
 )
-from tests.engines.triton_engine import ADD_SPECIAL_TOKENS
 
 MAX_SEQ_LEN = 2048
 LLMAPI_DEFAULT_MAX_TOKENS = 32  # the LLM API's SamplingParams default
@@ -227,8 +226,9 @@ class TrtllmTextModel:
 class LlmApiModel:
     """The LLM-API ``tensorrt_llm`` model: ``sampling_param_*`` inputs, cumulative text."""
 
-    def __init__(self, llm: TinyLlm) -> None:
+    def __init__(self, llm: TinyLlm, add_special_tokens: bool) -> None:
         self.llm = llm
+        self.add_special_tokens = add_special_tokens
 
     async def __call__(self, requests: list[Request]) -> AsyncIterator[list[Response]]:
         request = _single(requests)
@@ -238,7 +238,7 @@ class LlmApiModel:
                 "The current implementation only supports text_input being a 1D tensor."
             )
         prompt = _text(texts.reshape(-1)[0])
-        prompt_ids = self.llm.encode(prompt, special=ADD_SPECIAL_TOKENS["tensorrt_llm"])
+        prompt_ids = self.llm.encode(prompt, special=self.add_special_tokens)
         sampling = self._sampling(request, prompt, prompt_ids)
         streaming = bool(_scalar(request, "streaming"))
         stops = _strings(request, "sampling_param_stop")
@@ -359,18 +359,19 @@ LLMAPI_OUTPUTS = (
 )
 
 
-def bind_models(triton: Triton, llm: TinyLlm) -> None:
-    """Bind ``ensemble``, ``tensorrt_llm_bls`` and ``tensorrt_llm`` to a PyTriton server."""
+def bind_models(triton: Triton, llm: TinyLlm, add_special_tokens: Mapping[str, bool]) -> None:
+    """Bind ``ensemble``, ``tensorrt_llm_bls`` and ``tensorrt_llm`` to a PyTriton server, each
+    tokenizing with special tokens or not as `add_special_tokens` says."""
     # No dynamic batcher: each call then carries one request, whose responses stream alone.
     batched = ModelConfig(max_batch_size=_MAX_BATCH_SIZE, batcher=None, decoupled=True)
     for name, accumulate in (("ensemble", False), ("tensorrt_llm_bls", True)):
-        special = ADD_SPECIAL_TOKENS[name]
+        special = add_special_tokens[name]
         model = TrtllmTextModel(llm, accumulate_tokens=accumulate, add_special_tokens=special)
         triton.bind(name, model, TRTLLM_INPUTS, TRTLLM_OUTPUTS, config=batched, strict=True)
     unbatched = ModelConfig(batching=False, decoupled=True)
     triton.bind(
         "tensorrt_llm",
-        LlmApiModel(llm),
+        LlmApiModel(llm, add_special_tokens["tensorrt_llm"]),
         LLMAPI_INPUTS,
         LLMAPI_OUTPUTS,
         config=unbatched,

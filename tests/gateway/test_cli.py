@@ -30,6 +30,8 @@ from tests.engines.vllm_engine import free_port
 from tests.support.fake_upstream import MODEL, FakeUpstream
 from tests.support.servers import ThreadedServer, gateway_process, until_ready
 
+pytestmark = pytest.mark.slow  # real `gateway serve` processes
+
 Fake = tuple[FakeUpstream, ThreadedServer]
 
 

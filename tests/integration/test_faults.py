@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from backends.triton.adapter import TritonSettings
+from backends.triton.settings import TritonSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
 from gateway.settings import Settings

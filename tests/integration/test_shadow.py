@@ -22,7 +22,7 @@ import openai
 import pytest
 
 from backends.registry import BackendSettings
-from backends.triton.adapter import TritonSettings
+from backends.triton.settings import TritonSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
 from gateway.records.store import open_store

@@ -19,7 +19,7 @@ import openai
 import pytest
 from transformers import AutoTokenizer
 
-from backends.triton.adapter import TritonSettings
+from backends.triton.settings import TritonSettings
 from backends.vllm import VllmSettings
 from gateway import cli
 from gateway.app import create_app

@@ -15,6 +15,7 @@ import httpx
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from backends.base import Completion, Route, UpstreamRequest
 from backends.vllm import VllmSettings, create
@@ -24,7 +25,7 @@ from tests.conftest import TINY_MODEL
 from tests.engines.vllm_engine import VllmEngine
 from tests.support.servers import ThreadedServer
 
-MESSAGES = [
+MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "You tag moods."},
     {"role": "user", "content": "Con làm đúng rồi! 5 + 7 = 12"},
 ]
@@ -56,7 +57,8 @@ def direct(vllm_engine: VllmEngine) -> Iterator[openai.OpenAI]:
 
 def both(direct: openai.OpenAI, via: openai.OpenAI, call: str, **kwargs: Any) -> tuple[Any, Any]:
     """The same request, straight to vLLM and through the gateway."""
-    first, second = direct, via
+    first: Any = direct
+    second: Any = via
     for part in call.split("."):
         first, second = getattr(first, part), getattr(second, part)
     return first(**kwargs), second(**kwargs)
@@ -95,7 +97,7 @@ def test_completion_equals_direct(direct: openai.OpenAI, via_gateway: openai.Ope
 def test_streamed_chat_equals_direct_and_keeps_usage(
     direct: openai.OpenAI, via_gateway: openai.OpenAI
 ) -> None:
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         model=TINY_MODEL,
         messages=MESSAGES,
         temperature=0,
@@ -227,7 +229,7 @@ def test_unknown_model_is_not_found(via_gateway: openai.OpenAI) -> None:
 def test_vllm_rejection_passes_through_with_its_message(
     direct: openai.OpenAI, via_gateway: openai.OpenAI
 ) -> None:
-    kwargs = dict(model=TINY_MODEL, messages=MESSAGES, max_tokens=5000)
+    kwargs: dict[str, Any] = dict(model=TINY_MODEL, messages=MESSAGES, max_tokens=5000)
     with pytest.raises(openai.BadRequestError) as from_vllm:
         direct.chat.completions.create(**kwargs)
     with pytest.raises(openai.BadRequestError) as from_gateway:
@@ -257,7 +259,7 @@ def test_cut_stream_stops_vllm_generating(
     def generated() -> float:
         return vllm_engine.metric("vllm:generation_tokens_total")
 
-    long = dict(
+    long: dict[str, Any] = dict(
         model=TINY_MODEL, messages=MESSAGES, max_tokens=2000, extra_body={"ignore_eos": True}
     )
     for _ in range(3):

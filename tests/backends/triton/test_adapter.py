@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from backends.base import Completion, Health, Route, UpstreamRequest
 from backends.errors import BackendUnavailable, GatewayError
-from backends.triton.adapter import TritonBackend, TritonSettings
+from backends.triton.adapter import TritonBackend
+from backends.triton.settings import TritonSettings
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 

@@ -36,7 +36,7 @@ def gateway(fake_upstream: Fake, tmp_path_factory: pytest.TempPathFactory) -> It
         url=fake_upstream[1].url, read_timeout=2.0, total_timeout=5.0, circuit_failures=1000
     )
     settings = Settings(
-        backends={"vllm": backend},  # type: ignore[dict-item]
+        backends={"vllm": backend},
         primary="vllm",
         max_body_bytes=LIMIT,
         records_url=f"sqlite:///{records}",

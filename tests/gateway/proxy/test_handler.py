@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 import httpx
 import openai
@@ -156,7 +156,7 @@ def test_client_disconnect_stops_the_upstream_stream(
     app = fake_upstream[0]
     before = app.cancelled
     stream = ask(client, "long:500", stream=True)
-    for index, _ in enumerate(stream):  # type: ignore[attr-defined]
+    for index, _ in enumerate(cast("Iterable[object]", stream)):
         if index == 3:
             break
     stream.close()  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ from gateway.proxy.plain_bodies import PLAIN, ROLES, is_plain
 USER = {"role": "user", "content": "Con vừa làm xong bài toán!"}
 
 # Values on both sides of every bound the checks and the models draw, and of every type.
-EDGE_VALUES = [
+EDGE_VALUES: list[object] = [
     0, 1, -1, 2, 128, 129, 1_000_000, 1_000_001, 2**63 - 1, -(2**63), 0.0, 1e-300, 1.0, 2.0,
     2.5, -0.5, 1.8446744073709552e19, True, False, None, "", "m", "x" * 256, "x" * 257,
     "x" * 512, "x" * 513, [], ["x"], ["x"] * 64, ["x"] * 65, [1], {}, {"type": "text"},

@@ -21,6 +21,8 @@ from tests.gateway.report.test_summary import LOOSE
 from tests.gateway.shadow_pairs import records
 from tests.support.png import Pixel, read_png
 
+pytestmark = pytest.mark.slow  # headless Chromium
+
 ARTIFACTS = Path(__file__).resolve().parents[3] / ".cache" / "shadow-report"
 WIDTH, HEIGHT = 1200, 2000
 PASS_GREEN: Pixel = (4, 120, 87)  # report_html's .verdict.pass background

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -177,7 +178,7 @@ def test_json_object_not_honoured() -> None:
     ],
 )
 def test_a_different_effective_max_tokens_is_flagged(
-    first: dict[str, object], second: dict[str, object], detail: str
+    first: dict[str, Any], second: dict[str, Any], detail: str
 ) -> None:
     result = c.compare(pair("x", 0, primary(**first), candidate(**second)))
     assert result.status == "parity"
@@ -185,7 +186,7 @@ def test_a_different_effective_max_tokens_is_flagged(
 
 
 def test_the_same_max_tokens_on_both_legs_is_not_flagged() -> None:
-    cut = {"finish_reason": "length", "completion_tokens": 50}
+    cut: dict[str, Any] = {"finish_reason": "length", "completion_tokens": 50}
     assert c.compare(pair("x", 0, primary(**cut), candidate(**cut))).status == "compared"
     unlimited = replace(PARAMS, max_tokens=None)
     longer = pair(

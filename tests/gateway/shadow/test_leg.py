@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from time import perf_counter
 from typing import Any
 
@@ -67,7 +67,7 @@ class FakeBackend:
         completion = await self.complete(request)
         return self._events(orjson.loads(completion.body)["choices"][0]["message"]["content"])
 
-    async def _events(self, text: str) -> AsyncIterator[bytes]:
+    async def _events(self, text: str) -> AsyncGenerator[bytes, None]:
         chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}]}
         yield b"data: " + orjson.dumps(chunk) + b"\n\n"
         yield b"data: [DONE]\n\n"

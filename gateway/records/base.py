@@ -1,0 +1,28 @@
+"""What a store of pairs is: the `RecordStore` protocol its implementations meet, and the one
+error they raise. Implementations: `gateway.records.sqlite`, `gateway.records.postgres`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from gateway.shadow.pairs import PairRecord
+
+
+class StoreError(Exception):
+    """A store could not read or write."""
+
+
+class RecordStore(Protocol):
+    """Durable storage for pairs. Implementations: `sqlite`, `postgres`."""
+
+    async def write_batch(self, records: Sequence[PairRecord]) -> None:
+        """Stores all of `records` or none; a pair id already stored is skipped (retries)."""
+
+    async def read(self, since: float | None = None) -> list[PairRecord]:
+        """Pairs created at or after `since` (all when None), oldest first."""
+
+    async def purge(self, older_than: float) -> int:
+        """Deletes pairs created before `older_than` (unix seconds); returns how many."""
+
+    async def close(self) -> None: ...
