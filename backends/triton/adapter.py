@@ -55,7 +55,7 @@ class TritonBackend:
     def __init__(self, name: str, settings: TritonSettings) -> None:
         self.name = name
         self._settings = settings
-        self._model_name = settings.model or "ensemble"
+        self._model_name = settings.model
         self._client = InferenceServerClient(settings.url, channel_args=channel_args(settings))
         self._interface: ModelInterface | None = None
         self._tokenizer: Tokenizer | None = None

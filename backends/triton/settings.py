@@ -19,7 +19,7 @@ class TritonSettings(BackendSettingsBase):
 
     kind: Literal["triton"] = "triton"
     url: str = Field(default="127.0.0.1:8001", description="Triton's gRPC address, host:port.")
-    model: str | None = Field(default="ensemble", description="The Triton model name.")
+    model: str = Field(default="ensemble", description="The Triton model name.")
     tokenizer_dir: Path | None = Field(
         default=None, description="HF tokenizer dir: chat template, special tokens, counting."
     )

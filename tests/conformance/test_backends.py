@@ -81,12 +81,12 @@ class Target:
     client: openai.OpenAI
 
 
-@pytest.fixture(scope="module")
 def forced(text: str) -> list[ChatCompletionMessageParam]:
     """A user message that makes the test engines answer `text` (their `[[force:...]]` rule)."""
     return [{"role": "user", "content": f"[[force:{text}]]"}]
 
 
+@pytest.fixture(scope="module")
 def engines(
     vllm_engine: VllmEngine, triton_engine: TritonEngine
 ) -> tuple[VllmEngine, TritonEngine]:
@@ -202,9 +202,7 @@ def test_max_tokens_ends_with_length(target: Target) -> None:
     """An answer longer than max_tokens: forced by the Triton test engine; on vLLM, end
     tokens are banned until max_tokens by min_tokens."""
     if target.case.forces_answers:
-        messages: list[ChatCompletionMessageParam] = [
-            {"role": "user", "content": f"[[force:{LONG_FORCED}]]"}
-        ]
+        messages = forced(LONG_FORCED)
         answer = chat(target, messages=messages, temperature=0, max_tokens=3)
         assert LONG_FORCED.startswith(answer.choices[0].message.content)
     else:
@@ -321,9 +319,7 @@ def test_vietnamese_streams_intact_on_the_recommended_models(
         primary=model,
         models=[PUBLIC],
     )
-    messages: list[ChatCompletionMessageParam] = [
-        {"role": "user", "content": f"[[force:{FORCED}]]"}
-    ]
+    messages = forced(FORCED)
     with ThreadedServer(create_app(settings)) as server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
         whole = client.chat.completions.create(
@@ -458,9 +454,7 @@ def test_builtin_template_ends_the_answer_at_its_end_token(
     The test engine forces the answer's tokens, then `<|end|>`, then random ones; the
     ensemble's default end id is the eos, so without a stop the answer runs on.
     """
-    messages: list[ChatCompletionMessageParam] = [
-        {"role": "user", "content": f"[[force:{FORCED}]]"}
-    ]
+    messages = forced(FORCED)
     with (
         triton_gateway(model, triton_engine.grpc_url, chat_template="phi3") as server,
         openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
@@ -486,9 +480,7 @@ def test_an_answer_shorter_than_max_tokens_ends_with_stop(
     tokens = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json")).encode(
         SHORT_FORCED, add_special_tokens=False
     )
-    messages: list[ChatCompletionMessageParam] = [
-        {"role": "user", "content": f"[[force:{SHORT_FORCED}]]"}
-    ]
+    messages = forced(SHORT_FORCED)
     request: dict[str, Any] = {
         "model": PUBLIC, "messages": messages, "temperature": 0, "max_tokens": 20
     }  # fmt: skip
