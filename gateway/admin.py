@@ -23,8 +23,9 @@ from backends.errors import (
 )
 from gateway.records.store import StoreError
 from gateway.report.command import parse_since
-from gateway.report.gate import GateRule, rule_from
+from gateway.report.gate import rule_from
 from gateway.report.render import render
+from gateway.report.rule import GateRule
 from gateway.report.summary import summarize
 from gateway.shadow.pairs import PairRecord
 
@@ -165,7 +166,7 @@ def check_admin(token: SecretStr | None, authorization: str | None) -> None:
 
 
 def _report(pairs: list[PairRecord], rule: GateRule, fmt: str, since: str | None) -> str:
-    return render(summarize(pairs, rule, {"since": since}), fmt)
+    return render(summarize(pairs, rule, since), fmt)
 
 
 async def _check(probe: Any) -> Any:

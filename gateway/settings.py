@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from backends.registry import FACTORIES, BackendSettings
 from backends.vllm import VllmSettings
 from gateway.records.store import check_url
-from gateway.report.gate import Metric
+from gateway.report.rule import Metric
 
 MAX_BUSY_POLL_US = 10_000  # a longer wait is not one a wake-up's tens of µs matter to
 

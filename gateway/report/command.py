@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.records import store as records
-from gateway.report.gate import METRICS, rule_from
+from gateway.report.gate import rule_from
 from gateway.report.render import render
+from gateway.report.rule import METRICS
 from gateway.report.summary import summarize
 from gateway.settings import Settings
 from gateway.shadow.pairs import PairRecord
@@ -109,9 +110,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         pairs = asyncio.run(read_pairs(settings.records_url, since))
     except records.StoreError as exc:
         return _fail(f"cannot read the records: {exc}")
-    meta = {"since": None if since is None else datetime.fromtimestamp(since, UTC).isoformat()}
-    summary = summarize(pairs, rule, meta)
-    text = render(summary, args.format)
+    start = None if since is None else datetime.fromtimestamp(since, UTC).isoformat()
+    report = summarize(pairs, rule, start)
+    text = render(report, args.format)
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             args.output.write_text(text, encoding="utf-8")
         except OSError as exc:
             return _fail(f"cannot write {args.output}: {exc.strerror}")
-    return 0 if summary["verdict"]["passed"] else 1
+    return 0 if report.verdict.passed else 1
 
 
 async def read_pairs(url: str, since: float | None) -> list[PairRecord]:

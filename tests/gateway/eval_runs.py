@@ -11,7 +11,7 @@ No gold label and no prediction is `calm`: its F1 is None and left out of macro-
 
 from __future__ import annotations
 
-from gateway.eval.summary import Example, Prediction, Run
+from gateway.eval.predictions import Example, Prediction, Run
 from gateway.tasks.config import TaskConfig
 from gateway.tasks.task import Task
 
@@ -22,7 +22,6 @@ CODES = {
     "C": {"mood": "calm", "celebrate": False},
 }
 GOLD = ["M", "H", "S", "S", "H", "M"]
-META = {"dataset": "moods.jsonl", "split": "test", "concurrency": 4}
 CREATED = "2023-11-14T22:00:00+00:00"
 
 

@@ -6,24 +6,23 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-import pytest
-
-from gateway.eval import render, summary
+from gateway.eval.render import render
+from gateway.eval.summary import summarize
 from tests.gateway import eval_runs
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
-class Fixed(datetime):
-    @classmethod
-    def now(cls, tz: object = None) -> Fixed:
-        return cls.fromisoformat(eval_runs.CREATED)
-
-
-def test_the_json_is_what_clients_have_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(summary, "datetime", Fixed)
-    value = summary.summarize(
-        eval_runs.task(), eval_runs.examples(), eval_runs.runs(), eval_runs.META
+def test_the_json_is_what_clients_have_read() -> None:
+    created = datetime.fromisoformat(eval_runs.CREATED)
+    summary = summarize(
+        eval_runs.task(),
+        eval_runs.examples(),
+        eval_runs.runs(),
+        dataset="moods.jsonl",
+        split="test",
+        concurrency=4,
+        created=created,
     )
     expected = (GOLDEN / "three.json").read_text(encoding="utf-8")
-    assert render.render(value, "json") == expected
+    assert render(summary, "json") == expected

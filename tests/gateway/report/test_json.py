@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from gateway.records.redaction import redact
-from gateway.report.gate import GateRule
 from gateway.report.render import render
+from gateway.report.rule import GateRule
 from gateway.report.summary import summarize
 from gateway.shadow.pairs import PairRecord
 from tests.gateway.report.test_summary import LOOSE
@@ -33,4 +33,4 @@ CASES: dict[str, tuple[list[PairRecord], GateRule, str | None]] = {
 def test_the_json_is_what_clients_have_read(name: str) -> None:
     pairs, rule, since = CASES[name]
     expected = (GOLDEN / f"{name}.json").read_text(encoding="utf-8")
-    assert render(summarize(pairs, rule, {"since": since}), "json") == expected
+    assert render(summarize(pairs, rule, since), "json") == expected
