@@ -23,7 +23,6 @@ from backends.errors import (
 )
 from gateway.records.store import StoreError
 from gateway.report.command import parse_since
-from gateway.report.gate import rule_from
 from gateway.report.render import render
 from gateway.report.rule import GateRule
 from gateway.report.summary import summarize
@@ -124,7 +123,7 @@ def build_admin(gateway: Gateway) -> FastAPI:
             pairs = await gateway.recorder.store.read(start)
         except StoreError as exc:
             raise BackendUnavailable("the records store cannot be read", code="records") from exc
-        body = await asyncio.to_thread(_report, pairs, rule_from(settings), fmt, since)
+        body = await asyncio.to_thread(_report, pairs, settings.gate_rule(), fmt, since)
         return Response(body, media_type=MEDIA_TYPES[fmt], headers={"cache-control": "no-store"})
 
     @app.post("/admin/reload")

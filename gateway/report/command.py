@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.records import store as records
-from gateway.report.gate import rule_from
 from gateway.report.render import render
-from gateway.report.rule import METRICS
+from gateway.report.rule import METRICS, GateRule
 from gateway.report.summary import summarize
-from gateway.settings import Settings
 from gateway.shadow.pairs import PairRecord
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -95,7 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=CHECKS[kind], help=f"GATEWAY_GATE_{name.upper()}")
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, rule: GateRule, records_url: str) -> int:
+    """The command, on the configured rule (`Settings.gate_rule`) and records; flags override
+    the rule."""
     try:
         since = parse_since(args.since, time.time()) if args.since else None
     except ValueError as exc:
@@ -105,9 +105,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for name in [*GATE_FLAGS, "agreement"]
         if getattr(args, name) is not None
     }
-    rule = replace(rule_from(settings), **overrides)
+    rule = replace(rule, **overrides)
     try:
-        pairs = asyncio.run(read_pairs(settings.records_url, since))
+        pairs = asyncio.run(read_pairs(records_url, since))
     except records.StoreError as exc:
         return _fail(f"cannot read the records: {exc}")
     start = None if since is None else datetime.fromtimestamp(since, UTC).isoformat()

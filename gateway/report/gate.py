@@ -11,29 +11,10 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from gateway.render.text import interval, percent
 from gateway.report.rule import GateRule, Verdict
 from gateway.report.values import ShadowReport
 from gateway.stats import Latency, Proportion
-
-if TYPE_CHECKING:
-    from gateway.settings import Settings
-
-
-def rule_from(settings: Settings) -> GateRule:
-    """The rule as configured (`GATEWAY_GATE_*`)."""
-    return GateRule(
-        min_pairs=settings.gate_min_pairs,
-        min_noise_pairs=settings.gate_min_noise_pairs,
-        agreement=settings.gate_agreement,
-        max_agreement_drop=settings.gate_max_agreement_drop,
-        max_p95_ratio=settings.gate_max_p95_ratio,
-        max_error_rate=settings.gate_max_error_rate,
-        max_schema_violations=settings.gate_max_schema_violations,
-        max_parity_flagged=settings.gate_max_parity_flagged,
-    )
 
 
 def evaluate(report: ShadowReport, rule: GateRule) -> Verdict:

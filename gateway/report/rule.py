@@ -1,7 +1,8 @@
 """The cutover gate's written rule and what it says: `GateRule` and `Verdict`.
 
-Plain values that import nothing of the gateway: the report holds them, and the gate
-(`gateway.report.gate`) makes the one from the other.
+`GateRule` holds the only copy of the gate's defaults: `Settings` (`GATEWAY_GATE_*`) and the
+`gateway report` flags start from them. This module imports nothing of the gateway, so the
+settings can read the defaults without importing the report.
 
 Example::
 
