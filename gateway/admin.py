@@ -24,8 +24,8 @@ from backends.errors import (
 from gateway import __version__
 from gateway.records.base import StoreError
 from gateway.report.command import parse_since
-from gateway.report.gate import GateRule, rule_from
 from gateway.report.render import render
+from gateway.report.rule import GateRule
 from gateway.report.summary import summarize
 from gateway.runtime import Served
 from gateway.shadow.pairs import PairRecord
@@ -122,7 +122,7 @@ def build_admin(gateway: Served) -> FastAPI:
             pairs = await gateway.recorder.store.read(start)
         except StoreError as exc:
             raise BackendUnavailable("the records store cannot be read", code="records") from exc
-        body = await asyncio.to_thread(_report, pairs, rule_from(settings), fmt, since)
+        body = await asyncio.to_thread(_report, pairs, settings.gate_rule(), fmt, since)
         return Response(body, media_type=MEDIA_TYPES[fmt], headers={"cache-control": "no-store"})
 
     @app.post("/admin/reload")
@@ -164,7 +164,7 @@ def check_admin(token: SecretStr | None, authorization: str | None) -> None:
 
 
 def _report(pairs: list[PairRecord], rule: GateRule, fmt: str, since: str | None) -> str:
-    return render(summarize(pairs, rule, {"since": since}), fmt)
+    return render(summarize(pairs, rule, since), fmt)
 
 
 async def _check(probe: Any) -> Any:

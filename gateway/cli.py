@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "purge":
         return purge_records(settings, args.days)
     if args.command == "report":
-        return report_command.run(args, settings)
+        return report_command.run(args, settings.gate_rule(), settings.records_url)
     overrides = {
         key: value
         for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers))

@@ -18,9 +18,10 @@ from backends.registry import KINDS, BackendSettings
 from backends.vllm import VllmSettings
 from gateway.records.base import StoreError
 from gateway.records.store import RecorderOptions, check_url, open_store
-from gateway.report.gate import Metric
+from gateway.report.rule import GateRule, Metric
 
 MAX_BUSY_POLL_US = 10_000  # a longer wait is not one a wake-up's tens of µs matter to
+_GATE = GateRule()  # the gate's defaults, which `GATEWAY_GATE_*` override
 
 
 def _default_backends() -> dict[str, BackendSettings]:
@@ -132,30 +133,49 @@ class Settings(BaseSettings):
     records_batch: int = Field(default=200, ge=1, description="Most pairs written at once.")
 
     # The cutover gate (gateway/report/gate.py): `gateway report` exits 1 when the candidate
-    # fails it.
+    # fails it. The defaults are `GateRule`'s (gateway/report/rule.py), so they are written once.
     gate_min_pairs: int = Field(
-        default=200, ge=1, description="Compared shadow pairs the gate needs before it can pass."
+        default=_GATE.min_pairs,
+        ge=1,
+        description="Compared shadow pairs the gate needs before it can pass.",
     )
     gate_min_noise_pairs: int = Field(
-        default=20, ge=1, description="Primary-vs-primary pairs the noise floor needs."
+        default=_GATE.min_noise_pairs,
+        ge=1,
+        description="Primary-vs-primary pairs the noise floor needs.",
     )
     gate_agreement: Metric = Field(
-        default="exact", description="The agreement measure the gate compares to the noise floor."
+        default=_GATE.agreement,
+        description="The agreement measure the gate compares to the noise floor.",
     )
     gate_max_agreement_drop: float = Field(
-        default=0.02, ge=0.0, le=1.0, description="How far below the noise floor agreement may be."
+        default=_GATE.max_agreement_drop,
+        ge=0.0,
+        le=1.0,
+        description="How far below the noise floor agreement may be.",
     )
     gate_max_p95_ratio: float = Field(
-        default=1.10, gt=0.0, description="Candidate p95 (e2e, TTFT) at most this times primary's."
+        default=_GATE.max_p95_ratio,
+        gt=0.0,
+        description="Candidate p95 (e2e, TTFT) at most this times primary's.",
     )
     gate_max_error_rate: float = Field(
-        default=0.01, ge=0.0, le=1.0, description="Candidate errors on requests primary answered."
+        default=_GATE.max_error_rate,
+        ge=0.0,
+        le=1.0,
+        description="Candidate errors on requests primary answered.",
     )
     gate_max_schema_violations: float = Field(
-        default=0.01, ge=0.0, le=1.0, description="Candidate answers breaking the requested schema."
+        default=_GATE.max_schema_violations,
+        ge=0.0,
+        le=1.0,
+        description="Candidate answers breaking the requested schema.",
     )
     gate_max_parity_flagged: float = Field(
-        default=0.05, ge=0.0, le=1.0, description="Pairs where the candidate ran another request."
+        default=_GATE.max_parity_flagged,
+        ge=0.0,
+        le=1.0,
+        description="Pairs where the candidate ran another request.",
     )
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token for /admin/*; unset: those routes answer 404."
@@ -224,6 +244,19 @@ class Settings(BaseSettings):
     def recorder_options(self) -> RecorderOptions:
         return RecorderOptions(
             self.records_queue, self.records_batch, keep_text=self.records_text == "full"
+        )
+
+    def gate_rule(self) -> GateRule:
+        """The cutover gate as configured (`GATEWAY_GATE_*`)."""
+        return GateRule(
+            min_pairs=self.gate_min_pairs,
+            min_noise_pairs=self.gate_min_noise_pairs,
+            agreement=self.gate_agreement,
+            max_agreement_drop=self.gate_max_agreement_drop,
+            max_p95_ratio=self.gate_max_p95_ratio,
+            max_error_rate=self.gate_max_error_rate,
+            max_schema_violations=self.gate_max_schema_violations,
+            max_parity_flagged=self.gate_max_parity_flagged,
         )
 
     def key_digests(self) -> list[bytes]:

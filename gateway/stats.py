@@ -2,10 +2,14 @@
 
 Labels are strings, so the same functions serve any categorical field (a tagger's mood, a
 boolean rendered "true"/"false", a shadow pair's parsed output). Nothing here does I/O.
+The values they return (`Proportion`, `Latency`, `Confusion`) are the shadow report's and the
+eval summary's shared vocabulary: both reports hold them as they are, and their renderers
+format them in one place (`gateway.render.text`).
 
 Example::
 
-    proportion(87, 100)                      # Proportion(87, 100, low=0.790.., high=0.922..)
+    proportion(87, 100)                      # Proportion(87, 100, rate=0.87, low=0.790.., ...)
+    latency([12.0, 15.0, 40.0]).p95          # 37.5
     confusion(["a", "b"], ["a", "a"]).count("b", "a")   # 1
     macro_f1(["a", "b", "b"], ["a", "b", "a"], ["a", "b"])  # 0.666..
 """
@@ -13,24 +17,26 @@ Example::
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 
 
 @dataclass(frozen=True, slots=True)
 class Proportion:
-    """`successes` out of `n`, with its Wilson score interval."""
+    """`successes` out of `n`, with its Wilson score interval. The rate is a field (worked out
+    on construction), so the value reads in the order every report prints it."""
 
     successes: int
     n: int
+    rate: float = field(init=False)  # 0 when n is 0
     low: float
     high: float
 
-    @property
-    def rate(self) -> float:
-        return self.successes / self.n if self.n else 0.0
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", self.successes / self.n if self.n else 0.0)
 
 
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -68,9 +74,25 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
 
 
-def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:
-    """{"p50": ..., "p95": ..., "p99": ...} for the given percentiles."""
-    return {f"p{q:g}": percentile(values, q) for q in qs}
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """The spread of `n` timings: the percentiles reports print, and the mean."""
+
+    n: int
+    p50: float
+    p95: float
+    p99: float
+    mean: float
+
+    @property
+    def percentiles(self) -> tuple[float, float, float]:
+        return self.p50, self.p95, self.p99
+
+
+def latency(values: Sequence[float]) -> Latency:
+    """p50, p95, p99 (`percentile`) and the mean of at least one timing."""
+    p50, p95, p99 = (percentile(values, q) for q in (50, 95, 99))
+    return Latency(len(values), p50, p95, p99, statistics.fmean(values))
 
 
 @dataclass(frozen=True, slots=True)

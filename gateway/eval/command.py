@@ -19,6 +19,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter
 from typing import Any, TextIO
@@ -27,7 +28,8 @@ import aiohttp
 import orjson
 
 from gateway.eval import render as report
-from gateway.eval.summary import Example, Prediction, Run, label_text, summarize
+from gateway.eval.predictions import Example, Prediction, Run, label_text
+from gateway.eval.summary import summarize
 from gateway.tasks.config import TaskConfigError
 from gateway.tasks.task import DEBUG_HEADER, Task, load_tasks
 
@@ -81,8 +83,15 @@ def run(args: argparse.Namespace) -> int:
         runs = asyncio.run(_run_all(task, examples, args))
     except EvalError as exc:
         return _fail(str(exc))
-    meta = {"dataset": str(args.dataset), "split": args.split, "concurrency": args.concurrency}
-    summary = summarize(task, examples, runs, meta)
+    summary = summarize(
+        task,
+        examples,
+        runs,
+        dataset=str(args.dataset),
+        split=args.split,
+        concurrency=args.concurrency,
+        created=datetime.now(UTC),
+    )
     text = report.render(summary, args.format)
     if args.output is None:
         sys.stdout.write(text)

@@ -22,10 +22,9 @@ from typing import Any
 
 from gateway.records.base import StoreError
 from gateway.records.store import open_store
-from gateway.report.gate import METRICS, rule_from
 from gateway.report.render import render
+from gateway.report.rule import METRICS, GateRule
 from gateway.report.summary import summarize
-from gateway.settings import Settings
 from gateway.shadow.pairs import PairRecord
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -95,7 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=CHECKS[kind], help=f"GATEWAY_GATE_{name.upper()}")
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, rule: GateRule, records_url: str) -> int:
+    """The command, on the configured rule (`Settings.gate_rule`) and records; flags override
+    the rule."""
     try:
         since = parse_since(args.since, time.time()) if args.since else None
     except ValueError as exc:
@@ -105,14 +106,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for name in [*GATE_FLAGS, "agreement"]
         if getattr(args, name) is not None
     }
-    rule = replace(rule_from(settings), **overrides)
+    rule = replace(rule, **overrides)
     try:
-        pairs = asyncio.run(read_pairs(settings.records_url, since))
+        pairs = asyncio.run(read_pairs(records_url, since))
     except StoreError as exc:
         return _fail(f"cannot read the records: {exc}")
-    meta = {"since": None if since is None else datetime.fromtimestamp(since, UTC).isoformat()}
-    summary = summarize(pairs, rule, meta)
-    text = render(summary, args.format)
+    start = None if since is None else datetime.fromtimestamp(since, UTC).isoformat()
+    report = summarize(pairs, rule, start)
+    text = render(report, args.format)
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             args.output.write_text(text, encoding="utf-8")
         except OSError as exc:
             return _fail(f"cannot write {args.output}: {exc.strerror}")
-    return 0 if summary["verdict"]["passed"] else 1
+    return 0 if report.verdict.passed else 1
 
 
 async def read_pairs(url: str, since: float | None) -> list[PairRecord]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 
 from gateway.stats import (
+    Latency,
+    Proportion,
     accuracy,
     agreement,
     confusion,
     f1_scores,
+    latency,
     macro_f1,
     percentile,
-    percentiles,
     proportion,
     wilson,
 )
@@ -25,7 +27,10 @@ def test_percentiles_interpolate_between_ranks() -> None:
     assert percentile(values, 99) == pytest.approx(49.6)  # rank 3.96: 40 + 0.96 * 10
     assert percentile(values, 100) == 50.0
     assert percentile(values, 25) == 20.0  # rank 1
-    assert percentiles([7.0]) == {"p50": 7.0, "p95": 7.0, "p99": 7.0}
+    assert latency([7.0]) == Latency(n=1, p50=7.0, p95=7.0, p99=7.0, mean=7.0)
+    spread = latency(values)  # the mean: 160 / 5
+    assert (spread.n, spread.p50, spread.mean) == (5, 35.0, 32.0)
+    assert spread.percentiles == pytest.approx((35.0, 48.0, 49.6))
 
 
 def test_percentile_refuses_no_data_and_bad_q() -> None:
@@ -33,6 +38,8 @@ def test_percentile_refuses_no_data_and_bad_q() -> None:
         percentile([], 50)
     with pytest.raises(ValueError, match=r"\[0, 100\]"):
         percentile([1.0], 101)
+    with pytest.raises(ValueError, match="no values"):
+        latency([])
 
 
 def test_wilson_interval_by_hand() -> None:
@@ -58,6 +65,7 @@ def test_proportion_carries_rate_and_interval() -> None:
     assert (value.successes, value.n, value.rate) == (8, 10, 0.8)
     assert value.low == pytest.approx(0.4902, abs=1e-4)  # default z is 1.95996...
     assert proportion(0, 0).rate == 0.0
+    assert Proportion(3, 4, low=0.3, high=0.9).rate == 0.75  # worked out, never passed
 
 
 GOLD = ["a", "a", "b", "b", "c"]

@@ -26,7 +26,7 @@ from backends.triton.settings import TritonSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
 from gateway.records.store import open_store
-from gateway.report.gate import GateRule
+from gateway.report.rule import GateRule
 from gateway.report.summary import summarize
 from gateway.settings import Settings
 from gateway.shadow.compare import compare
@@ -272,17 +272,19 @@ def test_shadow_end_to_end_report_matches_the_pairs(
     # The report's numbers, recomputed by hand from the pairs.
     compared = [pair for pair in shadow if compare(pair).status == "compared"]
     same = sum(pair.primary.text == pair.candidate.text for pair in compared)
-    assert summary["pairs"]["shadow"] == len(shadow)
-    assert summary["agreement"]["exact"]["n"] == len(compared)
-    assert summary["agreement"]["exact"]["successes"] == same
+    assert summary.pairs.shadow == len(shadow)
+    assert summary.agreement.exact.n == len(compared)
+    assert summary.agreement.exact.successes == same
     noise_compared = [pair for pair in noise if compare(pair).status == "compared"]
     noise_same = sum(pair.primary.text == pair.candidate.text for pair in noise_compared)
-    assert summary["noise_floor"]["exact"]["successes"] == noise_same
+    assert summary.noise_floor.agreement.exact.successes == noise_same
     primary_e2e = sorted(pair.primary.e2e_ms or 0.0 for pair in shadow)
-    assert summary["backends"]["primary"]["e2e_ms"]["n"] == len(primary_e2e)
+    assert summary.backends is not None
+    assert summary.backends.primary.e2e_ms is not None
+    assert summary.backends.primary.e2e_ms.n == len(primary_e2e)
     print(f"\nshadow e2e: {same}/{len(compared)} identical answers, noise floor "
           f"{noise_same}/{len(noise_compared)}; verdict "
-          f"{'PASS' if summary['verdict']['passed'] else 'FAIL'}")  # fmt: skip
+          f"{'PASS' if summary.verdict.passed else 'FAIL'}")  # fmt: skip
 
 
 def test_canary_serves_its_share_sticky_per_user(

@@ -23,8 +23,10 @@ from backends.triton.settings import TritonSettings
 from backends.vllm import VllmSettings
 from gateway import cli
 from gateway.app import create_app
+from gateway.eval import command as eval_command
 from gateway.eval import render as report
-from gateway.eval.summary import INVALID
+from gateway.eval.predictions import INVALID
+from gateway.eval.summary import EvalSummary, summarize
 from gateway.records.store import open_store
 from gateway.settings import Settings
 from gateway.shadow.compare import compare
@@ -242,8 +244,16 @@ def test_eval_end_to_end_matches_a_hand_computation(
     vllm_engine: VllmEngine,
     triton_gateways: dict[str, ThreadedServer],
     tagger: Task,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A vLLM-primary gateway, vLLM directly, and a Triton-BLS-primary gateway."""
+    made: list[EvalSummary] = []  # the typed summary the command rendered, for the other formats
+
+    def keep(*args: Any, **kwargs: Any) -> EvalSummary:
+        made.append(summarize(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(eval_command, "summarize", keep)
     rows = {json.loads(line)["id"]: line for line in DATASET.read_text("utf-8").splitlines()}
     dataset = tmp_path / "fixture.jsonl"
     dataset.write_text("\n".join(rows[key] for key in FIXTURE) + "\n", encoding="utf-8")
@@ -274,9 +284,11 @@ def test_eval_end_to_end_matches_a_hand_computation(
     assert pairs == [("gw", "vllm"), ("gw", "trt"), ("vllm", "trt")]
     for pair in summary["agreement"]:
         check_agreement(summary, pair)
+    (typed,) = made
+    assert report.render(typed, "json") == output.read_text("utf-8")
     for fmt in ("text", "html"):
-        assert summary["version"] in report.render(summary, fmt)
-    html = report.render(summary, "html")
+        assert summary["version"] in report.render(typed, fmt)
+    html = report.render(typed, "html")
     assert "<svg" in html
     assert "<script" not in html
     assert "src=" not in html

@@ -20,6 +20,7 @@ from backends.vllm import VllmSettings
 from gateway.app import create_app
 from gateway.records.sqlite import SqliteStore
 from gateway.report.command import parse_since
+from gateway.report.rule import GateRule
 from gateway.settings import Settings
 from tests.gateway.shadow_pairs import T0, records
 from tests.support.fake_upstream import FakeUpstream
@@ -84,6 +85,19 @@ def test_gate_settings_are_the_defaults_and_flags_override_them(
     }
     assert report(store_url, tmp_path, **settings).returncode == 0
     assert report(store_url, tmp_path, "--max-error-rate=0.05", **settings).returncode == 1
+
+
+def test_the_gate_settings_start_from_the_rule_s_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The defaults are written once, in `GateRule`; `GATEWAY_GATE_*` set its fields."""
+    for name in [name for name in os.environ if name.startswith("GATEWAY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    assert Settings().gate_rule() == GateRule()
+    monkeypatch.setenv("GATEWAY_GATE_AGREEMENT", "structured")
+    monkeypatch.setenv("GATEWAY_GATE_MAX_P95_RATIO", "1.5")
+    assert Settings().gate_rule() == GateRule(agreement="structured", max_p95_ratio=1.5)
 
 
 def test_since_and_output(store_url: str, tmp_path: Path) -> None:

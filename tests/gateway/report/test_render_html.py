@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.report.render import render_html
+from gateway.report.page import render_html
 from gateway.report.summary import summarize
 from tests.gateway.report.test_summary import LOOSE
 from tests.gateway.shadow_pairs import records
@@ -54,7 +54,7 @@ def chromium(*args: str, profile: Path) -> str:
 def page(tmp_path: Path, name: str, passed: bool) -> Path:
     rule = LOOSE if passed else replace(LOOSE, min_pairs=200)
     summary = summarize(records(), rule)
-    assert summary["verdict"]["passed"] is passed
+    assert summary.verdict.passed is passed
     path = tmp_path / f"{name}.html"
     path.write_text(render_html(summary), encoding="utf-8")
     return path
