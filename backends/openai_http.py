@@ -2,8 +2,8 @@
 
 Bodies are forwarded as received unless a field must change (the served model name, or a field
 the engine would reject), and answers are relayed as bytes: the hot path parses nothing twice.
-The upstream client is backends.transport.http1, chosen by measurement: it costs well under half of
-aiohttp's CPU per call (benchmarks/upstream_client/client_cpu.py).
+The upstream client is backends.transport.http1, chosen by measurement: it costs a fraction of
+aiohttp's CPU per call (benchmarks/upstream_client/README.md).
 """
 
 from __future__ import annotations
@@ -127,10 +127,10 @@ class OpenAIHTTPBackend:
         came back), or an engine's 503 (nothing was generated); bounded, with jittered backoff.
         Anything else is raised as it is.
 
-        The first attempt runs bare, in the caller: tenacity's bookkeeping cost more than half
-        of the gateway's own time per request (benchmarks/README.md), so it starts only once
-        an attempt has failed in a way that is safe to repeat. Even a wrapper coroutine around
-        the first attempt cost a measurable share of an upstream call's CPU.
+        The first attempt runs bare, in the caller: tenacity's bookkeeping was a large share of
+        the gateway's own time per request (benchmarks/README.md, optimisation log), so it
+        starts only once an attempt has failed in a way that is safe to repeat. Even a wrapper
+        coroutine around the first attempt cost a measurable share of an upstream call's CPU.
         """
         if not (failure.retryable and self._settings.retries):
             raise failure
@@ -280,7 +280,7 @@ def _parse_error(data: bytes) -> tuple[str, str | None, str | None, str | None]:
 
 def _request_id_line(request: UpstreamRequest) -> bytes:
     """The call's `x-request-id` header, encoded directly: a dict for `http1.encode_headers`
-    cost three times as much, on every call."""
+    cost several times as much, on every call."""
     return http1.header_line("x-request-id", request.request_id)
 
 

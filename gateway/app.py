@@ -45,12 +45,10 @@ from gateway.tasks.task import Task, load_tasks
 log = logging.getLogger("gateway")
 
 HOT_ROUTES = {route.path: route for route in Route}
-# The hot path's objects die by reference counting (100,000 streamed events left 27 objects in
-# cycles), so the young generation is collected after 10,000 net new objects, not 700: with
-# 1,000 streams held, the default's frequent young collections paused the loop for tens of ms
-# (gap p99 147 to 227 ms for 100 ms events; 105 to 112 ms with this; benchmarks/README.md).
-# Not higher: at 50,000, a flood's refused requests (their exceptions sit in cycles) grew the
-# process by 25 MB before a collection (tests/gateway/proxy/test_flood.py), for no better gaps.
+# The hot path's objects die by reference counting, so the young generation is collected after
+# 10,000 net new objects, not 700: frequent collections paused the loop and widened a stream's
+# gaps. Not higher: a flood's refused requests leave exceptions in cycles, and the process grew
+# for no better gaps (benchmarks/README.md, "The collector"; tests/gateway/proxy/test_flood.py).
 GC_THRESHOLDS = (10_000, 10, 10)
 
 

@@ -150,7 +150,7 @@ def purge_records(settings: Settings, days: int | None) -> int:
 
 
 # uvicorn runs the server (sockets, workers, signals, lifespan); the gateway's own protocol
-# handles each connection, for about a fifth less CPU per request (gateway/http/server.py).
+# handles each connection, for less CPU per request (gateway/http/server.py).
 HTTP_PROTOCOL = "gateway.http.server:HTTPProtocol"
 
 

@@ -33,8 +33,8 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the output and help nobody here
         self.registry = CollectorRegistry(auto_describe=True)
         # The hot path's series are plain numbers read at scrape time (`_HotCollector`): a
-        # prometheus_client child takes a lock per update, 7 per request, and cost about 5 % of
-        # the gateway's CPU per request; everything here runs on the one event loop thread.
+        # prometheus_client child takes a lock per update, 7 per request (benchmarks/README.md,
+        # optimisation log), and everything here runs on the one event loop thread.
         self.registry.register(_HotCollector(self))
 
         self.fallback = Counter(

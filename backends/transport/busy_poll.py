@@ -2,24 +2,17 @@
 
 Why: a gateway that has just written to a socket expects an answer soon (the upstream's reply to
 a request, the client's next request on its kept-alive connection). If its core falls asleep in
-`epoll_wait` meanwhile, the answer must wake it. On this machine (a VM whose guest halts at once,
-`guest_halt_poll_ns=0`), that wake-up goes through the hypervisor and costs tens of µs per hop; a
-request through the gateway makes two such hops more than one sent direct. Polling with a zero
-timeout until the window ends, the loop finds the answer without being woken:
-`benchmarks/overhead/floor_proxy.py` at one connection adds 0.34 to 0.42 ms sleeping and 0.19
-to 0.22 ms polling for 300 µs, the gateway 0.44 to 0.46 and 0.32 to 0.34 ms (benchmarks/README.md,
-"Busy polling").
+`epoll_wait` meanwhile, the answer must wake it, and on a VM whose guest halts an idle vCPU at
+once (`guest_halt_poll_ns=0`) that wake-up goes through the hypervisor, twice more per request
+than for one sent direct. Polling with a zero timeout until the window ends, the loop finds the
+answer without being woken (benchmarks/README.md, "Busy polling").
 
-The price is CPU, so the window adapts, as KVM's halt polling does on a host: it grows (doubling
-from an eighth of the limit, up to the limit) after a sleep shorter than the limit, when polling
-longer would have paid, and drops to none after a longer sleep. Each kind of wait has a window
-of its own: for an upstream's answer, for its next event in a stream, and for a client's next
-request. A worker whose answers come within the limit polls for them
-(`tests/backends/transport/test_busy_poll.py` replays such waits). One behind an engine that answers
-in 25 ms does not poll for it; one whose clients come seconds apart does not poll for them, and
-still polls for a fast upstream's answer (a stream's first token). A wait is timed from the
-end of the loop's turn that wrote to the end of the next one, so it also counts that turn's
-work: it overstates the wait, which errs towards polling less.
+The price is CPU, so the window adapts, as KVM's halt polling does on a host: one window per
+kind of wait (an upstream's answer, its next event in a stream, a client's next request) grows
+after a sleep shorter than the limit, when polling longer would have paid, and drops to none
+after a longer one. A wait is timed from the end of the turn that wrote to the end of the next,
+so it overstates the wait, which errs towards polling less
+(`tests/backends/transport/test_busy_poll.py` replays such waits).
 
 By default (`GATEWAY_BUSY_POLL_US=auto`) a worker polls only when every worker has a CPU of its
 own (`window_for`): spinning on a shared or quota-limited CPU takes it from the others.
@@ -33,9 +26,8 @@ from pathlib import Path
 from time import monotonic
 from typing import Literal
 
-# One stream at a time, the client's next request often came after 300 µs (its own core woken
-# first): with 1000 the first token came 0.08 to 0.13 ms sooner, and 2000 gained no more
-# (benchmarks/README.md, "Busy polling").
+# Long enough for a lone stream's client, whose own core must wake first, to send its next
+# request within it; a longer limit gained nothing (benchmarks/README.md, "Busy polling").
 AUTO_LIMIT_US = 1000
 CGROUP = Path("/sys/fs/cgroup")
 

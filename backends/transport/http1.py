@@ -1,7 +1,7 @@
 """A small HTTP/1.1 keep-alive client on asyncio protocols and httptools' C parser.
 
 It does what the gateway's upstream calls need and no more, for a fraction of aiohttp's CPU per
-call (benchmarks/upstream_client/client_cpu.py): one pool per upstream, each request written
+call (benchmarks/upstream_client/README.md): one pool per upstream, each request written
 with one `transport.write`, answers framed by Content-Length, chunked encoding or the close of
 the connection, and one timer per call for the read and total timeouts.
 
@@ -65,7 +65,8 @@ Headers = Mapping[str, str] | bytes | None
 
 class Answer(NamedTuple):
     """A whole answer; header names are lower case. Immutable, and a NamedTuple rather than a
-    frozen dataclass: that one's `__init__` alone cost a microsecond per call."""
+    frozen dataclass, whose `__init__` costs more, on every call (benchmarks/README.md,
+    "Figures behind the code's choices")."""
 
     status: int
     headers: dict[str, str]
@@ -81,8 +82,8 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
 
 
 def header_line(name: str, value: str) -> bytes:
-    """One header line, as `encode_headers` would write it (CR and LF refused), at a third of
-    its cost: for the header a call adds (its request id), encoded on every call."""
+    """One header line, as `encode_headers` would write it (CR and LF refused), for less: for
+    the header a call adds (its request id), encoded on every call."""
     if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
         raise ValueError("a header name or value contains CR or LF")
     return f"{name}: {value}\r\n".encode("latin-1")

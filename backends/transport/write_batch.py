@@ -1,13 +1,12 @@
 """Socket writes gathered per turn of the event loop: the first at once, the rest at its end.
 
-Why: on this machine (a VM with two vCPUs), a write that wakes a reader asleep on the other core
-costs the writer the wake-up, in its own CPU time: 27 to 31 µs per `send` of 400 bytes, against
-10 µs for one that wakes nobody (`benchmarks/overhead/wake_cost.py`; benchmarks/README.md,
-"Writes gathered per turn of the loop").
-Under load the gateway writes to many sockets in one turn of its loop, each after tens of µs
-of Python, so each write found its reader asleep again. Held to the turn's end, they leave back
-to back, and the readers woken by the first find the rest already there. The first write of a
-turn goes at once, so a request alone on an idle gateway waits for nothing.
+Why: on a VM, a write that wakes a reader asleep on another core costs the writer the wake-up,
+in its own CPU time, far more than a write that wakes nobody (benchmarks/README.md, "Writes
+gathered per turn of the loop"). Under load the gateway writes to many sockets in one turn of
+its loop, each after some Python, so each write found its reader asleep again. Held to the
+turn's end, they leave back to back, and the readers woken by the first find the rest already
+there. The first write of a turn goes at once, so a request alone on an idle gateway waits for
+nothing.
 
 Order is kept: while a turn holds writes, every write of that turn is held behind them. Past
 `MAX_HELD` bytes the held writes leave at once, so a transport's flow control (its

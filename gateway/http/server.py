@@ -1,14 +1,14 @@
 """The gateway's HTTP/1.1 protocol, which uvicorn's server runs in place of its own.
 
 uvicorn keeps what it does well: sockets, worker processes, signals, the lifespan, the graceful
-shutdown and its deadline. This protocol replaces the request-response cycle, which cost the
-hot path about a fifth of its CPU per request (benchmarks/README.md, optimisation log). It
-differs from uvicorn's httptools protocol in these ways:
+shutdown and its deadline. This protocol replaces the request-response cycle for less CPU per
+request (benchmarks/README.md, optimisation log). It differs from uvicorn's httptools protocol
+in these ways:
 
 - a response with a Content-Length leaves in one write (status line, headers and body), not two;
 - writes after the first in a turn of the loop are held to the turn's end and leave back to
-  back (`backends/transport/write_batch.py`: on a VM, each write that wakes a sleeping reader costs
-  tens of µs);
+  back (`backends/transport/write_batch.py`: on a VM, each write that wakes a sleeping reader
+  pays for the wake-up);
 - a stream's head leaves with its first event when that is already there, else on the loop's
   next turn, so the client wakes once for both;
 - response headers are checked with one `bytes.translate` each, not two regular expressions;

@@ -1,6 +1,7 @@
-"""Per-backend protection: admission (a bounded in-flight limit, and a bounded wait for a
-bounded number of waiters) and a circuit breaker, wrapped around any adapter so every engine
-gets the same rules.
+"""Per-backend protection: admission control and a circuit breaker, around any adapter.
+
+Admission is a bounded in-flight limit and a bounded wait for a bounded number of waiters;
+every engine gets the same rules. The circuit:
 
     closed --(`failures` consecutive failures, or a failed readiness probe)--> open
     open --(after `cooldown` seconds)--> half-open: one request probes the engine
@@ -92,8 +93,9 @@ class Guarded:
 
     Admission is a count of busy slots and a line of waiters, not an `asyncio.Semaphore`: the
     common case (a free slot) is then a compare and an increment, where the semaphore's
-    `locked()` and `acquire()` took about 5% of the CPU at 4,500 requests a second. A freed slot
-    goes straight to the oldest waiter still waiting, so a newcomer never jumps the line.
+    `locked()` and `acquire()` took a measurable share of the CPU (benchmarks/README.md,
+    "Figures behind the code's choices"). A freed slot goes straight to the oldest waiter still
+    waiting, so a newcomer never jumps the line.
     """
 
     def __init__(

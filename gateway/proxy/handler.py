@@ -1,7 +1,7 @@
 """The hot path: OpenAI requests in, one backend call, the answer relayed as it comes.
 
-Runs as plain ASGI (no framework) because a framework's request handling costs about half of
-the gateway's throughput (benchmarks/upstream_client). Every failure is a `GatewayError`
+Runs as plain ASGI (no framework) because a framework's request handling costs much of the
+gateway's throughput (benchmarks/upstream_client/README.md). Every failure is a `GatewayError`
 rendered here, as JSON before the response has started and as an SSE event after.
 """
 

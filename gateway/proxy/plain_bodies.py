@@ -9,11 +9,11 @@ A plain body holds only the fields below, each of the simplest shape its schema 
 messages; a `response_format` of `text` or `json_object` and nothing else). Any other body,
 valid or not, is not plain, and the models decide it and name what is wrong.
 
-Why: pydantic's validation of the chat models is cheap when warm (8 µs) and expensive after a
-pause (about 145 µs after 10 to 100 ms idle on this VM, against about 50 µs for these checks:
-benchmarks/README.md, "A step after a pause"). A gateway serving one stream at a time, or one
-request every few milliseconds, always runs it cold. Each check here accepts a subset of what
-its field accepts; `tests/gateway/proxy/test_plain_bodies.py` holds them to that against the models.
+Why: pydantic's validation of the chat models is cheap when warm and expensive after a pause,
+far more so than these checks (benchmarks/README.md, "A step after a pause"). A gateway serving
+one stream at a time, or one request every few milliseconds, always runs it cold. Each check
+here accepts a subset of what its field accepts; `tests/gateway/proxy/test_plain_bodies.py`
+holds them to that against the models.
 """
 
 from __future__ import annotations

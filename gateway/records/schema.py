@@ -58,8 +58,8 @@ def create_statements(types: Mapping[ColumnType, str]) -> list[str]:
     """DDL for the table and its index, given the dialect's name for each column type.
 
     Reads select everything or from a time on (`created_at`), and purges go by time. An index
-    on `kind`, which no query used, cost each SQLite insert 2 to 4 µs of its 20 to 28 (three
-    runs of 60,000 rows): stores made before lose it on their next start."""
+    on `kind`, which no query used, slowed every insert (benchmarks/README.md, optimisation
+    log): stores made before lose it on their next start."""
     columns = ",\n    ".join(
         f"{name} {types[kind]}{' NOT NULL' if name in _REQUIRED else ''}"
         + (" PRIMARY KEY" if name == "pair_id" else "")

@@ -26,9 +26,9 @@ from gateway.shadow.pairs import PairRecord
 BUSY_TIMEOUT_S = 10.0
 TYPES: dict[ColumnType, str] = {"text": "TEXT", "int": "INTEGER", "real": "REAL", "json": "TEXT"}
 _SELECT = f"SELECT {', '.join(NAMES)} FROM pairs"  # noqa: S608 - fixed column names
-# Rows per INSERT statement: one statement per row (`executemany`) cost 3 µs more per row
-# (benchmarks/overhead/pair_cost.py). 100 rows hold 3,200 values, under SQLite's limit since
-# 3.32 (32,766).
+# Rows per INSERT statement: one statement per row (`executemany`) cost more per row
+# (benchmarks/README.md, optimisation log). 100 rows hold 3,200 values, under SQLite's limit
+# since 3.32 (32,766).
 ROWS_PER_INSERT = 100
 
 T = TypeVar("T")

@@ -175,7 +175,8 @@ def compare(pair: PairRecord) -> Comparison:
 def agrees(pair: PairRecord) -> bool | None:
     """`compare(pair).exact` for a compared pair, else None: what the live agreement counter
     needs, without the field labels and normalised texts `compare` builds for the report. The
-    shadow leg counts every pair this way: a third of `compare`'s cost (pair_cost.py)."""
+    shadow leg counts every pair this way, for less than `compare` costs (benchmarks/README.md,
+    "Figures behind the code's choices")."""
     primary, candidate = pair.primary, pair.candidate
     if failed(primary) or failed(candidate):
         return None

@@ -236,7 +236,7 @@ class ShadowLeg:
         """Ends the calls past the shadow timeout, and gives up on primaries awaited for 4 of
         them (a bug, or a stream still running). One timer for all, every quarter of a shadow
         timeout, while any are under way: an `asyncio.timeout` per call and per wait cost
-        7.5 µs each on uvloop (benchmarks/README.md)."""
+        a timer made and cancelled each time (benchmarks/README.md, optimisation log)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         for mirror in [m for m in self._calling if m.calls_until <= now and not m.timed_out]:

@@ -71,8 +71,9 @@ def new_pair_id() -> str:
     """A unique pair id, 32 hex digits: nanoseconds since the epoch, then 64 random bits.
 
     Time first, so a new row lands at the end of the stores' primary-key index instead of on a
-    random page: 22 -> 15 µs per SQLite row (benchmarks/README.md). `random`, not os.urandom,
-    whose system call lets go of the GIL and so waits behind the records writer's thread.
+    random page, a cheaper insert (benchmarks/README.md, optimisation log). `random`, not
+    os.urandom, whose system call lets go of the GIL and so waits behind the records writer's
+    thread.
     Worker processes reseed `random` after fork, so they do not repeat each other.
     """
     return f"{time.time_ns():016x}{random.getrandbits(64):016x}"
