@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from backends.sampling import Sampling
 from backends.values import value_class
 
 
@@ -41,6 +42,9 @@ class UpstreamRequest:
     public_model: str
     request_id: str
     stream: bool
+    # Asked for a shadowed request: the token ids the engine read and wrote, where it can say
+    # (`Completion.ids`, `EventStream.ids`); the client's answer stays as it would be without.
+    token_ids: bool = False
 
     def tagged(self, tag: str) -> UpstreamRequest:
         """The same request under the id `<request_id>-<tag>` (a shadow or noise call)."""
@@ -48,8 +52,23 @@ class UpstreamRequest:
         # runs on every shadow call (benchmarks/README.md, "Figures behind the code's choices").
         return UpstreamRequest(
             self.route, self.raw, self.payload, self.public_model,
-            f"{self.request_id}-{tag}", self.stream,
+            f"{self.request_id}-{tag}", self.stream, self.token_ids,
         )  # fmt: skip
+
+    def with_token_ids(self) -> UpstreamRequest:
+        return UpstreamRequest(
+            self.route, self.raw, self.payload, self.public_model, self.request_id,
+            self.stream, token_ids=True,
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class TokenIds:
+    """The token ids of one answer: the prompt the engine read and what it generated. None
+    where the engine does not say (and the gateway did not send them itself)."""
+
+    prompt: tuple[int, ...] | None = None
+    output: list[int] | None = None
 
 
 @value_class
@@ -60,6 +79,7 @@ class Completion:
     # The body parsed, when the adapter parsed it anyway: a shadowed pair's legs are read from
     # it (`gateway.shadow.legs.from_body`) instead of parsing the body again.
     answer: dict[str, Any] | None = None
+    ids: TokenIds | None = None  # when the request asked for `token_ids`
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +92,10 @@ class Health:
 
 
 class EventStream(Protocol):
-    """Server-sent events from an opened stream: each item is one or more whole events."""
+    """Server-sent events from an opened stream: each item is one or more whole events. `ids`
+    fills as the events pass when the request asked for `token_ids`, else stays None."""
+
+    ids: TokenIds | None
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
@@ -93,6 +116,10 @@ class Backend(Protocol):
     """
 
     name: str
+
+    def sampling(self, request: UpstreamRequest) -> Sampling:
+        """The sampling parameters the engine runs `request` with (`backends.sampling`)."""
+        ...
 
     async def complete(self, request: UpstreamRequest) -> Completion: ...
 

@@ -82,17 +82,24 @@ class ChatTemplate:
             end_token = "<|im_end|>"
         return cls(source, special, end_token)
 
-    def render(self, messages: Sequence[Mapping[str, Any]], *, strip_bos: bool = True) -> str:
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        strip_bos: bool = True,
+        variables: Mapping[str, Any] | None = None,
+    ) -> str:
         """The prompt text for a chat, ending with the assistant's turn opened.
 
         `strip_bos`: drop a BOS the template writes, for an engine whose tokenizer adds one
         (TensorRT-LLM preprocessing with `add_special_tokens`), so that it is not doubled.
+        `variables`: a request's `chat_template_kwargs` (Qwen3's `enable_thinking`), given to
+        the template as vLLM gives them.
         """
         flat = [{**message, "content": _text_content(message)} for message in messages]
+        context = {"add_generation_prompt": True, **self._special, **(variables or {})}
         try:
-            prompt = self._template.render(
-                messages=flat, add_generation_prompt=True, **self._special
-            )
+            prompt = self._template.render(messages=flat, **context)
         except jinja2.TemplateError as exc:
             raise InvalidRequest(f"the chat template rejected the messages: {exc}") from None
         if strip_bos and self.bos_token and prompt.startswith(self.bos_token):

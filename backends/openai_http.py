@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from tenacity import (
@@ -21,7 +21,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from backends.base import Completion, EventStream, Health, Route, UpstreamRequest
+from backends.base import Completion, EventStream, Health, Route, TokenIds, UpstreamRequest
 from backends.errors import (
     BackendProtocolError,
     BackendTimeout,
@@ -29,8 +29,11 @@ from backends.errors import (
     GatewayError,
     UpstreamRejected,
 )
+from backends.sampling import Sampling
 from backends.settings import HTTPBackendSettings
+from backends.token_ids import take_ids
 from backends.transport import http1
+from backends.values import value_class
 
 T = TypeVar("T")
 BACKOFF = 0.05  # seconds: the scale of the jittered exponential wait between attempts
@@ -38,20 +41,33 @@ BACKOFF = 0.05  # seconds: the scale of the jittered exponential wait between at
 # (and trtllm-serve's) rarely closes a connection just as a request goes out on it.
 KEEPALIVE = 4.0
 
-# Rewrites a parsed body for an engine; returns None when the raw body can go as it is.
-BodyFilter = Callable[[Mapping[str, Any]], dict[str, Any] | None]
+
+class Dialect(Protocol):
+    """What one engine's OpenAI server needs from the gateway (`backends.vllm`,
+    `backends.trtllm_serve`): the body it must get, and the sampling it runs with."""
+
+    def sampling(self, request: UpstreamRequest) -> Sampling: ...
+
+    def payload(self, request: UpstreamRequest) -> Outgoing:
+        """The request as this engine must get it; `changed` None when the client's bytes go
+        as they are (the served model name aside)."""
+        ...
+
+
+@value_class
+class Outgoing:
+    changed: dict[str, Any] | None  # the rewritten body, or None: the client's bytes as sent
+    prompt_ids: tuple[int, ...] | None = None  # the prompt ids the gateway sent, if it did
 
 
 class OpenAIHTTPBackend:
     """One pool of keep-alive connections per backend, created at start, used by every request."""
 
-    def __init__(
-        self, name: str, settings: HTTPBackendSettings, body_filter: BodyFilter | None = None
-    ) -> None:
+    def __init__(self, name: str, settings: HTTPBackendSettings, dialect: Dialect) -> None:
         self.name = name
         self._settings = settings
         self._served_model = settings.model
-        self._body_filter = body_filter
+        self._dialect = dialect
         self._pool = http1.Pool(
             settings.url,
             limit=settings.max_concurrency,
@@ -73,31 +89,42 @@ class OpenAIHTTPBackend:
     def served_model(self) -> str | None:
         return self._served_model
 
+    def sampling(self, request: UpstreamRequest) -> Sampling:
+        return self._dialect.sampling(request)
+
     async def complete(self, request: UpstreamRequest) -> Completion:
         served = self._served_model or await self._served()  # no coroutine once it is known
-        body = self._body(request, served)
+        outgoing = self._dialect.payload(request)
+        body = self._body(request, outgoing, served)
         try:  # the first attempt runs bare: see `_retried`
             data = await self._post_and_read(request, body)
         except GatewayError as failure:
             data = await self._retried(failure, lambda: self._post_and_read(request, body))
         try:
-            # A cheap check (microseconds) that spares clients a 200 they cannot parse.
+            # A cheap check that spares clients a 200 they cannot parse.
             answer = orjson.loads(data)
         except orjson.JSONDecodeError:
             message = f"backend '{self.name}' answered with invalid JSON"
             raise BackendProtocolError(message) from None
+        ids = None
+        if request.token_ids:
+            ids = TokenIds(outgoing.prompt_ids)
+            data = take_ids(data, ids)
         renamed = _rename_model(data, served, request.public_model, count=1)
-        return Completion(renamed, answer if isinstance(answer, dict) else None)
+        return Completion(renamed, answer if isinstance(answer, dict) else None, ids)
 
     async def stream(self, request: UpstreamRequest) -> EventStream:
         served = self._served_model or await self._served()
-        body = self._body(request, served)
+        outgoing = self._dialect.payload(request)
+        body = self._body(request, outgoing, served)
         # Retries happen only here, before the first byte: never once a stream has started.
         try:
             response = await self._open_stream(request, body)
         except GatewayError as failure:
             response = await self._retried(failure, lambda: self._open_stream(request, body))
-        return _Stream(self._events(response, served, request.public_model), response)
+        ids = TokenIds(outgoing.prompt_ids) if request.token_ids else None
+        events = self._events(response, served, request.public_model, ids)
+        return _Stream(events, response, ids)
 
     async def _post_and_read(self, request: UpstreamRequest, body: bytes) -> bytes:
         head, request_id = self._posts[request.route], _request_id_line(request)
@@ -182,15 +209,15 @@ class OpenAIHTTPBackend:
                 f"backend '{self.name}' listed no model at /v1/models"
             ) from exc
 
-    def _body(self, request: UpstreamRequest, served: str) -> bytes:
-        changed = self._body_filter(request.payload) if self._body_filter else None
+    def _body(self, request: UpstreamRequest, outgoing: Outgoing, served: str) -> bytes:
+        changed = outgoing.changed
         if request.payload.get("model") != served:
             changed = dict(changed if changed is not None else request.payload)
             changed["model"] = served
         return request.raw if changed is None else orjson.dumps(changed)
 
     async def _events(
-        self, response: http1.Response, served: str, public: str
+        self, response: http1.Response, served: str, public: str, ids: TokenIds | None
     ) -> AsyncGenerator[bytes, None]:
         """Relays whole SSE events as soon as they arrive; closing it drops the upstream call."""
         pending = b""
@@ -201,6 +228,8 @@ class OpenAIHTTPBackend:
                 if cut < 0:
                     continue
                 events, pending = pending[: cut + 2], pending[cut + 2 :]
+                if ids is not None:
+                    events = take_ids(events, ids)
                 yield _rename_model(events, served, public)
             if pending.strip():
                 raise BackendProtocolError(f"backend '{self.name}' ended a stream mid-event")
@@ -245,9 +274,12 @@ class OpenAIHTTPBackend:
 class _Stream:
     """The events of one answer; `aclose()` ends the upstream call even if never iterated."""
 
-    def __init__(self, events: AsyncGenerator[bytes, None], response: http1.Response) -> None:
+    def __init__(
+        self, events: AsyncGenerator[bytes, None], response: http1.Response, ids: TokenIds | None
+    ) -> None:
         self._events = events
         self._response = response
+        self.ids = ids
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self._events

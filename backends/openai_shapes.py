@@ -6,12 +6,13 @@ The same shapes vLLM returns: `chat.completion`, `chat.completion.chunk`, `text_
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from backends.base import Route
+from backends.base import Route, TokenIds
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +103,17 @@ class Shapes:
         if usage is not None:
             body["usage"] = usage
         return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+class Events:
+    """An `EventStream` over events an adapter builds itself (`ids`: when the request asked)."""
+
+    def __init__(self, events: AsyncGenerator[bytes, None], ids: TokenIds | None) -> None:
+        self._events = events
+        self.ids = ids
+
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        return self._events
+
+    async def aclose(self) -> None:
+        await self._events.aclose()

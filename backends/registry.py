@@ -31,13 +31,16 @@ BackendSettings = Annotated[
 class Kind:
     adapter: str  # "module:factory", imported when a backend of this kind is built
     extra: str | None = None  # the `pika-gateway[extra]` its imports need; None: the base install
+    # The extra the gateway's own tokenising needs when the backend has a `model_dir`.
+    tokenising_extra: str | None = None
 
 
 KINDS: dict[str, Kind] = {
     "vllm": Kind("backends.vllm:create"),
-    "trtllm-serve": Kind("backends.trtllm_serve:create"),
+    "trtllm-serve": Kind("backends.trtllm_serve:create", tokenising_extra="trtllm-serve"),
     "triton": Kind("backends.triton.adapter:create", extra="triton"),
 }
+TOKENISING = "backends.prompting"  # what `tokenising_extra` brings in
 
 
 class MissingExtra(Exception):
@@ -49,15 +52,7 @@ def factory(kind: str) -> Callable[[str, Any], Backend]:
     """The adapter's factory for `kind`; `MissingExtra` when its extra is not installed."""
     entry = KINDS[kind]
     module, _, attribute = entry.adapter.partition(":")
-    try:
-        loaded = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if entry.extra is None or (exc.name or "").split(".")[0] in ("backends", "gateway"):
-            raise
-        raise MissingExtra(
-            f"the '{kind}' backend kind needs the '{entry.extra}' extra "
-            f"({exc.name} is not installed): pip install 'pika-gateway[{entry.extra}]'"
-        ) from None
+    loaded = _load(module, f"the '{kind}' backend kind", entry.extra)
     made: Callable[[str, Any], Backend] = getattr(loaded, attribute)
     return made
 
@@ -68,9 +63,24 @@ def check(backends: Iterable[tuple[str, BackendSettings]]) -> list[str]:
     for name, settings in backends:
         try:
             factory(settings.kind)
+            extra = KINDS[settings.kind].tokenising_extra
+            if extra is not None and settings.model_dir is not None:
+                _load(TOKENISING, f"the '{settings.kind}' backend kind with model_dir", extra)
         except MissingExtra as exc:
             problems.append(f"backend '{name}': {exc}")
     return problems
+
+
+def _load(module: str, what: str, extra: str | None) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if extra is None or (exc.name or "").split(".")[0] in ("backends", "gateway"):
+            raise
+        raise MissingExtra(
+            f"{what} needs the '{extra}' extra ({exc.name} is not installed): "
+            f"pip install 'pika-gateway[{extra}]'"
+        ) from None
 
 
 def create(name: str, settings: BackendSettings) -> Backend:

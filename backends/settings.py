@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -42,6 +44,25 @@ class BackendSettingsBase(BaseModel):
     circuit_cooldown: float = Field(
         default=10.0, gt=0, description="Seconds an open circuit waits before a probe request."
     )
+    model_dir: Path | None = Field(
+        default=None,
+        description="The served model's folder as the gateway can read it: its "
+        "generation_config.json (and, for kinds the gateway tokenises for, tokenizer.json and "
+        "tokenizer_config.json).",
+    )
+    generation_config: Literal["auto", "engine"] = Field(
+        default="auto",
+        description="auto: fields a request leaves out take the defaults of model_dir's "
+        "generation_config.json, as vLLM's default --generation-config auto does (sent "
+        "explicitly to TensorRT-LLM kinds); engine: the engine's own defaults.",
+    )
+
+    @field_validator("model_dir")
+    @classmethod
+    def _model_dir_is_a_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a folder")
+        return value
 
 
 class HTTPBackendSettings(BackendSettingsBase):

@@ -7,7 +7,7 @@ runs one gRPC stream per request, and answers with the same OpenAI shapes vLLM r
 Example::
 
     GATEWAY_BACKENDS='{"trt": {"kind": "triton", "url": "127.0.0.1:8001",
-                               "model": "tensorrt_llm_bls", "tokenizer_dir": "/models/phi3"}}'
+                               "model": "tensorrt_llm_bls", "model_dir": "/models/phi3"}}'
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tritonclient.grpc import (
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from backends.base import Completion, EventStream, Health, UpstreamRequest
+from backends.base import Completion, EventStream, Health, TokenIds, UpstreamRequest
 from backends.chat_template import ChatTemplate
 from backends.errors import (
     BackendProtocolError,
@@ -38,7 +38,8 @@ from backends.errors import (
     UnsupportedParameter,
     UpstreamRejected,
 )
-from backends.openai_shapes import Shapes, Usage
+from backends.openai_shapes import Events, Shapes, Usage
+from backends.sampling import OPENAI_DEFAULTS, Sampling, model_defaults, resolve
 from backends.triton.answer import Answer, Piece, error_summary, is_final, piece_of
 from backends.triton.interface import ModelInterface
 from backends.triton.request import Generation, Tokenizing, generation, inputs_for
@@ -58,10 +59,12 @@ class TritonBackend:
         self._model_name = settings.model
         self._client = InferenceServerClient(settings.url, channel_args=channel_args(settings))
         self._interface: ModelInterface | None = None
+        auto = settings.generation_config == "auto"
+        self._defaults = model_defaults(settings.model_dir) if auto else {}
         self._tokenizer: Tokenizer | None = None
-        if settings.tokenizer_dir is not None:
-            self._template = ChatTemplate.from_tokenizer_dir(settings.tokenizer_dir)
-            self._tokenizer = Tokenizer.from_file(str(settings.tokenizer_dir / "tokenizer.json"))
+        if settings.model_dir is not None:
+            self._template = ChatTemplate.from_tokenizer_dir(settings.model_dir)
+            self._tokenizer = Tokenizer.from_file(str(settings.model_dir / "tokenizer.json"))
         else:
             self._template = ChatTemplate.builtin(settings.chat_template or "phi3")
         self._end_id = (
@@ -83,6 +86,9 @@ class TritonBackend:
                 self._tokenizing.bos,
             )
 
+    def sampling(self, request: UpstreamRequest) -> Sampling:
+        return resolve(request.payload, self._defaults, OPENAI_DEFAULTS)
+
     async def complete(self, request: UpstreamRequest) -> Completion:
         interface, plan, prompt_tokens = await self._plan(request)
         answer = Answer(interface, plan, prompt_tokens)
@@ -93,7 +99,8 @@ class TritonBackend:
         answer.feed_rest()
         shapes = Shapes(request.route, request.request_id, request.public_model)
         text = "".join(answer.parts)
-        return Completion(shapes.completion(text, answer.finish_reason(), self._usage(answer)))
+        body = shapes.completion(text, answer.finish_reason(), self._usage(answer))
+        return Completion(body, ids=self._ids(request, plan))
 
     async def stream(self, request: UpstreamRequest) -> EventStream:
         interface, plan, prompt_tokens = await self._plan(request)
@@ -105,7 +112,16 @@ class TritonBackend:
         responses = self._responses(interface, plan, request.request_id)
         first = await anext(responses)  # errors before the first byte become statuses
         shapes = Shapes(request.route, request.request_id, request.public_model)
-        return self._events(responses, first, Answer(interface, plan, prompt_tokens), shapes)
+        answer = Answer(interface, plan, prompt_tokens)
+        return Events(self._events(responses, first, answer, shapes), self._ids(request, plan))
+
+    def _ids(self, request: UpstreamRequest, plan: Generation) -> TokenIds | None:
+        """The prompt ids the engine reads from `text_input`: its tokenizer is the model's own,
+        run with its `add_special_tokens`. No output ids: the models return text."""
+        if not request.token_ids or self._tokenizer is None:
+            return None
+        special = self._tokenizing.add_special_tokens
+        return TokenIds(tuple(self._tokenizer.encode(plan.prompt, add_special_tokens=special).ids))
 
     async def health(self) -> Health:
         try:
@@ -162,6 +178,7 @@ class TritonBackend:
             room,
             self._settings.default_max_tokens,
             interface,
+            self.sampling(request),
             turn_end=self._turn_end,
         )
         return interface, plan, prompt_tokens

@@ -6,8 +6,6 @@ a 400 that names it, so a client never gets an answer computed without what it a
 
 from __future__ import annotations
 
-import json
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from backends.base import Route
 from backends.chat_template import ChatTemplate
+from backends.constraints import constraint_of
 from backends.errors import InvalidRequest, UnsupportedParameter
+from backends.sampling import Sampling
 from backends.triton.interface import ModelInterface
 
 if TYPE_CHECKING:
@@ -46,7 +46,9 @@ DEFAULTS: dict[str, tuple[Any, ...]] = {
     "parallel_tool_calls": (True, False),
     "tool_choice": ("none",),
 }
-GUIDED_TYPES = {"json": "json_schema", "regex": "regex", "grammar": "ebnf_grammar"}
+# Constraint kinds as TensorRT-LLM's `guided_decoding_guide_type` names them.
+GUIDE_TYPES = {"json_schema": "json_schema", "json_object": "json", "regex": "regex",
+               "grammar": "ebnf_grammar"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +148,11 @@ def generation(
     room: int,
     default_max_tokens: int,
     interface: ModelInterface,
+    sampling: Sampling,
     turn_end: str = "",
 ) -> Generation:
-    """Maps a validated request; `room` is how many tokens the context has left.
+    """Maps a validated request; `room` is how many tokens the context has left, `sampling`
+    what the request runs with (`backends.sampling.resolve`), sent explicitly.
 
     `turn_end` is the text of the token that ends the assistant's turn, for when the engine
     cannot be given its id (`end_id`): it then goes as a stop word, cut from the answer.
@@ -160,15 +164,18 @@ def generation(
         )
     requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
     max_tokens = min(int(requested or default_max_tokens), room)
-    asked_temperature = payload.get("temperature")
-    temperature = 1.0 if asked_temperature is None else float(asked_temperature)  # OpenAI default
-    top_p, top_k, seed = payload.get("top_p"), payload.get("top_k"), payload.get("seed")
-    if temperature == 0.0:
+    top_p: float | None = sampling.top_p
+    top_k: int | None = sampling.top_k or None  # 0 is off: no input
+    seed = sampling.seed
+    if sampling.greedy:
         top_k, top_p = 1, None  # greedy, explicitly: TensorRT-LLM has no temperature 0
-    elif top_p is None and (top_k is None or top_k <= 0):
-        top_p = 1.0  # without top_p/top_k TensorRT-LLM decodes greedily and ignores temperature
-    if temperature > 0.0 and seed is None:
+    elif seed is None:
         seed = secrets.randbits(63)  # its default seed is fixed: every answer would be the same
+    if sampling.min_p:
+        raise UnsupportedParameter(
+            f"Triton model '{interface.model}' has no min_p input (min_p {sampling.min_p})",
+            param="min_p",
+        )
     guide_type, guide = _guide(payload)
     if guide_type is not None and not interface.has("guide_type"):
         raise UnsupportedParameter(
@@ -185,48 +192,30 @@ def generation(
         stream=bool(payload.get("stream")),
         include_usage=bool(stream_options.get("include_usage")),
         stops=(*stops, turn_end) if turn_end and turn_end not in stops else stops,
-        temperature=temperature,
+        temperature=sampling.temperature,
         top_p=top_p,
-        top_k=top_k if top_k is None or top_k > 0 else None,
+        top_k=top_k,
         seed=seed,
         min_tokens=payload.get("min_tokens"),
-        repetition_penalty=payload.get("repetition_penalty"),
-        presence_penalty=payload.get("presence_penalty"),
-        frequency_penalty=payload.get("frequency_penalty"),
+        repetition_penalty=_unless(sampling.repetition_penalty, 1.0),
+        presence_penalty=_unless(sampling.presence_penalty, 0.0),
+        frequency_penalty=_unless(sampling.frequency_penalty, 0.0),
         guide_type=guide_type,
         guide=guide,
     )
 
 
+def _unless(value: float, neutral: float) -> float | None:
+    """A penalty to send, or None at its neutral value (a model may have no input for it)."""
+    return None if value == neutral else value
+
+
 def _guide(payload: Mapping[str, Any]) -> tuple[str | None, str]:
     """TensorRT-LLM's guided decoding (`guided_decoding_guide_type`, `..._guide`)."""
-    response_format = payload.get("response_format") or {}
-    kind = response_format.get("type", "text")
-    if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema", {})
-        return "json_schema", json.dumps(schema, ensure_ascii=False)
-    if kind == "json_object":
-        return "json", ""
-    if kind != "text":
-        raise UnsupportedParameter(
-            f"response_format type '{kind}' is not supported by this backend",
-            param="response_format",
-        )
-    structured = payload.get("structured_outputs") or {}
-    chosen = [key for key, value in structured.items() if value is not None]
-    if not chosen:
+    constraint = constraint_of(payload)
+    if constraint is None:
         return None, ""
-    key = chosen[0]
-    if len(chosen) > 1 or key not in (*GUIDED_TYPES, "choice"):
-        raise UnsupportedParameter(
-            f"structured_outputs '{key}' is not supported by this backend",
-            param="structured_outputs",
-        )
-    value = structured[key]
-    if key == "choice":
-        return "regex", "(" + "|".join(re.escape(str(option)) for option in value) + ")"
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return GUIDED_TYPES[key], text
+    return GUIDE_TYPES[constraint.kind], constraint.text
 
 
 def inputs_for(

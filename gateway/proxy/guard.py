@@ -27,6 +27,8 @@ from backends.errors import (
     GatewayError,
     Overloaded,
 )
+from backends.openai_shapes import Events
+from backends.sampling import Sampling
 
 # Errors that say the engine is unwell (not that the request was bad).
 ENGINE_FAILURES = (BackendUnavailable, BackendTimeout, BackendProtocolError)
@@ -159,7 +161,10 @@ class Guarded:
             else:
                 self.circuit.abandon()
             raise
-        return self._relay(events)
+        return Events(self._relay(events), events.ids)
+
+    def sampling(self, request: UpstreamRequest) -> Sampling:
+        return self.inner.sampling(request)
 
     async def health(self) -> Health:
         health = await self.inner.health()

@@ -131,6 +131,8 @@ class Proxy:
             )
             if self._shadow is not None and backend is self._shadow.primary:
                 exchange.mirror = self._shadow.mirror(upstream)
+                if exchange.mirror is not None:  # the pair shows the ids each engine read
+                    upstream = upstream.with_token_ids()
             in_flight = self._metrics.in_flight_for(backend.name, exchange.route.path)
             in_flight.inc()
             try:
@@ -176,6 +178,8 @@ class Proxy:
             exchange.mirror = self._shadow.mirror(
                 upstream, parse=task.expand, prompt_version=task.version
             )
+            if exchange.mirror is not None:
+                upstream = upstream.with_token_ids()
         in_flight = self._metrics.in_flight_for(backend.name, exchange.route.path)
         in_flight.inc()
         try:
@@ -186,8 +190,11 @@ class Proxy:
             in_flight.dec()
         if exchange.mirror is not None:
             exchange.mirror.finish(
-                PrimaryOutcome(200, waited, perf_counter(), completion.body, completion.answer)
-            )
+                PrimaryOutcome(
+                    200, waited, perf_counter(), completion.body, completion.answer,
+                    ids=completion.ids,
+                )
+            )  # fmt: skip
         result = task.result(completion.body)
         answer = result.body(include_raw=exchange.debug == b"raw")
         headers = [*exchange.headers(), (PROMPT_VERSION_HEADER.encode(), task.version.encode())]
@@ -215,6 +222,7 @@ class Proxy:
         body = completion.body
         if exchange.mirror is not None:
             outcome = PrimaryOutcome(200, waited, perf_counter(), body, completion.answer)
+            outcome.ids = completion.ids
             exchange.mirror.finish(outcome)
         await send(
             {
@@ -251,7 +259,9 @@ class Proxy:
             await events.aclose()
             if exchange.mirror is not None and chunks is not None:
                 done = 200 if relay.delivered else CLIENT_CLOSED
-                exchange.mirror.finish(PrimaryOutcome(done, waited, perf_counter(), chunks=chunks))
+                outcome = PrimaryOutcome(done, waited, perf_counter(), chunks=chunks)
+                outcome.ids = events.ids
+                exchange.mirror.finish(outcome)
         return 200
 
     async def _try_send_error(self, send: Send, exchange: Exchange, exc: GatewayError) -> None:

@@ -21,7 +21,15 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from gateway.records.base import StoreError
-from gateway.records.schema import COLUMNS, NAMES, ColumnType, create_statements, from_row, to_row
+from gateway.records.schema import (
+    COLUMNS,
+    NAMES,
+    ColumnType,
+    create_statements,
+    from_row,
+    to_row,
+    upgrade_statements,
+)
 from gateway.shadow.pairs import PairRecord
 
 CONNECT_TIMEOUT_S = 5
@@ -116,6 +124,13 @@ class PostgresStore:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
                 for statement in create_statements(TYPES):
+                    await conn.execute(statement)
+                columns = await conn.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = 'pairs' AND table_schema = current_schema()"
+                )
+                existing = {row[0] for row in await columns.fetchall()}
+                for statement in upgrade_statements(existing, TYPES):
                     await conn.execute(statement)
         except BaseException:
             await conn.close()

@@ -1,10 +1,11 @@
 """The `hashes` text mode: what of a pair may be stored when children's text must not be.
 
 A request's body goes; each answer's text becomes its `sha256:<hex>` digest, so exact
-agreement can still be counted; an error becomes a fixed code of its HTTP status (an engine's
-message can quote the request); parsed answers keep only labels, judged by the request's or
-the task's output schema. `gateway.records.store` applies `redact` to every pair before storing it
-in that mode (`GATEWAY_RECORDS_TEXT=hashes`, the default).
+agreement can still be counted (its token ids go, and what differs where the answers part); an error
+becomes a fixed code of its HTTP status (an engine's message can quote the request); parsed answers
+keep only labels, judged by the request's or the task's output schema. `gateway.records.store`
+applies `redact` to every pair before storing it in that mode (`GATEWAY_RECORDS_TEXT=hashes`, the
+default).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from gateway.shadow.pairs import Leg, PairRecord, sha256
+from gateway.shadow.pairs import Divergence, Leg, PairRecord, sha256
 
 LABEL_MAX_CHARS = 64
 _HASH_PREFIX = "sha256:"
@@ -52,6 +53,8 @@ def redact(record: PairRecord) -> PairRecord:
         candidate=_redact_leg(record.candidate, enums, digests),
         prompt_version=record.prompt_version,
         extra=labels(record.extra, enums, digests),
+        prompt_diff=record.prompt_diff,
+        divergence=_divergence(record.divergence),
     )
 
 
@@ -72,7 +75,15 @@ def _redact_leg(leg: Leg, enums: Enums | None, digests: dict[str, str]) -> Leg:
         e2e_ms=leg.e2e_ms,
         error=error,
         parsed=parsed,
+        sampling=leg.sampling,
+        prompt_digest=leg.prompt_digest,
+        output_ids=None,  # token ids spell out the answer
     )
+
+
+def _divergence(found: Divergence | None) -> Divergence | None:
+    """Where the answers part, without what they say there."""
+    return None if found is None else Divergence(found.unit, found.index)
 
 
 def _is_hash(text: str) -> bool:

@@ -10,12 +10,13 @@ PostgreSQL). Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Any, Literal, cast
 
 import orjson
 
-from gateway.shadow.pairs import Leg, PairKind, PairRecord, Params
+from backends.sampling import Sampling
+from gateway.shadow.pairs import Divergence, Leg, PairKind, PairRecord, Params
 
 ColumnType = Literal["text", "int", "real", "json"]
 
@@ -30,6 +31,8 @@ PAIR_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("params", "json"),
     ("prompt_version", "text"),
     ("extra", "json"),
+    ("prompt_diff", "int"),
+    ("divergence", "json"),
 )
 LEG_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("backend", "text"),
@@ -42,12 +45,21 @@ LEG_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("e2e_ms", "real"),
     ("error", "text"),
     ("parsed", "json"),
+    ("sampling", "json"),
+    ("prompt_digest", "text"),
+    ("output_ids", "json"),
 )
 LEGS = ("primary", "candidate")
 COLUMNS = PAIR_COLUMNS + tuple(
     (f"{leg}_{name}", kind) for leg in LEGS for name, kind in LEG_COLUMNS
 )
 NAMES = tuple(name for name, _ in COLUMNS)
+# Columns added after stores were first made; `upgrade_statements` adds them to an older table.
+ADDED = frozenset(
+    {"prompt_diff", "divergence"}
+    | {f"{leg}_{name}" for leg in ("primary", "candidate")
+       for name in ("sampling", "prompt_digest", "output_ids")}
+)  # fmt: skip
 _REQUIRED = {"pair_id", "created_at", "kind", "public_model", "route", "request_hash", "params"}
 _REQUIRED |= {"extra"} | {f"{leg}_{name}" for leg in LEGS for name in ("backend", "status")}
 _PARAM_NAMES = tuple(f.name for f in fields(Params))
@@ -72,6 +84,15 @@ def create_statements(types: Mapping[ColumnType, str]) -> list[str]:
     ]
 
 
+def upgrade_statements(existing: set[str], types: Mapping[ColumnType, str]) -> list[str]:
+    """ALTER statements that give a table made by an older gateway the columns it lacks."""
+    return [
+        f"ALTER TABLE pairs ADD COLUMN {name} {types[kind]}"
+        for name, kind in COLUMNS
+        if name in ADDED and name not in existing
+    ]
+
+
 def dump_json(value: Any) -> str:
     # Never fails on odd values a parser let through: NaN becomes null, unknown types their str.
     return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -84,10 +105,11 @@ def load_json(value: Any) -> Any:
 
 def to_row(record: PairRecord) -> tuple[Any, ...]:
     """The record's column values in the order of `NAMES`, JSON columns as text."""
+    divergence = None if record.divergence is None else dump_json(asdict(record.divergence))
     head = (
         record.pair_id, record.created_at, record.kind, record.public_model, record.route,
         record.request_hash, record.request, dump_json(_params_dict(record.params)),
-        record.prompt_version, dump_json(record.extra),
+        record.prompt_version, dump_json(record.extra), record.prompt_diff, divergence,
     )  # fmt: skip
     return head + _leg_row(record.primary) + _leg_row(record.candidate)
 
@@ -99,9 +121,12 @@ def _params_dict(params: Params) -> dict[str, Any]:
 
 def _leg_row(leg: Leg) -> tuple[Any, ...]:
     parsed = None if leg.parsed is None else dump_json(leg.parsed)
+    sampling = None if leg.sampling is None else dump_json(leg.sampling.as_dict())
+    output_ids = None if leg.output_ids is None else dump_json(leg.output_ids)
     return (
         leg.backend, leg.status, leg.text, leg.finish_reason, leg.prompt_tokens,
-        leg.completion_tokens, leg.ttft_ms, leg.e2e_ms, leg.error, parsed,
+        leg.completion_tokens, leg.ttft_ms, leg.e2e_ms, leg.error, parsed, sampling,
+        leg.prompt_digest, output_ids,
     )  # fmt: skip
 
 
@@ -121,6 +146,8 @@ def from_row(row: Sequence[Any]) -> PairRecord:
         candidate=_leg(values, "candidate"),
         prompt_version=values["prompt_version"],
         extra=load_json(values["extra"]),
+        prompt_diff=values["prompt_diff"],
+        divergence=_divergence(load_json(values["divergence"])),
     )
 
 
@@ -132,4 +159,17 @@ def _params(data: dict[str, Any]) -> Params:
 
 def _leg(values: Mapping[str, Any], leg: str) -> Leg:
     own = {name: values[f"{leg}_{name}"] for name, _ in LEG_COLUMNS}
-    return Leg(**(own | {"parsed": load_json(own["parsed"])}))
+    sampling = load_json(own["sampling"])
+    output_ids = load_json(own["output_ids"])
+    return Leg(
+        **own
+        | {
+            "parsed": load_json(own["parsed"]),
+            "sampling": None if sampling is None else Sampling.from_dict(sampling),
+            "output_ids": None if output_ids is None else tuple(output_ids),
+        }
+    )
+
+
+def _divergence(data: dict[str, Any] | None) -> Divergence | None:
+    return None if data is None else Divergence(**data)

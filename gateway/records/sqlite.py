@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.records.base import StoreError
-from gateway.records.schema import NAMES, ColumnType, create_statements, from_row, to_row
+from gateway.records.schema import (
+    NAMES,
+    ColumnType,
+    create_statements,
+    from_row,
+    to_row,
+    upgrade_statements,
+)
 from gateway.shadow.pairs import PairRecord
 
 # Several worker processes share the file: a writer waits this long for another's lock.
@@ -114,6 +121,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA secure_delete=ON")
         with conn:
             for statement in create_statements(TYPES):
+                conn.execute(statement)
+            existing = {row[1] for row in conn.execute("PRAGMA table_info(pairs)")}
+            for statement in upgrade_statements(existing, TYPES):
                 conn.execute(statement)
     except BaseException:
         conn.close()

@@ -2,8 +2,8 @@
 
 A pair is one of three things: an *error* (a leg failed: nothing to compare), *parity-flagged*
 (the legs did not run the same request: a dropped `response_format`, another effective
-`max_tokens`, a stop not applied, another streaming mode, another prompt length in tokens) or
-*compared*. Only compared pairs
+`max_tokens`, a stop not applied, another streaming mode, other prompt ids, other effective
+sampling parameters) or *compared*. Only compared pairs
 count towards agreement, so a candidate that ignores a parameter shows up as that, with the
 reason, and not as a quality difference.
 
@@ -37,6 +37,7 @@ MAX_TOKENS = "different effective max_tokens"
 STOP = "stop not applied"
 STREAM = "streaming mode differs"
 PROMPT = "prompt tokens differ"
+SAMPLING = "sampling parameters differ"
 
 EMPTY_DIGEST = "sha256:" + sha256("")  # how hashes mode stores an empty answer
 Role = Literal["primary", "candidate"]
@@ -209,12 +210,32 @@ def parity_flags(
         which = legs[0] if streamed[0] != pair.params.stream else legs[1]
         mode = "streamed" if pair.params.stream else "not streamed"
         flags.append(Flag(STREAM, f"request {mode}, {which.backend} answered otherwise"))
-    read = [leg.prompt_tokens for leg in legs]
-    if read[0] is not None and read[1] is not None and read[0] != read[1]:
-        # The engines were not given the same tokens (a BOS added by one tokenizer only).
-        detail = f"{legs[0].backend} read {read[0]} prompt tokens, {legs[1].backend} {read[1]}"
-        flags.append(Flag(PROMPT, detail))
+    flags += _prompt_flags(pair)
+    primary, candidate = (leg.sampling for leg in legs)
+    if primary is not None and candidate is not None:
+        differs = primary.differences(candidate)
+        if differs:
+            names = f"{legs[0].backend} vs {legs[1].backend}"
+            flags.append(Flag(SAMPLING, f"{'; '.join(differs)} ({names})"))
     return tuple(flags)
+
+
+def _prompt_flags(pair: PairRecord) -> list[Flag]:
+    """The engines did not read the same prompt: their ids differ (a template, or a BOS one
+    tokenizer adds), or, where no ids are known, their counts."""
+    legs = (pair.primary, pair.candidate)
+    digests = [leg.prompt_digest for leg in legs]
+    read = [leg.prompt_tokens for leg in legs]
+    if digests[0] is not None and digests[1] is not None:
+        if digests[0] == digests[1]:
+            return []
+        at = "" if pair.prompt_diff is None else f", first at token {pair.prompt_diff}"
+        detail = f"{legs[0].backend} and {legs[1].backend} read other prompt ids{at}"
+        return [Flag(PROMPT, f"{detail} ({read[0]} and {read[1]} tokens)")]
+    if read[0] is not None and read[1] is not None and read[0] != read[1]:
+        detail = f"{legs[0].backend} read {read[0]} prompt tokens, {legs[1].backend} {read[1]}"
+        return [Flag(PROMPT, detail)]
+    return []
 
 
 def _has_content(leg: Leg) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Protocol
 
-from backends.base import Backend, UpstreamRequest
+from backends.base import Backend, TokenIds, UpstreamRequest
 from backends.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.shadow import legs
@@ -33,6 +33,9 @@ from gateway.shadow.pairs import Leg, PairKind, PairRecord, Params
 log = logging.getLogger("gateway.shadow.leg")
 SWEEPS_PER_TIMEOUT = 4  # `ShadowLeg._sweep` runs every quarter of a shadow timeout
 PRIMARY_WAIT_TIMEOUTS = 4  # shadow timeouts a finished call waits for its primary's answer
+
+
+Answered = tuple[Leg, TokenIds | None]  # a leg, and the token ids its engine gave
 
 
 class Sink(Protocol):
@@ -175,17 +178,19 @@ class ShadowLeg:
             self._metrics.shadow_failed.inc()
             return
         primary = primary_leg(self.primary.name, outcome, mirror.stream, parse)
+        primary = legs.with_evidence(primary, outcome.ids, self.primary.sampling(upstream))
         kinds: tuple[PairKind, ...] = ("shadow", "noise")
         keep_text = self._config.keep_text
-        for kind, leg in zip(kinds, results, strict=False):
-            pair = pair_of(kind, upstream, params, primary, leg, prompt_version, keep_text)
+        for kind, (leg, ids) in zip(kinds, results, strict=False):
+            prompts = (_prompt(outcome.ids), _prompt(ids))
+            pair = pair_of(kind, upstream, params, primary, leg, prompt_version, keep_text, prompts)
             if kind == "shadow":
                 count_agreement(self._metrics, pair)
             self._sink.record(pair)
 
     async def _calls(
         self, mirror: Mirror, upstream: UpstreamRequest, parse: Parser | None, noise: bool
-    ) -> list[Leg]:
+    ) -> list[Answered]:
         """The shadow call, and the noise call if drawn; `_sweep` ends them after 1 to 1.25
         shadow timeouts (`longest_call`; both, when one is late: a noise answer is then lost)."""
         loop = asyncio.get_running_loop()
@@ -205,7 +210,8 @@ class ShadowLeg:
             mirror.task.uncancel()
             called = [self.candidate, self.primary] if noise else [self.candidate]
             self._metrics.shadow_failed.inc(len(called))
-            return [legs.failed(b.name, 504, "shadow timeout", _ms(started)) for b in called]
+            timed_out = [legs.failed(b.name, 504, "shadow timeout", _ms(started)) for b in called]
+            return [(leg, None) for leg in timed_out]
         finally:
             self._calling.discard(mirror)
 
@@ -252,24 +258,26 @@ class ShadowLeg:
 
     async def _call(
         self, backend: Backend, upstream: UpstreamRequest, tag: str, parse: Parser | None
-    ) -> Leg:
-        """One shadow or noise call, read into a `Leg`; a failed one (an error, the timeout,
-        an unreadable answer) is counted in `gateway_shadow_failed_total`."""
-        leg = await self._answer(backend, upstream, tag, parse)
+    ) -> Answered:
+        """One shadow or noise call, read into a `Leg` with what its engine ran; a failed one
+        (an error, the timeout, an unreadable answer) is counted in
+        `gateway_shadow_failed_total`."""
+        leg, ids = await self._answer(backend, upstream, tag, parse)
         if failed(leg):
             self._metrics.shadow_failed.inc()
-        return leg
+        return legs.with_evidence(leg, ids, backend.sampling(upstream)), ids
 
     async def _answer(
         self, backend: Backend, upstream: UpstreamRequest, tag: str, parse: Parser | None
-    ) -> Leg:
-        request = upstream.tagged(tag)
+    ) -> Answered:
+        request = upstream.tagged(tag).with_token_ids()
         started = perf_counter()
         try:
             if not upstream.stream:
                 completion = await backend.complete(request)
                 body, answer = completion.body, completion.answer
-                return legs.from_body(backend.name, body, _ms(started), parse, answer)
+                leg = legs.from_body(backend.name, body, _ms(started), parse, answer)
+                return leg, completion.ids
             chunks: list[tuple[float, bytes]] = []
             events = await backend.stream(request)
             try:
@@ -277,9 +285,10 @@ class ShadowLeg:
                     chunks.append((perf_counter(), chunk))
             finally:
                 await events.aclose()
-            return legs.from_events(backend.name, chunks, started, perf_counter(), parse)
+            leg = legs.from_events(backend.name, chunks, started, perf_counter(), parse)
+            return leg, events.ids
         except GatewayError as exc:
-            return legs.failed(backend.name, exc.status_code, exc.message, _ms(started))
+            return legs.failed(backend.name, exc.status_code, exc.message, _ms(started)), None
 
 
 def count_agreement(metrics: Metrics, pair: PairRecord) -> None:
@@ -289,6 +298,10 @@ def count_agreement(metrics: Metrics, pair: PairRecord) -> None:
     agreed = agrees(pair)
     if agreed is not None:
         (metrics.shadow_agree if agreed else metrics.shadow_disagree).inc()
+
+
+def _prompt(ids: TokenIds | None) -> tuple[int, ...] | None:
+    return None if ids is None else ids.prompt
 
 
 def _ms(started: float) -> float:

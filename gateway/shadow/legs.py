@@ -7,10 +7,14 @@ both are read by the same code and timed by the same clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
+from backends.base import TokenIds
+from backends.sampling import Sampling
+from gateway.shadow.evidence import prompt_digest
 from gateway.shadow.pairs import Leg
 
 Parser = Callable[[str], dict[str, Any] | None]
@@ -90,6 +94,14 @@ def from_events(
 
 def failed(backend: str, status: int, error: str, e2e_ms: float) -> Leg:
     return Leg(backend, status, None, e2e_ms=e2e_ms, error=error)
+
+
+def with_evidence(leg: Leg, ids: TokenIds | None, sampling: Sampling) -> Leg:
+    """The leg with what its engine ran: the sampling, a digest of the prompt ids it read and
+    the ids it wrote, where the engine said (or was given them)."""
+    prompt = None if ids is None else ids.prompt
+    output = None if ids is None or ids.output is None else tuple(ids.output)
+    return replace(leg, sampling=sampling, prompt_digest=prompt_digest(prompt), output_ids=output)
 
 
 def parse_json(text: str) -> dict[str, Any] | None:

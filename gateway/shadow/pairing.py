@@ -13,15 +13,24 @@ The shadow leg (`gateway.shadow.leg`) calls these once both answers are in; the 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.base import UpstreamRequest
+from backends.base import TokenIds, UpstreamRequest
 from gateway.shadow import legs
-from gateway.shadow.compare import Role, schema_valid
+from gateway.shadow.compare import Role, failed, schema_valid
+from gateway.shadow.evidence import divergence, first_difference
 from gateway.shadow.legs import Parser
-from gateway.shadow.pairs import Leg, PairKind, PairRecord, Params, new_pair_id, sha256
+from gateway.shadow.pairs import (
+    Divergence,
+    Leg,
+    PairKind,
+    PairRecord,
+    Params,
+    new_pair_id,
+    sha256,
+)
 
 ROLES: tuple[Role, ...] = ("primary", "candidate")
 
@@ -37,6 +46,7 @@ class PrimaryOutcome:
     answer: dict[str, Any] | None = None  # the body parsed (`Completion.answer`), if it was
     chunks: list[tuple[float, bytes]] = field(default_factory=list)
     error: str | None = None
+    ids: TokenIds | None = None  # the token ids, where the primary's engine gave them
 
 
 def params_of(payload: Mapping[str, Any], task_schema: dict[str, Any] | None = None) -> Params:
@@ -78,10 +88,13 @@ def pair_of(
     other: Leg,
     prompt_version: str | None,
     keep_text: bool,
+    prompts: tuple[Sequence[int] | None, Sequence[int] | None] = (None, None),
 ) -> PairRecord:
     """The pair of one request's answers; a structured-output request's legs are judged
     against its schema now (`extra["<role>_schema_valid"]`), while their text exists: the
-    hashes mode stores none to judge later."""
+    hashes mode stores none to judge later. `prompts`: the prompt ids each leg's engine read,
+    compared here and never stored."""
+    both = prompts[0] is not None and prompts[1] is not None
     pair = PairRecord(
         pair_id=new_pair_id(),
         created_at=time.time(),
@@ -95,6 +108,8 @@ def pair_of(
         candidate=other,
         prompt_version=prompt_version,
         extra={},
+        prompt_diff=first_difference(prompts[0] or (), prompts[1] or ()) if both else None,
+        divergence=_divergence(primary, other),
     )
     if params.schema is not None or params.response_format == "json_object":
         # Into the record's own new dict, before anything else can see the record. The legs
@@ -102,3 +117,9 @@ def pair_of(
         verdicts = {f"{role}_schema_valid": schema_valid(pair, role, text=True) for role in ROLES}
         pair.extra.update(verdicts)
     return pair
+
+
+def _divergence(primary: Leg, other: Leg) -> Divergence | None:
+    if failed(primary) or failed(other):
+        return None
+    return divergence(primary.output_ids, other.output_ids, primary.text, other.text)

@@ -16,6 +16,7 @@ import time
 from dataclasses import field
 from typing import Any, Literal
 
+from backends.sampling import Sampling
 from backends.values import value_class
 
 PairKind = Literal["shadow", "noise"]
@@ -35,6 +36,24 @@ class Leg:
     e2e_ms: float | None = None
     error: str | None = None
     parsed: dict[str, Any] | None = None  # structured output, when the text is JSON
+    # What the engine ran with, so the pair proves both legs ran the same request: the
+    # sampling it applied, a digest of the prompt ids it read, and the ids it wrote (these only
+    # where text is kept: ids are text).
+    sampling: Sampling | None = None
+    prompt_digest: str | None = None
+    output_ids: tuple[int, ...] | None = None
+
+
+@value_class
+class Divergence:
+    """Where two answers first differ: by token when both legs' ids are known, else by
+    character. `primary`/`candidate`: the differing token (its id) or character there, "" past
+    an answer's end; None where text is not kept."""
+
+    unit: Literal["token", "character"]
+    index: int
+    primary: str | None = None
+    candidate: str | None = None
 
 
 @value_class
@@ -65,6 +84,8 @@ class PairRecord:
     candidate: Leg
     prompt_version: str | None = None  # for task aliases
     extra: dict[str, Any] = field(default_factory=dict)
+    prompt_diff: int | None = None  # the first position where the legs' prompt ids differ
+    divergence: Divergence | None = None  # where the answers first differ, when they do
 
 
 def new_pair_id() -> str:

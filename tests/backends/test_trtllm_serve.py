@@ -15,6 +15,7 @@ import orjson
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from backends.base import Route
 from backends.errors import UnsupportedParameter
 from backends.trtllm_serve import CHAT_FIELDS, TrtllmServeSettings, keep_known_fields
 from gateway.app import create_app
@@ -109,15 +110,15 @@ def test_a_meaningful_field_it_lacks_is_refused_before_sending(
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
             model="phi-3-mini", messages=MESSAGES,
-            extra_body={"structured_outputs": {"choice": ["a", "b"]}},
+            extra_body={"guided_json": {"type": "object"}},
         )  # fmt: skip
-    assert caught.value.body["param"] == "structured_outputs"  # type: ignore[index]
+    assert caught.value.body["param"] == "guided_json"  # type: ignore[index]
     assert len(relay[0].bodies) == before
 
 
 def test_keep_known_fields() -> None:
-    assert keep_known_fields({"model": "m", "messages": []}) is None
-    assert keep_known_fields({"model": "m", "messages": [], "echo": None}) == {
+    assert keep_known_fields(Route.CHAT, {"model": "m", "messages": []}) is None
+    assert keep_known_fields(Route.CHAT, {"model": "m", "messages": [], "store": None}) == {
         "model": "m", "messages": []}  # fmt: skip
     with pytest.raises(UnsupportedParameter):
-        keep_known_fields({"model": "m", "prompt": "x", "structured_outputs": {"json": {}}})
+        keep_known_fields(Route.COMPLETIONS, {"model": "m", "prompt": "x", "guided_json": {}})

@@ -104,7 +104,7 @@ def backend_settings(case: BackendCase, engines: tuple[VllmEngine, TritonEngine]
     return TritonSettings(
         url=triton.grpc_url,
         model=case.name,
-        tokenizer_dir=model_dir,
+        model_dir=model_dir,
         context_length=2048,
         stream_text=stream_text,
         add_special_tokens=ADD_SPECIAL_TOKENS[case.name],
@@ -393,7 +393,7 @@ TRITON_MODELS = ["ensemble", "tensorrt_llm_bls", "tensorrt_llm"]
 
 def triton_gateway(model: str, url: str, **settings: Any) -> ThreadedServer:
     stream_text: StreamText = "cumulative" if model == "tensorrt_llm_bls" else "auto"  # as above
-    if "tokenizer_dir" in settings:  # as the test engine's model tokenizes text_input
+    if "model_dir" in settings:  # as the test engine's model tokenizes text_input
         settings.setdefault("add_special_tokens", ADD_SPECIAL_TOKENS[model])
     backend = TritonSettings(
         url=url, model=model, context_length=2048, stream_text=stream_text, **settings
@@ -413,7 +413,7 @@ def test_engine_errors_reach_the_client_as_one_clean_line(
     caplog.set_level(logging.DEBUG)
     private = "Bé Lan lớp 2A nhà ở số 7 " * 30
     with (
-        triton_gateway(model, triton_engine.grpc_url, tokenizer_dir=tiny_model_dir) as server,
+        triton_gateway(model, triton_engine.grpc_url, model_dir=tiny_model_dir) as server,
         openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
     ):
         with pytest.raises(openai.InternalServerError) as before_start:
@@ -485,7 +485,7 @@ def test_an_answer_shorter_than_max_tokens_ends_with_stop(
         "model": PUBLIC, "messages": messages, "temperature": 0, "max_tokens": 20
     }  # fmt: skip
     with (
-        triton_gateway(model, triton_engine.grpc_url, tokenizer_dir=tiny_model_dir) as server,
+        triton_gateway(model, triton_engine.grpc_url, model_dir=tiny_model_dir) as server,
         openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
     ):
         whole = client.chat.completions.create(**request)
@@ -593,7 +593,7 @@ def test_client_disconnect_cancels_the_grpc_call(
             "temperature": 0, "max_tokens": 1500, "stream": stream}  # fmt: skip
     with (
         GrpcTap(triton_engine.grpc_url) as tap,
-        triton_gateway(model, tap.url, tokenizer_dir=tiny_model_dir) as server,
+        triton_gateway(model, tap.url, model_dir=tiny_model_dir) as server,
     ):
         url = server.url + "/v1/chat/completions"
         if stream:
@@ -617,7 +617,7 @@ def test_the_llmapi_model_is_not_ready_with_add_special_tokens_false(
 
     async def health() -> Health:
         settings = TritonSettings(
-            url=triton_engine.grpc_url, model="tensorrt_llm", tokenizer_dir=tiny_model_dir,
+            url=triton_engine.grpc_url, model="tensorrt_llm", model_dir=tiny_model_dir,
             add_special_tokens=False,
         )  # fmt: skip
         backend = TritonBackend("trt", settings)

@@ -28,7 +28,7 @@ def test_triton_unavailable_at_start_then_appearing(tiny_model_dir: Path, tmp_pa
     up, the gateway discovers the model and serves, with no restart."""
     engine = TritonEngine(tiny_model_dir, log_path=tmp_path / "triton.log")  # ports chosen now
     backend = TritonSettings(
-        url=engine.grpc_url, model="tensorrt_llm", tokenizer_dir=tiny_model_dir,
+        url=engine.grpc_url, model="tensorrt_llm", model_dir=tiny_model_dir,
         context_length=2048, circuit_cooldown=0.5,
     )  # fmt: skip
     settings = Settings(

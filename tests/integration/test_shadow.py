@@ -205,7 +205,7 @@ def test_streamed_requests_are_streamed_to_the_candidate_too(
 ) -> None:
     primary = VllmSettings(url=vllm_engine.url, model=TINY_MODEL)
     candidate = TritonSettings(
-        url=triton_engine.grpc_url, model="tensorrt_llm_bls", tokenizer_dir=tiny_model_dir,
+        url=triton_engine.grpc_url, model="tensorrt_llm_bls", model_dir=tiny_model_dir,
         context_length=2048, stream_text="cumulative",
         add_special_tokens=ADD_SPECIAL_TOKENS["tensorrt_llm_bls"],
     )  # fmt: skip
@@ -239,7 +239,7 @@ def test_shadow_end_to_end_report_matches_the_pairs(
     """A few hundred requests through the gateway in shadow mode, then the report."""
     primary = VllmSettings(url=vllm_engine.url, model=TINY_MODEL)
     candidate = TritonSettings(
-        url=triton_engine.grpc_url, model="tensorrt_llm_bls", tokenizer_dir=tiny_model_dir,
+        url=triton_engine.grpc_url, model="tensorrt_llm_bls", model_dir=tiny_model_dir,
         context_length=2048, stream_text="cumulative",
         add_special_tokens=ADD_SPECIAL_TOKENS["tensorrt_llm_bls"],
     )  # fmt: skip
@@ -293,7 +293,7 @@ def test_canary_serves_its_share_sticky_per_user(
     backends: dict[str, BackendSettings] = {
         "vllm": VllmSettings(url=vllm_engine.url, model=TINY_MODEL),
         "cand": TritonSettings(
-            url=triton_engine.grpc_url, model="tensorrt_llm", tokenizer_dir=tiny_model_dir,
+            url=triton_engine.grpc_url, model="tensorrt_llm", model_dir=tiny_model_dir,
             context_length=2048,
         ),
     }  # fmt: skip

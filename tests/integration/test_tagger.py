@@ -76,7 +76,7 @@ def triton_gateways(
         servers = {}
         for model in TRITON_MODELS:
             backend = TritonSettings(
-                url=triton_engine.grpc_url, model=model, tokenizer_dir=tiny_model_dir,
+                url=triton_engine.grpc_url, model=model, model_dir=tiny_model_dir,
                 context_length=2048, add_special_tokens=ADD_SPECIAL_TOKENS[model],
             )  # fmt: skip
             settings = Settings(

@@ -19,8 +19,8 @@ import orjson
 import pytest
 import uvloop
 
+from backends import vllm
 from backends.base import Route, UpstreamRequest
-from backends.openai_http import OpenAIHTTPBackend
 from backends.transport.connection import HIGH_WATER
 from backends.transport.http1 import (
     ConnectFailed,
@@ -563,7 +563,7 @@ def test_a_backend_stream_closed_before_its_first_event_stops_the_generation(
     body = {"model": MODEL, "messages": [{"role": "user", "content": "long:500"}], "stream": True}
 
     async def scenario() -> None:
-        backend = OpenAIHTTPBackend("vllm", VllmSettings(url=server.url, model=MODEL))
+        backend = vllm.create("vllm", VllmSettings(url=server.url, model=MODEL))
         request = UpstreamRequest(Route.CHAT, orjson.dumps(body), body, MODEL, "r1", True)
         events = await backend.stream(request)
         await events.aclose()  # never iterated: the generator's own cleanup never runs

@@ -75,7 +75,7 @@ def test_a_chat_one_bos_longer_than_vllms_is_warned_about_at_start(
     """The tiny model's template writes no BOS; its tokenizer adds one with special tokens."""
 
     async def start(special: bool) -> None:
-        settings = TritonSettings(tokenizer_dir=tiny_model_dir, add_special_tokens=special)
+        settings = TritonSettings(model_dir=tiny_model_dir, add_special_tokens=special)
         await TritonBackend("trt", settings).close()
 
     asyncio.run(start(True))
@@ -87,5 +87,5 @@ def test_a_chat_one_bos_longer_than_vllms_is_warned_about_at_start(
 
 
 def test_add_special_tokens_false_needs_the_tokenizer() -> None:
-    with pytest.raises(ValidationError, match="needs tokenizer_dir"):
+    with pytest.raises(ValidationError, match="needs model_dir"):
         TritonSettings(chat_template="phi3", add_special_tokens=False)

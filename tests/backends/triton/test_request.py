@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 from backends.base import Route
 from backends.chat_template import ChatTemplate
 from backends.errors import InvalidRequest, UnsupportedParameter
+from backends.sampling import OPENAI_DEFAULTS, Sampling, resolve
 from backends.triton.interface import ModelInterface
 from backends.triton.request import Generation, Tokenizing, generation, inputs_for
 
@@ -53,7 +54,13 @@ LLMAPI = interface(LLMAPI_INPUTS, batch=0)
 
 
 def plan(payload: dict[str, Any], room: int = 1000, model: ModelInterface = ENSEMBLE) -> Generation:
-    return generation({"model": "m", **payload}, "prompt", room, 64, model)
+    body = {"model": "m", **payload}
+    return generation(body, "prompt", room, 64, model, sampled(body))
+
+
+def sampled(payload: dict[str, Any]) -> Sampling:
+    """What the request runs with, on a model whose generation_config sets nothing."""
+    return resolve(payload, {}, OPENAI_DEFAULTS)
 
 
 def tensors(model: ModelInterface, gen: Generation, end_id: int | None = 6) -> dict[str, Any]:
@@ -149,12 +156,14 @@ def test_guided_decoding_maps_when_the_model_has_it() -> None:
 
 def test_the_turn_end_is_a_stop_word_when_there_is_no_end_id() -> None:
     """A built-in template without a tokenizer has no end id to send: its text stops instead."""
-    ended = generation({"model": "m", "stop": "###"}, "prompt", 100, 64, ENSEMBLE, "<|end|>")
+    body: dict[str, Any] = {"model": "m", "stop": "###"}
+    ended = generation(body, "prompt", 100, 64, ENSEMBLE, sampled(body), "<|end|>")
     assert ended.stops == ("###", "<|end|>")
     sent = tensors(ENSEMBLE, ended, end_id=None)
     assert sent["stop_words"][1].tolist() == [[b"###", b"<|end|>"]]
     assert "end_id" not in sent
-    again = generation({"model": "m", "stop": ["<|end|>"]}, "prompt", 100, 64, LLMAPI, "<|end|>")
+    body = {"model": "m", "stop": ["<|end|>"]}
+    again = generation(body, "prompt", 100, 64, LLMAPI, sampled(body), "<|end|>")
     assert tensors(LLMAPI, again, end_id=None)["sampling_param_stop"][1].tolist() == [b"<|end|>"]
     assert plan({"stop": "###"}).stops == ("###",)
 

@@ -15,6 +15,7 @@ import uvloop
 
 from backends.base import Completion, EventStream, Health, Route, UpstreamRequest
 from backends.errors import Overloaded
+from backends.sampling import OPENAI_DEFAULTS, Sampling, resolve
 from backends.vllm import VllmSettings
 from gateway.app import create_app
 from gateway.proxy.guard import Circuit, Guarded
@@ -176,6 +177,10 @@ def test_a_probe_that_never_gets_an_answer_lets_the_next_request_probe() -> None
         async def stream(self, request: UpstreamRequest) -> object:
             raise AssertionError("not used")
 
+        def sampling(self, request: UpstreamRequest) -> Sampling:
+
+            return resolve(request.payload, {}, OPENAI_DEFAULTS)
+
         async def health(self) -> Health:
             return Health(True)
 
@@ -232,6 +237,10 @@ class Gated:
 
     async def stream(self, request: UpstreamRequest) -> EventStream:
         raise AssertionError("not used")
+
+    def sampling(self, request: UpstreamRequest) -> Sampling:
+
+        return resolve(request.payload, {}, OPENAI_DEFAULTS)
 
     async def health(self) -> Health:
         return Health(True)

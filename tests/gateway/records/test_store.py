@@ -20,16 +20,20 @@ import pytest
 from psycopg import sql
 from pydantic import ValidationError
 
+from backends.sampling import OPENAI_DEFAULTS, resolve
 from gateway import cli
 from gateway.records.base import RecordStore, StoreError
+from gateway.records.postgres import TYPES as POSTGRES_TYPES
 from gateway.records.redaction import error_code, labels, redact, schema_enums
-from gateway.records.schema import LEG_COLUMNS, NAMES, create_statements
+from gateway.records.schema import ADDED, COLUMNS, LEG_COLUMNS, NAMES, create_statements, to_row
 from gateway.records.sqlite import ROWS_PER_INSERT, TYPES, SqliteStore
+from gateway.records.sqlite import TYPES as SQLITE_TYPES
 from gateway.records.store import Recorder, RecorderOptions, check_url, open_store, purge
 from gateway.settings import Settings, describe_errors
 from gateway.shadow import legs
 from gateway.shadow.compare import compare
-from gateway.shadow.pairs import Leg, PairRecord, Params, sha256
+from gateway.shadow.evidence import prompt_digest
+from gateway.shadow.pairs import Divergence, Leg, PairRecord, Params, sha256
 from gateway.tasks.task import load_tasks
 
 T = TypeVar("T")
@@ -53,6 +57,8 @@ def make_pair(n: int = 0, *, created_at: float | None = None) -> PairRecord:
         backend="vllm", status=200, text=f"{CHILD_TEXT} ({n})", finish_reason="stop",
         prompt_tokens=31, completion_tokens=12, ttft_ms=12.5, e2e_ms=140.25,
         parsed=parsed | {"quote": CHILD_TEXT, "spans": [[0, 4]], "meta": {"lang": "es"}},
+        sampling=resolve({"seed": n}, {"temperature": 0.6, "top_k": 20}, OPENAI_DEFAULTS),
+        prompt_digest=prompt_digest(range(31)), output_ids=tuple(range(100, 112)),
     )  # fmt: skip
     candidate = replace(primary, backend="trt", ttft_ms=9.75, e2e_ms=99.125)
     if n % 2:
@@ -77,6 +83,8 @@ def make_pair(n: int = 0, *, created_at: float | None = None) -> PairRecord:
         candidate=candidate,
         prompt_version="tagger-v3",
         extra={"parity": ["max_tokens"], "note": CHILD_TEXT, "retries": 1},
+        prompt_diff=None if n % 2 else 7,
+        divergence=None if n % 2 else Divergence("token", 3, "103", "9"),
     )
 
 
@@ -230,12 +238,21 @@ def test_redact_keeps_hashes_labels_and_error_codes_only() -> None:
     }  # fmt: skip
     assert (hidden.candidate.text, hidden.candidate.error) == (None, "backend_unavailable")
     assert hidden.extra == {"retries": 1}
-    assert replace(hidden, request=None, primary=pair.primary, candidate=pair.candidate,
-                   extra=pair.extra) == replace(pair, request=None)  # fmt: skip
-    kept = [field.name for field in fields(Leg) if field.name not in {"text", "parsed", "error"}]
+    restored = replace(hidden, request=None, primary=pair.primary, candidate=pair.candidate,
+                       extra=pair.extra, divergence=pair.divergence)  # fmt: skip
+    assert restored == replace(pair, request=None)
+    assert hidden.primary.output_ids is None  # ids spell out the answer
+    dropped = {"text", "parsed", "error", "output_ids"}
+    kept = [field.name for field in fields(Leg) if field.name not in dropped]
     for before, after in ((pair.primary, hidden.primary), (pair.candidate, hidden.candidate)):
         assert [getattr(after, name) for name in kept] == [getattr(before, name) for name in kept]
     assert CHILD_WORD not in repr(hidden)
+
+
+def test_redact_keeps_where_answers_part_but_not_what_they_say() -> None:
+    pair = make_pair(2)
+    assert pair.divergence is not None
+    assert redact(pair).divergence == Divergence("token", 3)
 
 
 @pytest.mark.parametrize("schema", [SCHEMA, None])
@@ -355,6 +372,45 @@ def test_full_records_round_trip(store_url: str) -> None:
         return await read_all(store_url)
 
     assert run(scenario()) == pairs
+
+
+def older_table(url: str) -> None:
+    """The `pairs` table as gateways made it before the columns of `ADDED`, with one row."""
+    sqlite = url.startswith("sqlite:")
+    types = SQLITE_TYPES if sqlite else POSTGRES_TYPES
+    columns = [(name, kind) for name, kind in COLUMNS if name not in ADDED]
+    key = {"pair_id": " PRIMARY KEY"}
+    ddl = ", ".join(f"{name} {types[kind]}{key.get(name, '')}" for name, kind in columns)
+    row = dict(zip(NAMES, to_row(replace(make_pair(0), prompt_diff=None)), strict=True))
+    values = [row[name] for name, _ in columns]
+    marks = ", ".join("?" if sqlite else "%s" for _ in columns)
+    insert = f"INSERT INTO pairs ({', '.join(n for n, _ in columns)}) VALUES ({marks})"  # noqa: S608
+    if sqlite:
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.execute(f"CREATE TABLE pairs ({ddl})")
+            conn.execute(insert, values)
+        conn.close()
+        return
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as pg:
+        pg.execute(f"CREATE TABLE pairs ({ddl})")
+        pg.execute(insert, values)
+
+
+def test_a_store_made_by_an_older_gateway_gains_the_new_columns(store_url: str) -> None:
+    """An upgraded gateway reads the pairs stored before, and stores new ones beside them."""
+    older_table(store_url)
+    newer = make_pair(2)
+
+    async def scenario() -> list[PairRecord]:
+        store = open_store(store_url)
+        await store.write_batch([newer])
+        await store.close()
+        return await read_all(store_url)
+
+    old, new = run(scenario())
+    assert new == newer
+    assert old.primary.text == make_pair(0).primary.text
+    assert (old.primary.sampling, old.divergence, old.primary.output_ids) == (None, None, None)
 
 
 def test_a_pair_already_stored_is_skipped_so_retries_are_safe(store_url: str) -> None:

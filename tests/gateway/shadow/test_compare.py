@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from backends.sampling import OPENAI_DEFAULTS, resolve
 from gateway.records.redaction import redact
 from gateway.shadow import compare as c
+from gateway.shadow.evidence import prompt_digest
 from gateway.shadow.pairs import Leg, Params
 from tests.gateway.shadow_pairs import (
     HAPPY,
@@ -244,6 +246,34 @@ def test_legs_that_read_different_prompt_tokens_are_flagged() -> None:
     assert c.compare(pair("x", 0, primary(), candidate())).status == "compared"
     unknown = c.compare(pair("x", 0, primary(prompt_tokens=None), candidate(prompt_tokens=41)))
     assert unknown.status == "compared"  # a leg that reports no usage cannot be judged
+
+
+def test_prompt_ids_that_differ_are_flagged_with_the_first_position() -> None:
+    """The ids are known: they decide, whatever the counts say."""
+    same = {"prompt_digest": prompt_digest([1, 2, 3])}
+    other = {"prompt_digest": prompt_digest([1, 9, 3])}
+    assert c.compare(pair("x", 0, primary(**same), candidate(**same))).status == "compared"
+    flagged = replace(pair("x", 0, primary(**same), candidate(**other)), prompt_diff=1)
+    result = c.compare(flagged)
+    assert result.status == "parity"
+    assert result.flags == (
+        c.Flag(c.PROMPT, "vllm and trt read other prompt ids, first at token 1 (40 and 40 tokens)"),
+    )
+
+
+def test_sampling_that_differs_is_flagged_field_by_field() -> None:
+    """vLLM applied the model's defaults; the candidate sampled with its own."""
+    vllm = resolve({}, {"temperature": 0.6, "top_k": 20}, OPENAI_DEFAULTS)
+    trt = resolve({}, {}, OPENAI_DEFAULTS)
+    result = c.compare(pair("x", 0, primary(sampling=vllm), candidate(sampling=trt)))
+    assert result.status == "parity"
+    assert result.flags == (
+        c.Flag(c.SAMPLING, "temperature: 0.6 vs 1.0; top_k: 20 vs 0 (vllm vs trt)"),
+    )
+    alike = c.compare(pair("x", 0, primary(sampling=vllm), candidate(sampling=vllm)))
+    assert alike.status == "compared"
+    unknown = c.compare(pair("x", 0, primary(sampling=vllm), candidate()))
+    assert unknown.status == "compared"  # a leg recorded before sampling was: no verdict
 
 
 def test_agrees_is_compare_exact_on_compared_pairs_and_none_elsewhere() -> None:

@@ -18,6 +18,8 @@ import pytest
 
 from backends.base import Backend, Completion, EventStream, Health, Route, UpstreamRequest
 from backends.errors import BackendUnavailable, GatewayError
+from backends.openai_shapes import Events
+from backends.sampling import OPENAI_DEFAULTS, Sampling, resolve
 from gateway.metrics import Metrics
 from gateway.shadow.leg import Mirror, ShadowConfig, ShadowLeg
 from gateway.shadow.pairing import PrimaryOutcome
@@ -65,12 +67,17 @@ class FakeBackend:
 
     async def stream(self, request: UpstreamRequest) -> EventStream:
         completion = await self.complete(request)
-        return self._events(orjson.loads(completion.body)["choices"][0]["message"]["content"])
+        text = orjson.loads(completion.body)["choices"][0]["message"]["content"]
+        return Events(self._events(text), None)
 
     async def _events(self, text: str) -> AsyncGenerator[bytes, None]:
         chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}]}
         yield b"data: " + orjson.dumps(chunk) + b"\n\n"
         yield b"data: [DONE]\n\n"
+
+    def sampling(self, request: UpstreamRequest) -> Sampling:
+
+        return resolve(request.payload, {}, OPENAI_DEFAULTS)
 
     async def health(self) -> Health:
         return Health(True, served_model="fake")

@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 
 from backends.chat_template import ChatTemplate
 from backends.errors import BackendProtocolError, InvalidRequest
+from backends.sampling import OPENAI_DEFAULTS, resolve
 from backends.triton.interface import ModelInterface
 from backends.triton.request import generation
 from backends.vllm import VllmSettings
@@ -143,7 +144,7 @@ def test_build_carries_decoding_and_the_choice_every_backend_honours(tagger: Tas
         },
         "auto",
     )
-    plan = generation(body, "prompt", 1000, 64, triton)
+    plan = generation(body, "prompt", 1000, 64, triton, resolve(body, {}, OPENAI_DEFAULTS))
     assert (plan.guide_type, plan.guide) == ("regex", "(M|H|A|C|E|T|P|N)")
     assert plan.max_tokens == 1
     assert plan.greedy
