@@ -250,8 +250,8 @@ def test_legs_that_read_different_prompt_tokens_are_flagged() -> None:
 
 def test_prompt_ids_that_differ_are_flagged_with_the_first_position() -> None:
     """The ids are known: they decide, whatever the counts say."""
-    same = {"prompt_digest": prompt_digest([1, 2, 3])}
-    other = {"prompt_digest": prompt_digest([1, 9, 3])}
+    same: dict[str, Any] = {"prompt_digest": prompt_digest([1, 2, 3])}
+    other: dict[str, Any] = {"prompt_digest": prompt_digest([1, 9, 3])}
     assert c.compare(pair("x", 0, primary(**same), candidate(**same))).status == "compared"
     flagged = replace(pair("x", 0, primary(**same), candidate(**other)), prompt_diff=1)
     result = c.compare(flagged)
