@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 TINY_MODEL = "tiny-phi3"
+QWEN3_MODEL = "qwen3-chat"  # the name the team serves its fine-tuned Qwen3 under
 RUN_SUMMARY = pytest.StashKey[list[str]]()
 
 
@@ -59,6 +60,29 @@ def vllm_engine(tiny_model_dir: Path) -> Iterator[VllmEngine]:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3_dir() -> Path:
+    """The tiny Qwen3-shaped model, the shape of the team's chat model, built once into the
+    repo's cache."""
+    from tests.engines.tiny_qwen3 import build_tiny_qwen3
+
+    return build_tiny_qwen3(CACHE / "tiny-qwen3")
+
+
+@pytest.fixture(scope="session")
+def vllm_qwen3_engine(tiny_qwen3_dir: Path) -> Iterator[VllmEngine]:
+    """Real vLLM serving the tiny Qwen3 as the team serves its model: no sampling flags, so
+    vLLM's default ``--generation-config auto`` applies generation_config.json."""
+    from tests.engines.vllm_engine import VllmEngine
+
+    engine = VllmEngine(tiny_qwen3_dir, served_name=QWEN3_MODEL, log_path=CACHE / "vllm-qwen3.log")
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
 def triton_engine(tiny_model_dir: Path) -> Iterator[TritonEngine]:
     """Real Triton (PyTriton's tritonserver) hosting TensorRT-LLM-shaped models on the same
     tiny weights: `ensemble`, `tensorrt_llm_bls` and the LLM-API `tensorrt_llm`."""
@@ -80,7 +104,13 @@ def run_summary(pytestconfig: pytest.Config) -> list[str]:
 
 # What `./dev check` leaves out: tests that start engines, gateway processes or a browser.
 SLOW_FOLDERS = ("integration", "conformance", "engines", "compose", "benchmarks")
-SLOW_FIXTURES = {"vllm_engine", "triton_engine", "tiny_model_dir"}
+SLOW_FIXTURES = {
+    "vllm_engine",
+    "vllm_qwen3_engine",
+    "triton_engine",
+    "tiny_model_dir",
+    "tiny_qwen3_dir",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

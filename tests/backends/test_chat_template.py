@@ -26,6 +26,15 @@ def test_tokenizer_dir_template_equals_transformers(tiny_model_dir: Path) -> Non
     assert ChatTemplate.from_tokenizer_dir(tiny_model_dir).render(CHAT) == expected
 
 
+def test_qwen3_dir_template_equals_transformers(tiny_qwen3_dir: Path) -> None:
+    reference = AutoTokenizer.from_pretrained(tiny_qwen3_dir)
+    flat = [{**m, "content": "Thật\nạ?"} if isinstance(m["content"], list) else m for m in CHAT]
+    expected = reference.apply_chat_template(flat, tokenize=False, add_generation_prompt=True)
+    template = ChatTemplate.from_tokenizer_dir(tiny_qwen3_dir)
+    assert template.render(CHAT) == expected
+    assert template.end_token == "<|im_end|>"
+
+
 def test_builtin_phi3_matches_the_model_card_shape() -> None:
     rendered = ChatTemplate.builtin("phi3").render(CHAT[:2])
     assert (

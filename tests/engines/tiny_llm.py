@@ -13,9 +13,10 @@ given; a ``json_schema`` becomes a regex of compact JSON for the usual subset (`
 object. An ``ebnf_grammar`` or a schema outside the subset is an ``InvalidRequestError``.
 
 Test hook: a prompt containing ``[[force:TEXT]]`` makes the model emit exactly the tokens of
-TEXT (encoded without special tokens), then ``<|end|>``, then whatever it likes, through a logits
-mask. So ``[[force:Chúc mừng con!]]`` gives a known Vietnamese answer, and with the ensemble's
-default ``end_id`` the answer runs past ``<|end|>`` as on the real server. A prompt containing
+TEXT (encoded without special tokens), then the end-of-turn token (Phi-3's ``<|end|>``, Qwen3's
+``<|im_end|>``), then whatever it likes, through a logits mask. So ``[[force:Chúc mừng con!]]``
+gives a known Vietnamese answer, and with the ensemble's default ``end_id`` (Phi-3's
+``<|endoftext|>``) the answer runs past ``<|end|>`` as on the real server. A prompt containing
 ``[[fail:N]]`` makes the model raise ``InjectedFaultError`` after N generated tokens (0: before
 the first), with a message that quotes the prompt, as engine errors can: an in-band error in
 the middle of a stream, or instead of an answer.
@@ -87,10 +88,7 @@ class TinyLlm:
         eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
         self.generation_eos_ids = frozenset(eos if isinstance(eos, list) else [eos])
         self.eos_id: int = self.tokenizer.eos_token_id
-        end_of_turn = self.tokenizer.convert_tokens_to_ids("<|end|>")
-        if not isinstance(end_of_turn, int):
-            raise TypeError("the tokenizer has no single <|end|> token")
-        self.end_of_turn_id = end_of_turn
+        self.end_of_turn_id = _end_of_turn_id(self.tokenizer)
         self.token_bytes = _token_bytes(self.tokenizer)
         self._lock = threading.Lock()
 
@@ -158,6 +156,17 @@ class TinyLlm:
         with self._lock, torch.inference_mode():
             out = self.model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True)
         return out.logits[0, -1].float(), out.past_key_values
+
+
+def _end_of_turn_id(tokenizer: Any) -> int:
+    """The special token the chat template closes a turn with: Phi-3's ``<|end|>``, Qwen3's
+    ``<|im_end|>``. Read from a rendered turn, so that a model needs no entry in a list here."""
+    marker = "[[turn]]"
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False)
+    after_content = tokenizer.encode(rendered.split(marker, 1)[1], add_special_tokens=False)
+    if not after_content or after_content[0] not in tokenizer.all_special_ids:
+        raise TypeError(f"the chat template closes no turn with a special token: {rendered!r}")
+    return int(after_content[0])
 
 
 def choose(

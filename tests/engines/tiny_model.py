@@ -5,6 +5,9 @@ trained on a bundled English and Vietnamese corpus, Phi-3's special tokens and c
 and a two-layer ``Phi3ForCausalLM`` with random bf16 weights. Its output is gibberish, often
 cut mid-character, which is what decoding code needs to be tested against.
 
+The corpus, the tokenizer training, the build marker and the seeded weights are shared with
+the tiny Qwen3 model in ``tiny_qwen3``.
+
 Example::
 
     model_dir = build_tiny_model(Path("/tmp/tiny-phi3"))
@@ -13,12 +16,21 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
+from collections.abc import Callable, Sequence
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GenerationConfig,
+    Phi3Config,
+    Phi3ForCausalLM,
+    PreTrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 
 # Bumped whenever the build changes, so directories built by older code are rebuilt.
 _FORMAT = 1
@@ -102,42 +114,90 @@ Những chữ như ầ, ẩ, ẫ, ấ, ậ, ễ, ỡ, ữ, ỹ, ỵ thử bộ g
 
 
 def build_tiny_model(target: pathlib.Path, *, seed: int = 0, heads: int = 2) -> pathlib.Path:
-    """Build the tiny model into ``target`` (or reuse a complete build there); return ``target``.
+    """Build the tiny Phi-3 model into ``target`` (or reuse a complete build there); return it.
 
-    The same seed gives byte-identical files. A marker written last tells a finished build
-    from one that was interrupted, which is simply built again over the same file names.
-    ``heads=8`` gives head_dim 16, which vLLM's CPU build loads and then dies on at the first
-    generation: a real engine fault for the gateway's health logic to detect.
+    The same seed gives byte-identical files. ``heads=8`` gives head_dim 16, which vLLM's CPU
+    build loads and then dies on at the first generation: a real engine fault for the
+    gateway's health logic to detect.
+    """
+    recipe = f"format={_FORMAT}\nseed={seed}\n" + (f"heads={heads}\n" if heads != 2 else "")
+    return build_once(target, recipe, functools.partial(_write_phi3, seed=seed, heads=heads))
+
+
+def build_once(
+    target: pathlib.Path, recipe: str, write: Callable[[pathlib.Path], None]
+) -> pathlib.Path:
+    """Run ``write(target)`` unless a complete build of ``recipe`` is there; return ``target``.
+
+    A marker holding the recipe, written last, tells a finished build from one that was
+    interrupted or made by another recipe; either is simply built again over the same names.
     """
     marker = target / _MARKER
-    expected = f"format={_FORMAT}\nseed={seed}\n" + (f"heads={heads}\n" if heads != 2 else "")
-    if marker.is_file() and marker.read_text(encoding="utf-8") == expected:
+    if marker.is_file() and marker.read_text(encoding="utf-8") == recipe:
         return target
     target.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
-    tokenizer = _build_tokenizer()
-    # The template goes into tokenizer_config.json, where Phi-3 keeps it and plain readers look.
-    tokenizer.save_pretrained(target, save_jinja_files=False)
-    _name_portable_tokenizer_class(target / "tokenizer_config.json")
-    _build_model(tokenizer, seed, heads).save_pretrained(target)
-    _generation_config(tokenizer).save_pretrained(target)
-    marker.write_text(expected, encoding="utf-8")
+    write(target)
+    marker.write_text(recipe, encoding="utf-8")
     return target
 
 
-def _build_tokenizer() -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer with Phi-3's special tokens on the bundled corpus."""
+def train_byte_level_bpe(special_tokens: Sequence[str] = ()) -> Tokenizer:
+    """A byte-level BPE trained on the bundled corpus; ``special_tokens`` take the first ids."""
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=_VOCAB_SIZE,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     core.train_from_iterator(CORPUS.splitlines(), trainer=trainer)
-    # Phi-3's own tokenizer prepends <s> when asked for special tokens; mirror that.
+    return core
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, target: pathlib.Path) -> None:
+    """Save with the chat template in tokenizer_config.json, where Phi-3 and Qwen3 keep it and
+    plain readers look, under a class name every transformers release knows (v5 would write
+    its own ``TokenizersBackend``)."""
+    tokenizer.save_pretrained(target, save_jinja_files=False)
+    config_path = target / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    text = json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    config_path.write_text(text, encoding="utf-8")
+
+
+def token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
+    """The id of a token the vocabulary holds whole; ``TypeError`` for one it splits."""
+    found = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(found, int):
+        raise TypeError(f"no single id for {token!r}")
+    return found
+
+
+def seeded_model(
+    model_class: Callable[[PreTrainedConfig], PreTrainedModel], config: PreTrainedConfig, seed: int
+) -> PreTrainedModel:
+    """Random bf16 weights from ``seed``, drawn from a private RNG state: the caller's torch
+    seed stays untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    return model.bfloat16()
+
+
+def _write_phi3(target: pathlib.Path, *, seed: int, heads: int) -> None:
+    tokenizer = _phi3_tokenizer()
+    save_tokenizer(tokenizer, target)
+    seeded_model(Phi3ForCausalLM, _phi3_config(tokenizer, heads), seed).save_pretrained(target)
+    _phi3_generation_config(tokenizer).save_pretrained(target)
+
+
+def _phi3_tokenizer() -> PreTrainedTokenizerFast:
+    """The corpus BPE with Phi-3's special tokens, which prepends <s> as Phi-3's own does."""
+    core = train_byte_level_bpe(SPECIAL_TOKENS)
     bos_id = core.token_to_id("<s>")
     core.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
@@ -154,25 +214,9 @@ def _build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def _name_portable_tokenizer_class(config_path: pathlib.Path) -> None:
-    """Name the class every transformers release knows; v5 saves its own ``TokenizersBackend``."""
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    text = json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    config_path.write_text(text, encoding="utf-8")
-
-
-def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    if not isinstance(token_id, int):
-        raise TypeError(f"no single id for {token!r}")
-    return token_id
-
-
-def _build_model(tokenizer: PreTrainedTokenizerFast, seed: int, heads: int) -> Phi3ForCausalLM:
-    """A two-layer Phi-3 with random weights; head_dim 128/heads (64 by default: vLLM's CPU
-    attention rejects 16)."""
-    config = Phi3Config(
+def _phi3_config(tokenizer: PreTrainedTokenizerFast, heads: int) -> Phi3Config:
+    """A two-layer Phi-3; head_dim 128/heads (64 by default: vLLM's CPU attention rejects 16)."""
+    return Phi3Config(
         vocab_size=len(tokenizer),
         hidden_size=128,
         intermediate_size=256,
@@ -181,24 +225,19 @@ def _build_model(tokenizer: PreTrainedTokenizerFast, seed: int, heads: int) -> P
         num_key_value_heads=heads,
         max_position_embeddings=4096,
         original_max_position_embeddings=4096,
-        bos_token_id=_token_id(tokenizer, "<s>"),
-        eos_token_id=_token_id(tokenizer, "<|endoftext|>"),
-        pad_token_id=_token_id(tokenizer, "<|endoftext|>"),
+        bos_token_id=token_id(tokenizer, "<s>"),
+        eos_token_id=token_id(tokenizer, "<|endoftext|>"),
+        pad_token_id=token_id(tokenizer, "<|endoftext|>"),
         tie_word_embeddings=False,
         dtype="bfloat16",
     )
-    # A private RNG state: the caller's torch seed stays untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Phi3ForCausalLM(config)  # type: ignore[no-untyped-call]  # unannotated in transformers
-    return model.bfloat16()
 
 
-def _generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationConfig:
+def _phi3_generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationConfig:
     """Stop ids as in Phi-3-mini's generation_config.json: end of text, assistant, end of turn."""
     stop_tokens = ("<|endoftext|>", "<|assistant|>", "<|end|>")
     return GenerationConfig(  # type: ignore[no-untyped-call]  # unannotated in transformers
-        bos_token_id=_token_id(tokenizer, "<s>"),
-        eos_token_id=[_token_id(tokenizer, token) for token in stop_tokens],
-        pad_token_id=_token_id(tokenizer, "<|endoftext|>"),
+        bos_token_id=token_id(tokenizer, "<s>"),
+        eos_token_id=[token_id(tokenizer, token) for token in stop_tokens],
+        pad_token_id=token_id(tokenizer, "<|endoftext|>"),
     )
