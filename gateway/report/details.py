@@ -144,6 +144,7 @@ def _side_by_side(pair: PairRecord, c: Comparison) -> Disagreement:
         normalised_equal=c.normalised,
         primary=_answer(pair.primary),
         candidate=_answer(pair.candidate),
+        divergence=pair.divergence,
     )
 
 

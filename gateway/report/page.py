@@ -11,7 +11,7 @@ from html import escape
 from gateway.render import charts, text
 from gateway.render import html as h
 from gateway.report.rule import METRICS, GateRule
-from gateway.report.values import Backends, BackendStats, Deltas, Parity, ShadowReport
+from gateway.report.values import Backends, BackendStats, Deltas, Evidence, Parity, ShadowReport
 from gateway.stats import Confusion, Latency, Proportion
 
 CORNER = "primary \\ candidate"
@@ -56,7 +56,8 @@ def render_html(report: ShadowReport) -> str:
     sections += [_agreement_section(report), _over_time_section(report)]
     if report.confusion:
         sections.append(_confusion_section(report.confusion))
-    sections += [_parity_section(report.parity), _disagreement_section(report)]
+    sections += [_parity_section(report.parity), _evidence_section(report.evidence)]
+    sections.append(_disagreement_section(report))
     sections.append(_gate_section(report.gate))
     return h.page(title(report), subtitle(report), sections)
 
@@ -182,6 +183,36 @@ def _parity_section(parity: Parity) -> str:
     )
 
 
+def evidence_lines(evidence: Evidence) -> list[str]:
+    """What proves the legs ran the same request, one finding a line."""
+    answered = evidence.answered
+    lines = [
+        f"prompt ids: known on both legs for {evidence.prompts_known} of {answered} answered "
+        f"pairs, identical in {evidence.prompts_same}",
+        f"effective sampling: recorded on both legs for {evidence.sampling_known} of "
+        f"{answered}, the same in {evidence.sampling_same}",
+    ]
+    if evidence.latest is not None:
+        for side, values in zip(("primary", "candidate"), evidence.latest, strict=True):
+            shown = ", ".join(f"{name} {value}" for name, value in values.items())
+            lines.append(f"  newest pair, {side}: {shown}")
+    for unit, spread in (
+        ("token", evidence.diverged_at_token),
+        ("character", evidence.diverged_at_character),
+    ):
+        if spread is not None:
+            lines.append(
+                f"disagreeing answers first differ at {unit} {spread.p50:g} "
+                f"(median; p95 {spread.p95:g}; n {spread.n})"
+            )
+    return lines
+
+
+def _evidence_section(evidence: Evidence) -> str:
+    rows = [[line] for line in evidence_lines(evidence)]
+    return h.section("Same request on both legs", h.table(["evidence"], rows, "texts"))
+
+
 def _disagreement_section(report: ShadowReport) -> str:
     found = report.disagreements
     parts = [MUTED.format(escape(found.note))] if found.note else []
@@ -189,6 +220,8 @@ def _disagreement_section(report: ShadowReport) -> str:
     for pair in found.shown:
         differing = ", ".join(pair.fields_differing) or "-"
         about = f"{pair.pair_id}\n{pair.created}\nfields: {differing}"
+        if pair.divergence is not None:
+            about += f"\nfirst differs at {pair.divergence.unit} {pair.divergence.index}"
         rows.append([about, pair.request, pair.primary.text, pair.candidate.text])
     headers = ["pair", "request", f"primary {report.primary}", f"candidate {report.candidate}"]
     parts.append(h.table(headers, rows, "texts"))

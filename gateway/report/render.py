@@ -11,7 +11,13 @@ from collections.abc import Callable
 
 from gateway.render import text
 from gateway.render.json import render_json
-from gateway.report.page import agreement_rows, render_html, subtitle, title
+from gateway.report.page import (
+    agreement_rows,
+    evidence_lines,
+    render_html,
+    subtitle,
+    title,
+)
 from gateway.report.values import Disagreements, Parity, ShadowReport
 from gateway.stats import Latency, Proportion
 
@@ -61,7 +67,9 @@ def render_text(report: ShadowReport) -> str:
     for name, confusion in report.confusion.items():
         lines += ["", f"== confusion {name} (rows primary, columns candidate)"]
         lines += text.matrix(confusion)
-    lines += ["", *_text_parity(report.parity), "", *_text_over_time(report)]
+    lines += ["", *_text_parity(report.parity)]
+    lines += ["", "== same request on both legs", *evidence_lines(report.evidence)]
+    lines += ["", *_text_over_time(report)]
     lines += ["", *_text_disagreements(report.disagreements)]
     return "\n".join(lines) + "\n"
 
@@ -94,6 +102,12 @@ def _text_disagreements(found: Disagreements) -> list[str]:
     for pair in found.shown:
         differing = ", ".join(pair.fields_differing) or "none (text only)"
         lines.append(f"-- {pair.pair_id} {pair.created}; fields differing: {differing}")
+        if pair.divergence is not None:
+            part = pair.divergence
+            lines.append(
+                f"   first differs at {part.unit} {part.index}: "
+                f"{part.primary!r} vs {part.candidate!r}"
+            )
         for role, leg in (("primary", pair.primary), ("candidate", pair.candidate)):
             lines.append(f"   {role:<9} {leg.backend}: {leg.text!r}")
     return lines

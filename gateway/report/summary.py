@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from gateway import stats
 from gateway.report import details
+from gateway.report.evidence import evidence
 from gateway.report.gate import evaluate
 from gateway.report.rule import GateRule, Verdict
 from gateway.report.values import (
@@ -64,6 +65,7 @@ def summarize(
         confusion=details.confusions(shadow, done),
         noise_floor=_noise_floor([compare(pair) for pair in noise]),
         parity=details.parity(shadow, done),
+        evidence=evidence(shadow, done),
         over_time=details.over_time(shadow, done),
         disagreements=details.disagreements(shadow, done),
         gate=rule,

@@ -13,6 +13,7 @@ from typing import Literal
 from gateway.render.json import EMPTY, FLAT
 from gateway.report.rule import GateRule, Metric, Verdict
 from gateway.shadow.compare import Flag, Role
+from gateway.shadow.pairs import Divergence
 from gateway.stats import Confusion, Latency, Proportion
 
 
@@ -129,6 +130,23 @@ class Parity:
 
 
 @dataclass(frozen=True, slots=True)
+class Evidence:
+    """What proves the legs ran the same request, over the shadow pairs both legs answered:
+    each leg's effective sampling parameters and the prompt ids its engine read, where known;
+    and, for the compared pairs whose answers differ, where they first part (a late first
+    difference after identical tokens is drift, not a different request)."""
+
+    answered: int
+    sampling_known: int  # pairs with both legs' effective sampling recorded
+    sampling_same: int
+    prompts_known: int  # pairs with both legs' prompt ids known
+    prompts_same: int
+    latest: tuple[dict[str, object], dict[str, object]] | None  # the newest pair's sampling
+    diverged_at_token: Latency | None  # first differing token, over pairs with both ids
+    diverged_at_character: Latency | None  # the same by character, where no ids are known
+
+
+@dataclass(frozen=True, slots=True)
 class Bucket:
     start: str
     t: int  # `start` in Unix seconds, for a chart's axis
@@ -160,6 +178,7 @@ class Disagreement:
     normalised_equal: bool | None
     primary: Answer
     candidate: Answer
+    divergence: Divergence | None  # where the answers first part
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +205,7 @@ class ShadowReport:
     confusion: dict[str, Confusion]  # rows primary, columns candidate, per categorical field
     noise_floor: NoiseFloor
     parity: Parity
+    evidence: Evidence
     over_time: OverTime
     disagreements: Disagreements
     gate: GateRule
