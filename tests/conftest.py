@@ -17,6 +17,7 @@ from tests.support.servers import ThreadedServer
 
 if TYPE_CHECKING:
     from tests.engines.triton_engine import TritonEngine
+    from tests.engines.trtllm_serve_engine import TrtllmServeEngine
     from tests.engines.vllm_engine import VllmEngine
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
@@ -72,6 +73,20 @@ def triton_engine(tiny_model_dir: Path) -> Iterator[TritonEngine]:
         engine.stop()
 
 
+@pytest.fixture(scope="session")
+def trtllm_serve_engine(tiny_model_dir: Path) -> Iterator[TrtllmServeEngine]:
+    """The trtllm-serve stand-in (`trtllm-serve MODEL`, no guided decoding backend, default
+    generation config) on the same tiny weights; the model id is the dir's basename."""
+    from tests.engines.trtllm_serve_engine import TrtllmServeEngine
+
+    engine = TrtllmServeEngine(tiny_model_dir, log_path=CACHE / "trtllm-serve.log")
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
 @pytest.fixture
 def run_summary(pytestconfig: pytest.Config) -> list[str]:
     """Lines a test reports to whoever reads the run's output (pytest captures `print`)."""
@@ -80,7 +95,7 @@ def run_summary(pytestconfig: pytest.Config) -> list[str]:
 
 # What `./dev check` leaves out: tests that start engines, gateway processes or a browser.
 SLOW_FOLDERS = ("integration", "conformance", "engines", "compose", "benchmarks")
-SLOW_FIXTURES = {"vllm_engine", "triton_engine", "tiny_model_dir"}
+SLOW_FIXTURES = {"vllm_engine", "triton_engine", "trtllm_serve_engine", "tiny_model_dir"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
