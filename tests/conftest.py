@@ -17,6 +17,7 @@ from tests.support.servers import ThreadedServer
 
 if TYPE_CHECKING:
     from tests.engines.triton_engine import TritonEngine
+    from tests.engines.trtllm_serve_engine import TrtllmServeEngine
     from tests.engines.vllm_engine import VllmEngine
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
@@ -96,6 +97,20 @@ def triton_engine(tiny_model_dir: Path) -> Iterator[TritonEngine]:
         engine.stop()
 
 
+@pytest.fixture(scope="session")
+def trtllm_serve_engine(tiny_model_dir: Path) -> Iterator[TrtllmServeEngine]:
+    """The trtllm-serve stand-in (`trtllm-serve MODEL`, no guided decoding backend, default
+    generation config) on the same tiny weights; the model id is the dir's basename."""
+    from tests.engines.trtllm_serve_engine import TrtllmServeEngine
+
+    engine = TrtllmServeEngine(tiny_model_dir, log_path=CACHE / "trtllm-serve.log")
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
 @pytest.fixture
 def run_summary(pytestconfig: pytest.Config) -> list[str]:
     """Lines a test reports to whoever reads the run's output (pytest captures `print`)."""
@@ -108,6 +123,7 @@ SLOW_FIXTURES = {
     "vllm_engine",
     "vllm_qwen3_engine",
     "triton_engine",
+    "trtllm_serve_engine",
     "tiny_model_dir",
     "tiny_qwen3_dir",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from backends.sampling import OPENAI_DEFAULTS, resolve
 from gateway.report.render import render
@@ -18,7 +19,7 @@ PROMPT = prompt_digest([1, 2, 3])
 
 
 def proven(pair_id: str, at: float, **changes: object) -> PairRecord:
-    legs = {"sampling": QWEN3, "prompt_digest": PROMPT}
+    legs: dict[str, Any] = {"sampling": QWEN3, "prompt_digest": PROMPT}
     record = pair(pair_id, at, primary(**legs), candidate(**legs))
     return replace(record, **changes)  # type: ignore[arg-type]
 
