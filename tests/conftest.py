@@ -17,6 +17,7 @@ from tests.support.servers import ThreadedServer
 
 if TYPE_CHECKING:
     from tests.engines.triton_engine import TritonEngine
+    from tests.engines.trtllm_grpc_engine import TrtllmGrpcEngine
     from tests.engines.vllm_engine import VllmEngine
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
@@ -72,6 +73,20 @@ def triton_engine(tiny_model_dir: Path) -> Iterator[TritonEngine]:
         engine.stop()
 
 
+@pytest.fixture(scope="session")
+def trtllm_grpc_engine(tiny_model_dir: Path) -> Iterator[TrtllmGrpcEngine]:
+    """A `trtllm-serve --grpc` stand-in (SMG's TrtllmService) on the same tiny weights, with
+    guided decoding."""
+    from tests.engines.trtllm_grpc_engine import TrtllmGrpcEngine
+
+    engine = TrtllmGrpcEngine(tiny_model_dir, log_path=CACHE / "trtllm-grpc.log")
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
 @pytest.fixture
 def run_summary(pytestconfig: pytest.Config) -> list[str]:
     """Lines a test reports to whoever reads the run's output (pytest captures `print`)."""
@@ -80,7 +95,7 @@ def run_summary(pytestconfig: pytest.Config) -> list[str]:
 
 # What `./dev check` leaves out: tests that start engines, gateway processes or a browser.
 SLOW_FOLDERS = ("integration", "conformance", "engines", "compose", "benchmarks")
-SLOW_FIXTURES = {"vllm_engine", "triton_engine", "tiny_model_dir"}
+SLOW_FIXTURES = {"vllm_engine", "triton_engine", "trtllm_grpc_engine", "tiny_model_dir"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
