@@ -17,6 +17,7 @@ from tests.support.servers import ThreadedServer
 
 if TYPE_CHECKING:
     from tests.engines.triton_engine import TritonEngine
+    from tests.engines.trtllm_grpc_engine import TrtllmGrpcEngine
     from tests.engines.trtllm_serve_engine import TrtllmServeEngine
     from tests.engines.vllm_engine import VllmEngine
 
@@ -111,6 +112,20 @@ def trtllm_serve_engine(tiny_model_dir: Path) -> Iterator[TrtllmServeEngine]:
         engine.stop()
 
 
+@pytest.fixture(scope="session")
+def trtllm_grpc_engine(tiny_model_dir: Path) -> Iterator[TrtllmGrpcEngine]:
+    """A `trtllm-serve --grpc` stand-in (SMG's TrtllmService) on the same tiny weights, with
+    guided decoding."""
+    from tests.engines.trtllm_grpc_engine import TrtllmGrpcEngine
+
+    engine = TrtllmGrpcEngine(tiny_model_dir, log_path=CACHE / "trtllm-grpc.log")
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
 @pytest.fixture
 def run_summary(pytestconfig: pytest.Config) -> list[str]:
     """Lines a test reports to whoever reads the run's output (pytest captures `print`)."""
@@ -124,6 +139,7 @@ SLOW_FIXTURES = {
     "vllm_qwen3_engine",
     "triton_engine",
     "trtllm_serve_engine",
+    "trtllm_grpc_engine",
     "tiny_model_dir",
     "tiny_qwen3_dir",
 }
