@@ -18,11 +18,12 @@ from pydantic import Field
 
 from backends.base import Backend
 from backends.triton.settings import TritonSettings
+from backends.trtllm_grpc.settings import TrtllmGrpcSettings
 from backends.trtllm_serve import TrtllmServeSettings
 from backends.vllm import VllmSettings
 
 BackendSettings = Annotated[
-    VllmSettings | TrtllmServeSettings | TritonSettings,
+    VllmSettings | TrtllmServeSettings | TrtllmGrpcSettings | TritonSettings,
     Field(discriminator="kind"),
 ]
 
@@ -38,6 +39,7 @@ class Kind:
 KINDS: dict[str, Kind] = {
     "vllm": Kind("backends.vllm:create"),
     "trtllm-serve": Kind("backends.trtllm_serve:create", tokenising_extra="trtllm-serve"),
+    "trtllm-grpc": Kind("backends.trtllm_grpc.adapter:create", extra="trtllm-grpc"),
     "triton": Kind("backends.triton.adapter:create", extra="triton"),
 }
 TOKENISING = "backends.prompting"  # what `tokenising_extra` brings in

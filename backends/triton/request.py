@@ -15,38 +15,15 @@ from backends.base import Route
 from backends.chat_template import ChatTemplate
 from backends.constraints import constraint_of
 from backends.errors import InvalidRequest, UnsupportedParameter
+from backends.fields import SAMPLING_FIELDS, refuse_unhonoured
 from backends.sampling import Sampling
 from backends.triton.interface import ModelInterface
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-MAPPED = frozenset(
-    {
-        "model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature",
-        "top_p", "top_k", "seed", "stop", "min_tokens", "repetition_penalty",
-        "presence_penalty", "frequency_penalty", "stream", "stream_options",
-        "response_format", "structured_outputs",
-    }
-)  # fmt: skip
-# Fields that cannot change the generated text, accepted with any value.
-NEUTRAL = frozenset(
-    {"user", "metadata", "store", "service_tier", "request_id", "priority", "cache_salt"}
-)
-# Fields accepted when they ask for what the backend does anyway.
-DEFAULTS: dict[str, tuple[Any, ...]] = {
-    "n": (1,),
-    "logprobs": (False, 0),
-    "echo": (False,),
-    "best_of": (1,),
-    "use_beam_search": (False,),
-    "skip_special_tokens": (True,),
-    "include_stop_str_in_output": (False,),
-    "add_generation_prompt": (True,),
-    "parallel_tool_calls": (True, False),
-    "tool_choice": ("none",),
-}
-# Constraint kinds as TensorRT-LLM's `guided_decoding_guide_type` names them.
+# What the Triton models map (names discovered per model); everything else is refused.
+HONOURED = SAMPLING_FIELDS - {"min_p"} | {"min_tokens", "chat_template_kwargs"}
 GUIDE_TYPES = {"json_schema": "json_schema", "json_object": "json", "regex": "regex",
                "grammar": "ebnf_grammar"}  # fmt: skip
 
@@ -116,18 +93,6 @@ class Tokenizing:
         return prompt if self.add_special_tokens else self.bos + prompt
 
 
-def check_fields(payload: Mapping[str, Any]) -> None:
-    """Refuses any field that would change the answer and that this backend cannot honour."""
-    for key, value in payload.items():
-        if key in MAPPED or key in NEUTRAL or value is None:
-            continue
-        if key in DEFAULTS and value in DEFAULTS[key]:
-            continue
-        raise UnsupportedParameter(
-            f"this backend (TensorRT-LLM on Triton) cannot honour '{key}'", param=key
-        )
-
-
 def prompt_of(route: Route, payload: Mapping[str, Any]) -> str | None:
     """The completion prompt as text (chat prompts are rendered by the template)."""
     if route is Route.CHAT:
@@ -157,7 +122,7 @@ def generation(
     `turn_end` is the text of the token that ends the assistant's turn, for when the engine
     cannot be given its id (`end_id`): it then goes as a stop word, cut from the answer.
     """
-    check_fields(payload)
+    refuse_unhonoured(payload, HONOURED, "TensorRT-LLM on Triton")
     if room <= 0:
         raise InvalidRequest(
             "the prompt leaves no room for an answer in this model's context", param="messages"
