@@ -25,10 +25,8 @@ from gateway import __version__
 from gateway.records.base import StoreError
 from gateway.report.command import parse_since
 from gateway.report.render import render
-from gateway.report.rule import GateRule
 from gateway.report.summary import summarize
 from gateway.runtime import Served
-from gateway.shadow.pairs import PairRecord
 
 HEALTH_TIMEOUT = 3.0
 
@@ -73,6 +71,7 @@ def build_admin(gateway: Served) -> FastAPI:
                 "detail": health.detail,
                 "served_model": health.served_model,
                 "role": "primary" if name == router.primary.name else "configured",
+                "conformance": gateway.conformance.detail(name),
             }
         primary_ready = report[router.primary.name]["ready"]
         return JSONResponse(
@@ -120,9 +119,11 @@ def build_admin(gateway: Served) -> FastAPI:
             raise InvalidRequest(str(exc).replace("--since", "since"), param="since") from None
         try:
             pairs = await gateway.recorder.store.read(start)
+            probes = await gateway.recorder.store.read_probes()
         except StoreError as exc:
             raise BackendUnavailable("the records store cannot be read", code="records") from exc
-        body = await asyncio.to_thread(_report, pairs, settings.gate_rule(), fmt, since)
+        report = await asyncio.to_thread(summarize, pairs, settings.gate_rule(), since, probes)
+        body = render(report, fmt)
         return Response(body, media_type=MEDIA_TYPES[fmt], headers={"cache-control": "no-store"})
 
     @app.post("/admin/reload")
@@ -161,10 +162,6 @@ def check_admin(token: SecretStr | None, authorization: str | None) -> None:
             code="invalid_admin_token",
             headers={"www-authenticate": "Bearer"},
         )
-
-
-def _report(pairs: list[PairRecord], rule: GateRule, fmt: str, since: str | None) -> str:
-    return render(summarize(pairs, rule, since), fmt)
 
 
 async def _check(probe: Any) -> Any:

@@ -30,6 +30,7 @@ from gateway.admin import build_admin
 from gateway.http.asgi import Message, Receive, Scope, Send, request_id_from
 from gateway.logs import frames
 from gateway.metrics import Metrics
+from gateway.probes import Conformance, conform
 from gateway.proxy.auth import KeyCheck
 from gateway.proxy.guard import Circuit, Guarded
 from gateway.proxy.handler import Proxy
@@ -63,6 +64,8 @@ class Gateway:
         self.admin = build_admin(self)
         self.recorder = Recorder(open_store(settings.records_url), settings.recorder_options())
         self.metrics.watch_records(self.recorder)
+        self.conformance = Conformance()
+        self.metrics.watch_conformance(self.conformance)
         self._runtime: Runtime | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -185,17 +188,25 @@ class Gateway:
                 self.recorder, self.metrics,
                 task_schemas={alias: task.schema for alias, task in tasks.items()},
             )  # fmt: skip
-        proxy = Proxy(router, keys, self.metrics, settings.max_body_bytes, tasks, shadow)
+        proxy = Proxy(
+            router, keys, self.metrics, settings.max_body_bytes, tasks, shadow, self.conformance
+        )
         runtime = Runtime(
             settings, backends, router, proxy, keys, self.metrics, int(time.time()), shadow
         )
         if settings.probe_interval > 0:
             runtime.prober = asyncio.create_task(_probe(backends, settings.probe_interval))
+        if settings.probe_conformance_interval > 0:
+            runtime.conformer = asyncio.create_task(
+                conform(backends, self.conformance, self.recorder.store,
+                        settings.probe_conformance_interval)
+            )  # fmt: skip
         return runtime
 
     async def _retire(self, runtime: Runtime, wait_idle: bool) -> None:
-        if runtime.prober is not None:
-            runtime.prober.cancel()
+        for task in (runtime.prober, runtime.conformer):
+            if task is not None:
+                task.cancel()
         if wait_idle:  # requests that started on the old configuration finish on it
             deadline = time.monotonic() + runtime.settings.shadow_timeout + 600
             # Polling an int keeps the hot path free of per-request events.

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import accumulate
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
 from prometheus_client.core import (
@@ -85,6 +85,10 @@ class Metrics:
     def watch_records(self, recorder: RecorderCounts) -> None:
         """Exposes the shadow-record writer's counters, read at scrape time."""
         self.registry.register(_RecordsCollector(recorder))
+
+    def watch_conformance(self, conformance: ConformanceResults) -> None:
+        """Exposes the conformance probes' latest outcomes, read at scrape time."""
+        self.registry.register(_ConformanceCollector(conformance))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -249,3 +253,26 @@ class _RecordsCollector(Collector):
             "gateway_shadow_records_pending", "Pairs waiting to be written.",
             value=self._recorder.pending,
         )  # fmt: skip
+
+
+class ConformanceResults(Protocol):
+    """What the conformance probes found (`gateway.probes.Conformance`), read at scrape time."""
+
+    @property
+    def results(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+
+class _ConformanceCollector(Collector):
+    def __init__(self, conformance: ConformanceResults) -> None:
+        self._conformance = conformance
+
+    def collect(self) -> Iterator[Metric]:
+        found = GaugeMetricFamily(
+            "gateway_conformance",
+            "1 for each backend's latest conformance probe outcome (pass, fail, refused, error).",
+            labels=["backend", "check", "outcome"],
+        )
+        for backend, checks in self._conformance.results.items():
+            for check, result in checks.items():
+                found.add_metric([backend, check, result.outcome], 1)
+        yield found

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.metrics import Metrics
+from gateway.probes import Conformance
 from gateway.proxy.auth import KeyCheck
 from gateway.proxy.guard import Guarded
 from gateway.proxy.handler import Proxy
@@ -33,7 +34,8 @@ class Runtime:
     metrics: Metrics
     started_at: int
     shadow: ShadowLeg | None = None
-    prober: asyncio.Task[None] | None = None
+    prober: asyncio.Task[None] | None = None  # readiness probes
+    conformer: asyncio.Task[None] | None = None  # conformance probes
 
 
 class Served(Protocol):
@@ -47,6 +49,9 @@ class Served(Protocol):
 
     @property
     def recorder(self) -> Recorder: ...
+
+    @property
+    def conformance(self) -> Conformance: ...
 
     def runtime(self) -> Runtime: ...
 

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     probe_interval: float = Field(
         default=5.0, ge=0, description="Seconds between readiness probes of every backend; 0 off."
     )
+    probe_conformance_interval: float = Field(
+        default=600.0,
+        ge=0,
+        description="Seconds between conformance probes of every backend (a constraint honoured, "
+        "a stop cut, max_tokens, a seed, a Vietnamese stream); they also run at start; 0 off.",
+    )
     fallback: str | None = Field(
         default=None, description="A backend that serves while the primary's circuit is open."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -143,6 +144,12 @@ SLOW_FIXTURES = {
     "tiny_model_dir",
     "tiny_qwen3_dir",
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Conformance probes run only where a test asks for them (they send requests of their
+    own, which tests counting an engine's requests would see); subprocesses inherit this."""
+    os.environ.setdefault("GATEWAY_PROBE_CONFORMANCE_INTERVAL", "0")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from backends.base import Backend, Route, UpstreamRequest
-from backends.errors import GatewayError, InvalidRequest
+from backends.errors import BackendUnavailable, GatewayError, InvalidRequest
 from gateway.http.asgi import (
     ClientDisconnected,
     Receive,
@@ -29,6 +29,7 @@ from gateway.http.asgi import (
 )
 from gateway.logs import frames
 from gateway.metrics import Metrics
+from gateway.probes import Conformance
 from gateway.proxy.auth import KeyCheck
 from gateway.proxy.guard import Guarded
 from gateway.proxy.parsing import parse_body
@@ -59,6 +60,7 @@ class Proxy:
         max_body: int,
         tasks: Mapping[str, Task] | None = None,
         shadow: ShadowLeg | None = None,
+        conformance: Conformance | None = None,
     ) -> None:
         self._router = router
         self._keys = keys
@@ -66,6 +68,7 @@ class Proxy:
         self._max_body = max_body
         self._tasks = tasks or {}
         self._shadow = shadow
+        self._conformance = conformance or Conformance()
         self.active = 0  # requests being served, so a reload knows when this proxy is idle
 
     async def __call__(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
@@ -171,6 +174,14 @@ class Proxy:
             )
         body = task.build(payload, model=task.alias)  # the backend maps the name it serves
         backend = self._pick(payload, exchange)
+        ignored = self._conformance.ignores_constraints(backend.name)
+        if ignored is not None:
+            raise BackendUnavailable(
+                f"backend '{backend.name}' accepts structured outputs and ignores them "
+                f"(conformance probe: {ignored.detail}); the task '{task.alias}' needs its "
+                "constraint",
+                code="constraint_ignored",
+            )
         upstream = UpstreamRequest(
             Route.CHAT, orjson.dumps(body), body, task.alias, exchange.request_id, False
         )

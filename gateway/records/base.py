@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from gateway.probes import ProbeResult
 from gateway.shadow.pairs import PairRecord
 
 
@@ -24,5 +25,11 @@ class RecordStore(Protocol):
 
     async def purge(self, older_than: float) -> int:
         """Deletes pairs created before `older_than` (unix seconds); returns how many."""
+
+    async def write_probes(self, results: Sequence[ProbeResult]) -> None:
+        """Keeps each (backend, check)'s latest conformance probe result."""
+
+    async def read_probes(self) -> list[ProbeResult]:
+        """The latest result of every (backend, check) probed."""
 
     async def close(self) -> None: ...

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.rows import TupleRow
 
+from gateway.probes import ProbeResult
 from gateway.records.base import StoreError
 from gateway.records.schema import (
     COLUMNS,
@@ -27,6 +28,9 @@ from gateway.records.schema import (
     ColumnType,
     create_statements,
     from_row,
+    probe_from_row,
+    probe_row,
+    probe_statements,
     to_row,
     upgrade_statements,
 )
@@ -43,6 +47,11 @@ TYPES: dict[ColumnType, str] = {
 }
 # Replicas starting together would race on CREATE TABLE IF NOT EXISTS; they queue on this lock.
 _DDL_LOCK = 0x9A1C5E
+_UPSERT_PROBE = (
+    "INSERT INTO probes (backend, probe, outcome, detail, at) VALUES (%s, %s, %s, %s, %s) "
+    "ON CONFLICT (backend, probe) DO UPDATE SET outcome = excluded.outcome, "
+    "detail = excluded.detail, at = excluded.at"
+)
 _SELECT = f"SELECT {', '.join(NAMES)} FROM pairs"  # noqa: S608 - fixed column names
 _INSERT = (
     f"INSERT INTO pairs ({', '.join(NAMES)}) VALUES ("  # noqa: S608 - fixed column names
@@ -91,6 +100,20 @@ class PostgresStore:
 
         return await self._run(delete)
 
+    async def write_probes(self, results: Sequence[ProbeResult]) -> None:
+        async def upsert(conn: Connection) -> None:
+            async with conn.transaction(), conn.cursor() as cursor:
+                await cursor.executemany(_UPSERT_PROBE, [probe_row(r) for r in results])
+
+        await self._run(upsert)
+
+    async def read_probes(self) -> list[ProbeResult]:
+        async def select(conn: Connection) -> list[ProbeResult]:
+            cursor = await conn.execute("SELECT * FROM probes ORDER BY backend, probe")
+            return [probe_from_row(row) for row in await cursor.fetchall()]
+
+        return await self._run(select)
+
     async def close(self) -> None:
         async with self._lock:
             await self._discard()
@@ -123,7 +146,7 @@ class PostgresStore:
         try:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-                for statement in create_statements(TYPES):
+                for statement in [*create_statements(TYPES), *probe_statements(TYPES)]:
                     await conn.execute(statement)
                 columns = await conn.execute(
                     "SELECT column_name FROM information_schema.columns "

@@ -16,6 +16,7 @@ from typing import Any, Literal, cast
 import orjson
 
 from backends.sampling import Sampling
+from gateway.probes import ProbeResult
 from gateway.shadow.pairs import Divergence, Leg, PairKind, PairRecord, Params
 
 ColumnType = Literal["text", "int", "real", "json"]
@@ -91,6 +92,28 @@ def upgrade_statements(existing: set[str], types: Mapping[ColumnType, str]) -> l
         for name, kind in COLUMNS
         if name in ADDED and name not in existing
     ]
+
+
+# The latest conformance probe result of each backend and check (`gateway.probes`).
+PROBE_COLUMNS = ("backend", "probe", "outcome", "detail", "at")
+
+
+def probe_statements(types: Mapping[ColumnType, str]) -> list[str]:
+    return [
+        f"CREATE TABLE IF NOT EXISTS probes (backend {types['text']} NOT NULL, "
+        f"probe {types['text']} NOT NULL, outcome {types['text']} NOT NULL, "
+        f"detail {types['text']} NOT NULL, at {types['real']} NOT NULL, "
+        "PRIMARY KEY (backend, probe))"
+    ]
+
+
+def probe_row(result: ProbeResult) -> tuple[Any, ...]:
+    return result.backend, result.check, result.outcome, result.detail, result.at
+
+
+def probe_from_row(row: Sequence[Any]) -> ProbeResult:
+    backend, check, outcome, detail, at = row
+    return ProbeResult(backend, check, outcome, detail, float(at))
 
 
 def dump_json(value: Any) -> str:

@@ -18,12 +18,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from gateway.probes import ProbeResult
 from gateway.records.base import StoreError
 from gateway.records.schema import (
     NAMES,
     ColumnType,
     create_statements,
     from_row,
+    probe_from_row,
+    probe_row,
+    probe_statements,
     to_row,
     upgrade_statements,
 )
@@ -32,6 +36,11 @@ from gateway.shadow.pairs import PairRecord
 # Several worker processes share the file: a writer waits this long for another's lock.
 BUSY_TIMEOUT_S = 10.0
 TYPES: dict[ColumnType, str] = {"text": "TEXT", "int": "INTEGER", "real": "REAL", "json": "TEXT"}
+_UPSERT_PROBE = (
+    "INSERT INTO probes (backend, probe, outcome, detail, at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (backend, probe) DO UPDATE SET outcome = excluded.outcome, "
+    "detail = excluded.detail, at = excluded.at"
+)
 _SELECT = f"SELECT {', '.join(NAMES)} FROM pairs"  # noqa: S608 - fixed column names
 # Rows per INSERT statement: one statement per row (`executemany`) cost more per row
 # (benchmarks/README.md, optimisation log). 100 rows hold 3,200 values, under SQLite's limit
@@ -79,6 +88,20 @@ class SqliteStore:
 
         return await self._run(delete)
 
+    async def write_probes(self, results: Sequence[ProbeResult]) -> None:
+        def upsert(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.executemany(_UPSERT_PROBE, [probe_row(result) for result in results])
+
+        await self._run(upsert)
+
+    async def read_probes(self) -> list[ProbeResult]:
+        def select(conn: sqlite3.Connection) -> list[ProbeResult]:
+            rows = conn.execute("SELECT * FROM probes ORDER BY backend, probe").fetchall()
+            return [probe_from_row(row) for row in rows]
+
+        return await self._run(select)
+
     async def close(self) -> None:
         async with self._lock:
             if self._conn is not None:
@@ -121,6 +144,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA secure_delete=ON")
         with conn:
             for statement in create_statements(TYPES):
+                conn.execute(statement)
+            for statement in probe_statements(TYPES):
                 conn.execute(statement)
             existing = {row[1] for row in conn.execute("PRAGMA table_info(pairs)")}
             for statement in upgrade_statements(existing, TYPES):

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.probes import ProbeResult
 from gateway.records.base import StoreError
 from gateway.records.store import open_store
 from gateway.report.render import render
@@ -108,11 +109,11 @@ def run(args: argparse.Namespace, rule: GateRule, records_url: str) -> int:
     }
     rule = replace(rule, **overrides)
     try:
-        pairs = asyncio.run(read_pairs(records_url, since))
+        pairs, probes = asyncio.run(read_records(records_url, since))
     except StoreError as exc:
         return _fail(f"cannot read the records: {exc}")
     start = None if since is None else datetime.fromtimestamp(since, UTC).isoformat()
-    report = summarize(pairs, rule, start)
+    report = summarize(pairs, rule, start, probes)
     text = render(report, args.format)
     if args.output is None:
         sys.stdout.write(text)
@@ -124,10 +125,11 @@ def run(args: argparse.Namespace, rule: GateRule, records_url: str) -> int:
     return 0 if report.verdict.passed else 1
 
 
-async def read_pairs(url: str, since: float | None) -> list[PairRecord]:
+async def read_records(url: str, since: float | None) -> tuple[list[PairRecord], list[ProbeResult]]:
+    """The pairs since `since`, and the latest conformance probe of each backend and check."""
     store = open_store(url)
     try:
-        return await store.read(since)
+        return await store.read(since), await store.read_probes()
     finally:
         await store.close()
 

@@ -49,7 +49,15 @@ def agreement_rows(report: ShadowReport) -> list[tuple[str, Proportion | None, P
 def render_html(report: ShadowReport) -> str:
     verdict = report.verdict
     headline = f"Cutover gate for {report.candidate or 'no candidate'}"
-    sections = [h.verdict(verdict.passed, headline, verdict.reasons)]
+    probes = h.section(
+        "Conformance probes",
+        h.table(
+            ["latest"],
+            [[line] for line in probe_lines(report)[1:]] or [[probe_lines(report)[0]]],
+            "texts",
+        ),
+    )
+    sections = [h.verdict(verdict.passed, headline, verdict.reasons), probes]
     if report.backends:
         sections += [_backends_section(report.backends), _latency_section(report.backends)]
         sections.append(_delta_section(report.paired_delta_ms))
@@ -181,6 +189,26 @@ def _parity_section(parity: Parity) -> str:
         reasons,
         h.table(["pair", "time", "what differed"], examples, "texts"),
     )
+
+
+def probe_lines(report: ShadowReport) -> list[str]:
+    """Each backend's conformance probes, failures first: what its engine honours."""
+    if not report.probes:
+        return ["conformance probes: none recorded (GATEWAY_PROBE_CONFORMANCE_INTERVAL)"]
+    order = {"fail": 0, "error": 1, "refused": 2, "pass": 3}
+    lines = ["conformance probes (latest):"]
+    for result in sorted(report.probes, key=lambda r: (order[r.outcome], r.backend, r.check)):
+        when = datetime.fromtimestamp(result.at, UTC).isoformat(timespec="seconds")
+        lines.append(
+            f"  {result.outcome.upper():<8}{result.backend} {result.check}: {result.detail} "
+            f"({when})"
+        )
+    return lines
+
+
+def _probe_section(report: ShadowReport) -> str:
+    rows = [[line.strip()] for line in probe_lines(report)]
+    return h.section("Conformance probes", h.table(["what each engine honours"], rows, "texts"))
 
 
 def evidence_lines(evidence: Evidence) -> list[str]:

@@ -14,6 +14,7 @@ from gateway.render.json import render_json
 from gateway.report.page import (
     agreement_rows,
     evidence_lines,
+    probe_lines,
     render_html,
     subtitle,
     title,
@@ -44,6 +45,7 @@ def render_text(report: ShadowReport) -> str:
     lines = [title(report), subtitle(report), ""]
     lines.append(f"VERDICT: {'PASS' if verdict.passed else 'FAIL'}")
     lines += [f"  {reason}" for reason in verdict.reasons]
+    lines += ["", *probe_lines(report)]
     lines += [
         "",
         f"errors: primary only {errors.primary}, candidate only {errors.candidate}, "

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from gateway import stats
+from gateway.probes import ProbeResult
 from gateway.report import details
 from gateway.report.evidence import evidence
 from gateway.report.gate import evaluate
@@ -42,7 +43,10 @@ UNJUDGED = Verdict(passed=False)
 
 
 def summarize(
-    records: Sequence[PairRecord], gate: GateRule | None = None, since: str | None = None
+    records: Sequence[PairRecord],
+    gate: GateRule | None = None,
+    since: str | None = None,
+    probes: Sequence[ProbeResult] = (),
 ) -> ShadowReport:
     """The report, verdict included; `since` only says which records were asked for.
 
@@ -57,6 +61,7 @@ def summarize(
         primary=shadow[-1].primary.backend if shadow else None,
         candidate=shadow[-1].candidate.backend if shadow else None,
         window=_window(records),
+        probes=tuple(probes),
         text_stored=all(text_kept(pair) for pair in shadow) if shadow else None,
         pairs=_pairs(len(records), shadow, noise, done),
         backends=_backends(shadow, done) if shadow else None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.probes import ProbeResult
 from gateway.render.json import EMPTY, FLAT
 from gateway.report.rule import GateRule, Metric, Verdict
 from gateway.shadow.compare import Flag, Role
@@ -197,6 +198,9 @@ class ShadowReport:
     primary: str | None  # None: no shadow pairs
     candidate: str | None
     window: Window | None  # None: no records
+    # The latest conformance probe of each backend and check (`gateway.probes`): what each
+    # engine honours, shown first.
+    probes: tuple[ProbeResult, ...]
     text_stored: bool | None  # None: no shadow pairs
     pairs: PairCounts
     backends: Backends | None = field(metadata=EMPTY)  # None: no shadow pairs

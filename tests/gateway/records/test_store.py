@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from backends.sampling import OPENAI_DEFAULTS, resolve
 from gateway import cli
+from gateway.probes import ProbeResult
 from gateway.records.base import RecordStore, StoreError
 from gateway.records.postgres import TYPES as POSTGRES_TYPES
 from gateway.records.redaction import error_code, labels, redact, schema_enums
@@ -157,8 +158,30 @@ class CountingStore:
     async def purge(self, older_than: float) -> int:
         return await self.inner.purge(older_than)
 
+    async def write_probes(self, results: Sequence[ProbeResult]) -> None:
+        await self.inner.write_probes(results)
+
+    async def read_probes(self) -> list[ProbeResult]:
+        return await self.inner.read_probes()
+
     async def close(self) -> None:
         await self.inner.close()
+
+
+def test_probe_results_keep_the_latest_of_each_backend_and_check(store_url: str) -> None:
+    first = [ProbeResult("trt", "constraint", "fail", "ignored", 1.0),
+             ProbeResult("trt", "seed", "pass", "same", 1.0)]  # fmt: skip
+    later = [ProbeResult("trt", "constraint", "pass", "held", 2.0)]
+
+    async def scenario() -> list[ProbeResult]:
+        store = open_store(store_url)
+        await store.write_probes(first)
+        await store.write_probes(later)
+        found = await store.read_probes()
+        await store.close()
+        return found
+
+    assert run(scenario()) == [later[0], first[1]]
 
 
 def store_in_hashes_mode(url: str, pairs: Sequence[PairRecord]) -> list[PairRecord]:

@@ -1,7 +1,7 @@
 """The shadow report's JSON, byte for byte as `gateway report --format json` and
 `/admin/report?format=json` print it: clients that read it see a change only when a commit
-rewrites these files on purpose (the last: the `evidence` section and each disagreement's
-`divergence`, added beside the keys of e5e77b5).
+rewrites these files on purpose (the last: the `probes` and `evidence` sections and each
+disagreement's `divergence`, added beside the keys of e5e77b5).
 
 The files in golden/ hold what this code prints; a deliberate change of the JSON's
 shape rewrites them (and says so to the clients).
