@@ -1,0 +1,162 @@
+"""Proof that both legs ran the same request, on real engines: the team's Qwen3 chat model on
+real vLLM (which applies its generation_config.json: temperature 0.6, top_p 0.95, top_k 20)
+shadowed to the TensorRT-LLM stand-ins on the same weights.
+
+A chat request that sets no temperature must run with vLLM's defaults on both legs, read the
+same prompt ids on both, and say so in the pair; a candidate left on its engine's own defaults
+is flagged with the fields that differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from backends.registry import BackendSettings
+from backends.sampling import OPENAI_DEFAULTS, model_defaults, resolve
+from backends.trtllm_grpc.settings import TrtllmGrpcSettings
+from backends.trtllm_serve import TrtllmServeSettings
+from backends.vllm import VllmSettings
+from gateway.app import create_app
+from gateway.records.store import open_store
+from gateway.settings import Settings
+from gateway.shadow import compare as c
+from gateway.shadow.evidence import prompt_digest
+from gateway.shadow.pairs import PairRecord
+from tests.conftest import QWEN3_MODEL
+from tests.engines.trtllm_grpc_engine import TrtllmGrpcEngine
+from tests.engines.trtllm_serve_engine import TrtllmServeEngine
+from tests.engines.vllm_engine import VllmEngine
+from tests.support.servers import ThreadedServer
+
+CHAT: list[ChatCompletionMessageParam] = [
+    {"role": "system", "content": "Bạn là Pika, gia sư của các bạn nhỏ."},
+    {"role": "user", "content": "Pika ơi, 5 + 7 bằng mấy?"},
+]
+
+
+@pytest.fixture(scope="module")
+def serve_qwen3(tiny_qwen3_dir: Path) -> Iterator[TrtllmServeEngine]:
+    with TrtllmServeEngine(tiny_qwen3_dir, served_name=QWEN3_MODEL) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def grpc_qwen3(tiny_qwen3_dir: Path) -> Iterator[TrtllmGrpcEngine]:
+    with TrtllmGrpcEngine(tiny_qwen3_dir) as engine:
+        yield engine
+
+
+def shadowed(
+    primary: BackendSettings, candidate: BackendSettings, store: Path, requests: int = 3
+) -> list[PairRecord]:
+    """`requests` chats without temperature through a gateway shadowing every one."""
+    settings = Settings(
+        backends={"vllm": primary, "cand": candidate}, primary="vllm", models=[QWEN3_MODEL],
+        shadow="cand", shadow_rate=1.0, noise_rate=0.0, records_url=f"sqlite:///{store}",
+        records_text="full",
+    )  # fmt: skip
+    with ThreadedServer(create_app(settings)) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        for _ in range(requests):
+            answer = client.chat.completions.create(model=QWEN3_MODEL, messages=CHAT, max_tokens=8)
+            assert answer.choices[0].message.content is not None
+            # The gateway asked vLLM for the ids and took them out of the client's answer.
+            assert (answer.model_extra or {}).get("prompt_token_ids") is None
+            assert (answer.choices[0].model_extra or {}).get("token_ids") is None
+    return read(store)
+
+
+def read(store: Path) -> list[PairRecord]:
+    async def run() -> list[PairRecord]:
+        records = open_store(f"sqlite:///{store}")
+        try:
+            return await records.read()
+        finally:
+            await records.close()
+
+    return asyncio.run(run())
+
+
+def vllm(engine: VllmEngine, model_dir: Path) -> VllmSettings:
+    return VllmSettings(url=engine.url, model=QWEN3_MODEL, model_dir=model_dir)
+
+
+@pytest.mark.parametrize("kind", ["trtllm-serve", "trtllm-grpc"])
+def test_both_legs_run_the_same_request(
+    kind: str,
+    vllm_qwen3_engine: VllmEngine,
+    serve_qwen3: TrtllmServeEngine,
+    grpc_qwen3: TrtllmGrpcEngine,
+    tiny_qwen3_dir: Path,
+    tmp_path: Path,
+) -> None:
+    candidate: BackendSettings = (
+        TrtllmServeSettings(url=serve_qwen3.url, model_dir=tiny_qwen3_dir)
+        if kind == "trtllm-serve"
+        else TrtllmGrpcSettings(url=grpc_qwen3.address, model_dir=tiny_qwen3_dir)
+    )
+    found = shadowed(vllm(vllm_qwen3_engine, tiny_qwen3_dir), candidate, tmp_path / "r.db")
+    assert len(found) == 3
+    expected = resolve({"max_tokens": 8}, model_defaults(tiny_qwen3_dir), OPENAI_DEFAULTS)
+    assert (expected.temperature, expected.top_p, expected.top_k) == (0.6, 0.95, 20)
+    for pair in found:
+        assert pair.primary.sampling == expected  # what vLLM applied, as its source says
+        assert pair.candidate.sampling == expected  # sent to the candidate explicitly
+        # vLLM reported the ids it read; the candidate was sent the gateway's tokenisation.
+        assert pair.primary.prompt_digest is not None
+        assert pair.primary.prompt_digest == pair.candidate.prompt_digest
+        assert pair.prompt_diff is None
+        assert pair.primary.output_ids is not None  # vLLM's return_token_ids, kept in full mode
+        assert len(pair.primary.output_ids) == pair.primary.completion_tokens
+        flags = {flag.reason for flag in c.compare(pair).flags}
+        assert c.SAMPLING not in flags
+        assert c.PROMPT not in flags
+
+
+def test_a_candidate_on_its_engines_defaults_is_flagged(
+    vllm_qwen3_engine: VllmEngine,
+    serve_qwen3: TrtllmServeEngine,
+    tiny_qwen3_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """generation_config `engine`: trtllm-serve samples at its own temperature 1.0."""
+    candidate = TrtllmServeSettings(
+        url=serve_qwen3.url, model_dir=tiny_qwen3_dir, generation_config="engine"
+    )
+    found = shadowed(vllm(vllm_qwen3_engine, tiny_qwen3_dir), candidate, tmp_path / "r.db", 1)
+    (pair,) = found
+    result = c.compare(pair)
+    assert result.status == "parity"
+    (flag,) = [flag for flag in result.flags if flag.reason == c.SAMPLING]
+    assert flag.detail == (
+        "temperature: 0.6 vs 1.0; top_p: 0.95 vs 1.0; top_k: 20 vs 0 (vllm vs cand)"
+    )
+
+
+def test_the_ids_vllm_reported_are_the_ones_the_gateway_renders(
+    vllm_qwen3_engine: VllmEngine, tiny_qwen3_dir: Path, tmp_path: Path
+) -> None:
+    """The noise pair (vLLM against itself): both legs' ids are vLLM's own, and they equal
+    the gateway's rendering of the same chat, `enable_thinking` included."""
+    from backends.base import Route
+    from backends.prompting import Prompter
+
+    prompter = Prompter.from_dir(tiny_qwen3_dir)
+    for thinking in (True, False):
+        payload = {"messages": CHAT, "chat_template_kwargs": {"enable_thinking": thinking}}
+        direct = openai.OpenAI(base_url=vllm_qwen3_engine.url + "/v1", api_key="x")
+        answer = direct.chat.completions.create(
+            model=QWEN3_MODEL, messages=CHAT, max_tokens=1,
+            extra_body={"chat_template_kwargs": {"enable_thinking": thinking},
+                        "return_token_ids": True},
+        )  # fmt: skip
+        reported = answer.model_extra["prompt_token_ids"] if answer.model_extra else None
+        ours = prompter.prompt_ids(Route.CHAT, payload)
+        assert reported == ours
+        assert prompt_digest(reported) == prompt_digest(ours)
