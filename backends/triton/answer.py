@@ -96,9 +96,16 @@ def piece_of(result: InferResult, final: bool) -> Piece:
         text=_text(result, "text_output"),
         input_tokens=_int(result, "num_input_tokens"),
         output_tokens=_int(result, "num_output_tokens"),
-        finish_reason=_text(result, "finish_reason") or None,
+        finish_reason=_reason(result),
         final=final,
     )
+
+
+def _reason(result: InferResult) -> str | None:
+    """The engine's finish reason: the LLM-API model sends `str()` of the LLM API's, so "None"
+    until it has one (backends/TENSORRT_LLM.md C)."""
+    reason = _text(result, "finish_reason")
+    return None if reason in ("", "None") else reason
 
 
 def _text(result: InferResult, name: str) -> str:

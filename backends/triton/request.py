@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 # What the Triton models map (names discovered per model); everything else is refused.
 HONOURED = SAMPLING_FIELDS - {"min_p"} | {"min_tokens", "chat_template_kwargs"}
+# The value that changes nothing: sent where the model has the input, else only refused when
+# the request asks for another (the LLM-API model has no repetition_penalty or min_tokens).
+NEUTRAL: dict[str, float] = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_tokens": 0,
+                             "repetition_penalty": 1.0, "presence_penalty": 0.0,
+                             "frequency_penalty": 0.0}  # fmt: skip
 GUIDE_TYPES = {"json_schema": "json_schema", "json_object": "json", "regex": "regex",
                "grammar": "ebnf_grammar"}  # fmt: skip
 
@@ -38,13 +43,13 @@ class Generation:
     include_usage: bool
     stops: tuple[str, ...]
     temperature: float
-    top_p: float | None = None
-    top_k: int | None = None
+    top_p: float | None = None  # None when greedy: top_k 1 decides
+    top_k: int = 0  # 0 is the whole vocabulary
     seed: int | None = None
     min_tokens: int | None = None
-    repetition_penalty: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     guide_type: str | None = None
     guide: str = ""
 
@@ -129,11 +134,13 @@ def generation(
         )
     requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
     max_tokens = min(int(requested or default_max_tokens), room)
+    # Every value goes explicitly, top_k 0 included: the LLM-API model decodes greedily when
+    # temperature, top_p and top_k are all left out (backends/TENSORRT_LLM.md C, D).
     top_p: float | None = sampling.top_p
-    top_k: int | None = sampling.top_k or None  # 0 is off: no input
+    top_k = sampling.top_k
     seed = sampling.seed
     if sampling.greedy:
-        top_k, top_p = 1, None  # greedy, explicitly: TensorRT-LLM has no temperature 0
+        top_k, top_p = 1, None  # greedy as every model reads it: the C++ one has no temperature 0
     elif seed is None:
         seed = secrets.randbits(63)  # its default seed is fixed: every answer would be the same
     if sampling.min_p:
@@ -162,17 +169,12 @@ def generation(
         top_k=top_k,
         seed=seed,
         min_tokens=payload.get("min_tokens"),
-        repetition_penalty=_unless(sampling.repetition_penalty, 1.0),
-        presence_penalty=_unless(sampling.presence_penalty, 0.0),
-        frequency_penalty=_unless(sampling.frequency_penalty, 0.0),
+        repetition_penalty=sampling.repetition_penalty,
+        presence_penalty=sampling.presence_penalty,
+        frequency_penalty=sampling.frequency_penalty,
         guide_type=guide_type,
         guide=guide,
     )
-
-
-def _unless(value: float, neutral: float) -> float | None:
-    """A penalty to send, or None at its neutral value (a model may have no input for it)."""
-    return None if value == neutral else value
 
 
 def _guide(payload: Mapping[str, Any]) -> tuple[str | None, str]:
@@ -209,10 +211,12 @@ def inputs_for(
     }
     if interface.decoupled:
         values["stream"] = generation.stream
-    for logical in ("min_tokens", "repetition_penalty", "presence_penalty", "frequency_penalty"):
-        if values[logical] is not None and not interface.has(logical):
+    for logical, neutral in NEUTRAL.items():
+        if values[logical] not in (None, neutral) and not interface.has(logical):
             raise UnsupportedParameter(
-                f"Triton model '{interface.model}' has no input for '{logical}'", param=logical
+                f"Triton model '{interface.model}' has no input for '{logical}' "
+                f"({values[logical]})",
+                param=logical,
             )
     if generation.seed is not None and not interface.has("seed") and not generation.greedy:
         raise UnsupportedParameter(

@@ -1,35 +1,33 @@
-"""Tests for the Triton engine: a real Triton server with TensorRT-LLM's tensor interfaces."""
+"""Tests for the Triton engine: a real Triton server with TensorRT-LLM's tensor interfaces.
+
+The legacy models and what all three share; the LLM-API model's own: ``test_triton_llmapi``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 import pytest
 import torch
-import tritonclient.grpc.aio as grpc_aio
 from transformers import AutoTokenizer, Phi3ForCausalLM, PreTrainedTokenizerBase
-from tritonclient.grpc import InferInput, InferRequestedOutput
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from tritonclient.utils import InferenceServerException
 
 from tests.engines.triton_engine import TritonEngine
+from tests.support.triton_calls import Reply
+from tests.support.triton_calls import batched as _batched
+from tests.support.triton_calls import call as _call
+from tests.support.triton_calls import model_config as _config
+from tests.support.triton_calls import only_text as _only_text
+from tests.support.triton_calls import seed as _seed
+from tests.support.triton_calls import stream as _stream
+from tests.support.triton_calls import texts as _texts
 
 VIETNAMESE = "Chúc mừng con!"
 TEXT_MODELS = ("ensemble", "tensorrt_llm_bls")
-
-
-@dataclass
-class Reply:
-    """One streamed response: its outputs (decoded strings or ints) and its final flag."""
-
-    outputs: dict[str, Any]
-    final: bool
 
 
 @pytest.fixture(scope="module")
@@ -40,97 +38,6 @@ def engine(triton_engine: TritonEngine) -> TritonEngine:
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
-def _batched(**values: Any) -> dict[str, npt.NDArray[Any]]:
-    """Inputs for the ensemble and BLS: every tensor is ``[1, 1]`` (``[1, N]`` for lists)."""
-    return {name: _array(value, batched=True) for name, value in values.items()}
-
-
-def _unbatched(**values: Any) -> dict[str, npt.NDArray[Any]]:
-    """Inputs for the LLM-API model: no batch dim."""
-    return {name: _array(value, batched=False) for name, value in values.items()}
-
-
-def _array(value: Any, *, batched: bool) -> npt.NDArray[Any]:
-    items = value if isinstance(value, list) else [value]
-    if isinstance(items[0], str):
-        array = np.array(items, dtype=object)
-    elif isinstance(items[0], bool):
-        array = np.array(items, dtype=np.bool_)
-    elif isinstance(items[0], float):
-        array = np.array(items, dtype=np.float32)
-    else:
-        array = np.array(items, dtype=np.int32)
-    return array.reshape(1, -1) if batched else array
-
-
-def _seed(value: int, *, batched: bool) -> npt.NDArray[Any]:
-    return np.array([[value]] if batched else [value], dtype=np.uint64)
-
-
-def _decode(array: npt.NDArray[Any] | None) -> Any:
-    if array is None:
-        return None
-    item = array.reshape(-1)[0]
-    return item.decode("utf-8") if isinstance(item, bytes) else int(item)
-
-
-async def _stream(
-    url: str, model: str, inputs: dict[str, npt.NDArray[Any]], outputs: tuple[str, ...]
-) -> list[Reply]:
-    """Send one request on its own gRPC stream and collect responses until the stream ends."""
-    tensors = []
-    for name, array in inputs.items():
-        tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-
-    async def requests() -> AsyncIterator[dict[str, Any]]:
-        yield {
-            "model_name": model,
-            "inputs": tensors,
-            "outputs": [InferRequestedOutput(name) for name in outputs],
-        }
-
-    replies = []
-    async with grpc_aio.InferenceServerClient(url) as client:
-        async for result, error in client.stream_infer(requests()):
-            if error is not None:
-                raise error
-            flag = result.get_response().parameters.get("triton_final_response")
-            decoded = {name: _decode(result.as_numpy(name)) for name in outputs}
-            replies.append(Reply(decoded, bool(flag and flag.bool_param)))
-    return replies
-
-
-def _call(
-    engine: TritonEngine,
-    model: str,
-    inputs: dict[str, npt.NDArray[Any]],
-    outputs: tuple[str, ...] = ("text_output",),
-) -> list[Reply]:
-    return asyncio.run(_stream(engine.grpc_url, model, inputs, outputs))
-
-
-def _texts(replies: list[Reply]) -> list[str]:
-    return [reply.outputs["text_output"] for reply in replies]
-
-
-def _only_text(replies: list[Reply]) -> str:
-    assert len(replies) == 1
-    text: str = replies[0].outputs["text_output"]
-    return text
-
-
-def _config(engine: TritonEngine, model: str) -> dict[str, Any]:
-    async def fetch() -> dict[str, Any]:
-        async with grpc_aio.InferenceServerClient(engine.grpc_url) as client:
-            answer: dict[str, Any] = await client.get_model_config(model, as_json=True)
-            return answer
-
-    config: dict[str, Any] = asyncio.run(fetch())["config"]
-    return config
 
 
 @pytest.mark.parametrize("model", TEXT_MODELS)
@@ -151,17 +58,6 @@ def test_text_models_have_the_ensemble_interface(engine: TritonEngine, model: st
         assert inputs[name]["dims"] == ["1"]
     outputs = {tensor["name"] for tensor in config["output"]}
     assert outputs == {"text_output", "num_input_tokens", "num_output_tokens"}
-
-
-def test_llmapi_model_has_no_batch_dim(engine: TritonEngine) -> None:
-    config = _config(engine, "tensorrt_llm")
-    assert int(config.get("max_batch_size", 0)) == 0
-    assert config["model_transaction_policy"]["decoupled"] is True
-    inputs = {tensor["name"] for tensor in config["input"]}
-    assert {"text_input", "streaming", "sampling_param_max_tokens", "sampling_param_stop"} <= inputs
-    assert "stream" not in inputs
-    assert not {name for name in inputs if name.startswith("guided_decoding")}
-    assert {tensor["name"] for tensor in config["output"]} == {"text_output", "finish_reason"}
 
 
 def test_non_streaming_ensemble_echoes_the_prompt_unless_excluded(engine: TritonEngine) -> None:
@@ -235,42 +131,6 @@ def test_stop_words_match_token_ids_and_stay_in_the_output(engine: TritonEngine)
     assert _only_text(alone).startswith("Xin chào bạn ơi")
 
 
-def test_llmapi_cuts_stop_strings_and_reports_finish_reasons(engine: TritonEngine) -> None:
-    prompt = "[[force:Xin chào bạn]]"
-    outputs = ("text_output", "finish_reason")
-    common = {"text_input": prompt, "return_finish_reason": True}
-    excluded = {"sampling_param_exclude_input_from_output": True}
-    stopped = _call(
-        engine,
-        "tensorrt_llm",
-        _unbatched(**common, **excluded, sampling_param_stop=["chào"]),
-        outputs,
-    )
-    assert stopped[0].outputs == {"text_output": "Xin ", "finish_reason": "stop"}
-    at_end = _call(engine, "tensorrt_llm", _unbatched(**common, **excluded), outputs)
-    # The LLM API honours every eos id of generation_config.json, <|end|> included.
-    assert at_end[0].outputs == {"text_output": "Xin chào bạn", "finish_reason": "stop"}
-    cut_short = _call(
-        engine,
-        "tensorrt_llm",
-        _unbatched(**common, **excluded, sampling_param_max_tokens=2),
-        outputs,
-    )
-    assert cut_short[0].outputs["finish_reason"] == "length"
-    echoed = _call(engine, "tensorrt_llm", _unbatched(**common), outputs)
-    assert echoed[0].outputs["text_output"] == prompt + "Xin chào bạn"
-
-
-def test_llmapi_streams_cumulative_text(engine: TritonEngine) -> None:
-    inputs = _unbatched(
-        text_input=f"[[force:{VIETNAMESE}]]", streaming=True, return_finish_reason=True
-    )
-    replies = _call(engine, "tensorrt_llm", inputs, ("text_output", "finish_reason"))
-    assert replies[-1].outputs == {"text_output": VIETNAMESE, "finish_reason": "stop"}
-    # The real model sends str(None) until the answer is finished.
-    assert {reply.outputs["finish_reason"] for reply in replies[:-1]} == {"None"}
-
-
 def test_greedy_output_equals_transformers_generate(
     engine: TritonEngine, tiny_model_dir: Path, tokenizer: PreTrainedTokenizerBase
 ) -> None:
@@ -305,8 +165,6 @@ def test_invalid_requests_come_back_as_triton_errors(engine: TritonEngine) -> No
         _call(engine, "ensemble", _batched(text_input="Hi"))
     with pytest.raises(InferenceServerException, match="exceeds maximum sequence length"):
         _call(engine, "ensemble", _batched(text_input="Hi", max_tokens=5000))
-    with pytest.raises(InferenceServerException, match="unexpected shape"):
-        _call(engine, "tensorrt_llm", _batched(text_input="Hi"))
 
 
 def test_concurrent_streams_match_sequential_answers(engine: TritonEngine) -> None:
@@ -317,7 +175,7 @@ def test_concurrent_streams_match_sequential_answers(engine: TritonEngine) -> No
 
     async def both() -> list[list[Reply]]:
         calls = (_stream(engine.grpc_url, "ensemble", inputs(p), ("text_output",)) for p in prompts)
-        return list(await asyncio.gather(*calls))
+        return [replies for replies, _ in await asyncio.gather(*calls)]
 
     together = asyncio.run(both())
     alone = [_call(engine, "ensemble", inputs(prompt)) for prompt in prompts]

@@ -12,10 +12,9 @@ Three models are bound to one PyTriton server (see ``triton_engine``), all decou
   ``guided_decoding_guide_type`` and ``guided_decoding_guide``, as with ``xgrammar`` (see below).
 - ``tensorrt_llm_bls``: the same interface with ``accumulate_tokens=true``: each streamed
   ``text_output`` is the decode of every token so far.
-- ``tensorrt_llm``: the LLM-API model (``llmapi/tensorrt_llm``). No batch dim, ``streaming`` and
-  ``sampling_param_*`` inputs, string-level stops cut from the text, cumulative streamed text,
-  ``finish_reason`` (``"None"`` until the last response, as ``str(None)`` is what the real model
-  sends), and every eos id of ``generation_config.json`` ends the answer. No guided decoding.
+- ``tensorrt_llm``: the LLM-API model (``llmapi/tensorrt_llm``), which TensorRT-LLM keeps after
+  removing the two above in July 2026 (``backends/TENSORRT_LLM.md`` C); see ``triton_llmapi``.
+  The gateway keeps supporting the legacy pair.
 
 Tokenizing ``text_input``: as the real preprocessing model with its ``add_special_tokens``
 parameter (``bind_models``' ``add_special_tokens``): the ``ensemble`` keeps TensorRT-LLM's default
@@ -26,9 +25,9 @@ text as it comes, for parity with vLLM's chat). The LLM-API model always adds sp
 Generation, guided decoding and the test hooks (``[[force:TEXT]]``, ``[[fail:N]]``) are
 ``tiny_llm``'s.
 
-Errors: ``InvalidRequestError`` (bad or over-long input) is raised inside the infer function,
-which PyTriton turns into an in-band Triton error whose text is the Python traceback ending in
-the message. (``PyTritonUnrecoverableError`` would shut the whole server down.)
+Errors (legacy models): ``InvalidRequestError`` (bad or over-long input) is raised inside the
+infer function, which PyTriton turns into an in-band Triton error whose text is the Python
+traceback ending in the message. (``PyTritonUnrecoverableError`` would shut the whole server down.)
 
 Where PyTriton makes it differ from the real server: the final flag always comes alone after the
 last data response (so ``triton_final_response`` is false on every response a ``grpc.aio``
@@ -45,80 +44,27 @@ Example (``TinyLlm`` from ``tiny_llm``)::
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-from pytriton.model_config import ModelConfig, Tensor
+from pytriton.model_config import ModelConfig
 from pytriton.proxy.types import Request
 from pytriton.triton import Triton
 
-from tests.engines.tiny_llm import (
-    Guide,
-    InvalidRequestError,
-    Sampling,
-    Step,
-    TinyLlm,
-)
+from tests.engines.tiny_llm import Guide, InvalidRequestError, Sampling, TinyLlm
+from tests.engines.triton_io import Response
+from tests.engines.triton_io import bytes_out as _bytes_out
+from tests.engines.triton_io import check_length as _check_length
+from tests.engines.triton_io import scalar as _scalar
+from tests.engines.triton_io import single as _single
+from tests.engines.triton_io import steps_async as _steps_async
+from tests.engines.triton_io import strings as _strings
+from tests.engines.triton_io import tensor as _tensor
+from tests.engines.triton_io import text as _text
+from tests.engines.triton_llmapi import LLMAPI_INPUTS, LLMAPI_OUTPUTS, LlmApiModel
 
-MAX_SEQ_LEN = 2048
-LLMAPI_DEFAULT_MAX_TOKENS = 32  # the LLM API's SamplingParams default
 _MAX_BATCH_SIZE = 8
-
-Response = dict[str, npt.NDArray[Any]]
-
-
-async def _steps_async(steps: Iterator[Step]) -> AsyncIterator[Step]:
-    """Run each step in a worker thread so PyTriton's event loop serves other requests."""
-    while (step := await asyncio.to_thread(next, steps, None)) is not None:
-        yield step
-
-
-def _scalar(request: Request, name: str) -> Any:
-    """The single value of an optional input, or ``None`` when the client left it out."""
-    array = request.data.get(name)
-    if array is None:
-        return None
-    if array.size != 1:
-        raise InvalidRequestError(f"Expected a scalar tensor for tensor {name}")
-    return array.reshape(-1)[0].item()
-
-
-def _strings(request: Request, name: str) -> list[str]:
-    array = request.data.get(name)
-    if array is None:
-        return []
-    return [_text(value) for value in array.reshape(-1) if _text(value)]
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _single(requests: list[Request]) -> Request:
-    # Without a dynamic batcher Triton hands over one request per call; say so if it ever doesn't.
-    if len(requests) != 1:
-        raise InvalidRequestError(f"expected one request per call, got {len(requests)}")
-    return requests[0]
-
-
-def _check_length(prompt_ids: Sequence[int], max_tokens: int) -> None:
-    if max_tokens < 1:
-        raise InvalidRequestError(f"max_tokens must be at least 1, got {max_tokens}")
-    if len(prompt_ids) + max_tokens > MAX_SEQ_LEN:
-        raise InvalidRequestError(
-            f"Prompt length + number of requested output tokens ({len(prompt_ids)} + "
-            f"{max_tokens}) exceeds maximum sequence length ({MAX_SEQ_LEN})"
-        )
-
-
-def _bytes_out(text: str, *, batched: bool) -> npt.NDArray[Any]:
-    shape = (1, 1) if batched else (1,)
-    return np.array([text.encode("utf-8")], dtype=object).reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -223,87 +169,6 @@ class TrtllmTextModel:
         return response
 
 
-class LlmApiModel:
-    """The LLM-API ``tensorrt_llm`` model: ``sampling_param_*`` inputs, cumulative text."""
-
-    def __init__(self, llm: TinyLlm, add_special_tokens: bool) -> None:
-        self.llm = llm
-        self.add_special_tokens = add_special_tokens
-
-    async def __call__(self, requests: list[Request]) -> AsyncIterator[list[Response]]:
-        request = _single(requests)
-        texts = request.data["text_input"]
-        if texts.ndim > 1:
-            raise InvalidRequestError(
-                "The current implementation only supports text_input being a 1D tensor."
-            )
-        prompt = _text(texts.reshape(-1)[0])
-        prompt_ids = self.llm.encode(prompt, special=self.add_special_tokens)
-        sampling = self._sampling(request, prompt, prompt_ids)
-        streaming = bool(_scalar(request, "streaming"))
-        stops = _strings(request, "sampling_param_stop")
-        with_reason = bool(_scalar(request, "return_finish_reason"))
-        ids: list[int] = []
-        text, finish = "", None
-        steps = self.llm.steps(prompt_ids, sampling)
-        async for step in _steps_async(steps):
-            ids += [] if step.token is None else [step.token]
-            text, finish = _cut_at_stop(self.llm.decode(ids), stops, step.finish)
-            if streaming:
-                yield [_llmapi_response(text, finish, with_reason)]
-            if finish is not None:
-                break
-        steps.close()
-        if not streaming:
-            if not _scalar(request, "sampling_param_exclude_input_from_output"):
-                text = self.llm.decode(prompt_ids) + text
-            yield [_llmapi_response(text, finish, with_reason)]
-
-    def _sampling(self, request: Request, prompt: str, prompt_ids: list[int]) -> Sampling:
-        max_tokens = _scalar(request, "sampling_param_max_tokens")
-        max_tokens = LLMAPI_DEFAULT_MAX_TOKENS if max_tokens is None else int(max_tokens)
-        _check_length(prompt_ids, max_tokens)
-        temperature = _scalar(request, "sampling_param_temperature")
-        top_k = _scalar(request, "sampling_param_top_k")
-        top_p = _scalar(request, "sampling_param_top_p")
-        seed = _scalar(request, "sampling_param_seed")
-        unset = temperature is None and top_k is None and top_p is None
-        return Sampling(
-            max_tokens=max_tokens,
-            end_ids=self.llm.generation_eos_ids,
-            greedy=unset or temperature == 0.0 or top_k == 1,
-            temperature=1.0 if temperature is None else float(temperature),
-            top_k=int(top_k or 0),
-            top_p=1.0 if top_p is None else float(top_p),
-            seed=secrets.randbits(63) if seed is None else int(seed),
-            presence_penalty=float(_scalar(request, "sampling_param_presence_penalty") or 0.0),
-            frequency_penalty=float(_scalar(request, "sampling_param_frequency_penalty") or 0.0),
-            forced=self.llm.forced_ids(prompt),
-            fail_after=self.llm.fail_after(prompt),
-        )
-
-
-def _cut_at_stop(text: str, stops: Sequence[str], finish: str | None) -> tuple[str, str | None]:
-    """Cut the text before the first stop string it contains, which finishes the answer."""
-    found = [index for index in (text.find(stop) for stop in stops) if index >= 0]
-    if not found:
-        return text, finish
-    return text[: min(found)], "stop"
-
-
-def _llmapi_response(text: str, finish: str | None, with_reason: bool) -> Response:
-    response = {"text_output": _bytes_out(text, batched=False)}
-    if with_reason:
-        response["finish_reason"] = np.array([str(finish).encode()], dtype=object)
-    return response
-
-
-def _tensor(
-    name: str, dtype: Any, shape: tuple[int, ...] = (1,), *, optional: bool = True
-) -> Tensor:
-    return Tensor(name=name, dtype=dtype, shape=shape, optional=optional)
-
-
 TRTLLM_INPUTS = (
     _tensor("text_input", bytes, optional=False),
     _tensor("max_tokens", np.int32, optional=False),
@@ -338,24 +203,6 @@ TRTLLM_OUTPUTS = (
     _tensor("text_output", bytes, (-1,), optional=False),
     _tensor("num_input_tokens", np.int32, optional=False),
     _tensor("num_output_tokens", np.int32, optional=False),
-)
-LLMAPI_INPUTS = (
-    _tensor("text_input", bytes, (-1,), optional=False),
-    _tensor("streaming", np.bool_),
-    *(
-        _tensor(f"sampling_param_{name}", np.float32)
-        for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty")
-    ),
-    _tensor("sampling_param_top_k", np.int32),
-    _tensor("sampling_param_max_tokens", np.int32),
-    _tensor("sampling_param_seed", np.uint64),
-    _tensor("sampling_param_stop", bytes, (-1,)),
-    _tensor("sampling_param_exclude_input_from_output", np.bool_),
-    _tensor("return_finish_reason", np.bool_),
-)
-LLMAPI_OUTPUTS = (
-    _tensor("text_output", bytes, (-1,), optional=False),
-    _tensor("finish_reason", bytes, (-1,), optional=False),
 )
 
 

@@ -26,14 +26,19 @@ ENSEMBLE_INPUTS = [
     ("exclude_input_in_output", "TYPE_BOOL", True), ("stream", "TYPE_BOOL", True),
     ("repetition_penalty", "TYPE_FP32", True),
 ]  # fmt: skip
-LLMAPI_INPUTS = [
+LLMAPI_INPUTS = [  # config.pbtxt of the LLM-API model (backends/TENSORRT_LLM.md C)
     ("text_input", "TYPE_STRING", False), ("streaming", "TYPE_BOOL", True),
-    ("sampling_param_max_tokens", "TYPE_INT32", True),
+    ("sampling_param_best_of", "TYPE_INT32", True),
     ("sampling_param_temperature", "TYPE_FP32", True),
     ("sampling_param_top_k", "TYPE_INT32", True), ("sampling_param_top_p", "TYPE_FP32", True),
-    ("sampling_param_seed", "TYPE_UINT64", True), ("sampling_param_stop", "TYPE_STRING", True),
+    ("sampling_param_frequency_penalty", "TYPE_FP32", True),
+    ("sampling_param_presence_penalty", "TYPE_FP32", True),
+    ("sampling_param_max_tokens", "TYPE_INT32", True),
+    ("sampling_param_stop", "TYPE_STRING", True), ("sampling_param_seed", "TYPE_UINT64", True),
     ("sampling_param_exclude_input_from_output", "TYPE_BOOL", True),
-    ("return_finish_reason", "TYPE_BOOL", True),
+    ("sampling_param_return_perf_metrics", "TYPE_BOOL", True),
+    ("return_finish_reason", "TYPE_BOOL", True), ("return_stop_reason", "TYPE_BOOL", True),
+    ("return_cumulative_logprob", "TYPE_BOOL", True),
 ]  # fmt: skip
 
 
@@ -112,6 +117,47 @@ def test_llmapi_shapes_have_no_batch_dim() -> None:
     assert sent["sampling_param_max_tokens"][1].tolist() == [7]
     assert sent["sampling_param_exclude_input_from_output"][1].tolist() == [True]
     assert sent["return_finish_reason"][1].tolist() == [True]
+
+
+def test_llmapi_gets_every_sampling_value_so_its_greedy_default_never_applies() -> None:
+    """Left out, temperature, top_p and top_k would make the LLM API decode greedily."""
+    sent = tensors(LLMAPI, plan({"temperature": 0.7, "max_tokens": 7}, model=LLMAPI))
+    values = {name: array.tolist() for name, (_, array) in sent.items()}
+    assert values["sampling_param_temperature"] == [pytest.approx(0.7)]
+    assert values["sampling_param_top_p"] == [1.0]
+    assert values["sampling_param_top_k"] == [0]  # the whole vocabulary, said explicitly
+    assert values["sampling_param_presence_penalty"] == [0.0]
+    assert values["sampling_param_frequency_penalty"] == [0.0]
+    assert sent["sampling_param_seed"][0] == "UINT64"
+    assert values["return_finish_reason"] == [True]
+    assert not {name for name in sent if name.startswith(("return_stop", "return_cumul"))}
+    greedy = tensors(LLMAPI, plan({"temperature": 0, "presence_penalty": 0.5}, model=LLMAPI))
+    assert greedy["sampling_param_top_k"][1].tolist() == [1]
+    assert "sampling_param_temperature" not in greedy  # top_k 1 is greedy; no temperature 0
+    assert greedy["sampling_param_presence_penalty"][1].tolist() == [0.5]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("repetition_penalty", 1.1), ("min_tokens", 3), ("min_p", 0.1)]
+)
+def test_llmapi_refuses_what_it_cannot_set_naming_the_field(field: str, value: float) -> None:
+    with pytest.raises(UnsupportedParameter) as caught:
+        tensors(LLMAPI, plan({field: value}, model=LLMAPI))
+    assert caught.value.param == field
+    if field != "min_p":  # the value that changes nothing passes (min_p is never honoured)
+        tensors(LLMAPI, plan({field: {"repetition_penalty": 1.0, "min_tokens": 0}[field]},
+                             model=LLMAPI))  # fmt: skip
+
+
+def test_a_sampling_value_without_an_input_is_refused_unless_neutral() -> None:
+    bare = interface([("text_input", "TYPE_STRING", False), ("max_tokens", "TYPE_INT32", False),
+                      ("temperature", "TYPE_FP32", True), ("seed", "TYPE_UINT64", True)],
+                     batch=8)  # fmt: skip
+    sent = tensors(bare, plan({"temperature": 0.5, "top_p": 1.0}, model=bare))
+    assert set(sent) >= {"temperature", "seed"}
+    with pytest.raises(UnsupportedParameter) as caught:
+        tensors(bare, plan({"temperature": 0.5, "top_p": 0.9}, model=bare))
+    assert caught.value.param == "top_p"
 
 
 def test_max_tokens_default_and_clamp() -> None:
