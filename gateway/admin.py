@@ -24,8 +24,7 @@ from backends.errors import (
 from gateway import __version__
 from gateway.records.base import StoreError
 from gateway.report.command import parse_since
-from gateway.report.render import render
-from gateway.report.summary import summarize
+from gateway.report.routes import render_routes, summarize_routes
 from gateway.runtime import Served
 
 HEALTH_TIMEOUT = 3.0
@@ -59,24 +58,35 @@ def build_admin(gateway: Served) -> FastAPI:
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        """Each backend's health; 503 when the primary cannot serve."""
-        router = gateway.runtime().router
-        names = list(router.backends)
-        checks = await asyncio.gather(*(_check(router.backends[name].health()) for name in names))
-        report: dict[str, Any] = {}
+        """Each backend's health and each route's; 503 when no route can serve."""
+        runtime = gateway.runtime()
+        router, names = runtime.router, list(runtime.backends)
+        checks = await asyncio.gather(*(_check(runtime.backends[n].health()) for n in names))
+        primaries = {route.primary.name for route in router.routes}
+        backends: dict[str, Any] = {}
         for name, health in zip(names, checks, strict=True):
             router.note_health(name, health)
-            report[name] = {
+            backends[name] = {
                 "ready": health.ready,
                 "detail": health.detail,
                 "served_model": health.served_model,
-                "role": "primary" if name == router.primary.name else "configured",
+                "role": "primary" if name in primaries else "configured",
                 "conformance": gateway.conformance.detail(name),
             }
-        primary_ready = report[router.primary.name]["ready"]
+        routes = {
+            route.label or f"(learning its name from {route.primary.name})": {
+                "primary": route.primary.name,
+                "ready": any(
+                    backend is not None and backends[backend.name]["ready"]
+                    for backend in (route.primary, route.fallback)
+                ),
+            }
+            for route in router.routes
+        }
+        serving = any(route["ready"] for route in routes.values())
         return JSONResponse(
-            {"status": "ready" if primary_ready else "not_ready", "backends": report},
-            status_code=200 if primary_ready else 503,
+            {"status": "ready" if serving else "not_ready", "backends": backends, "routes": routes},
+            status_code=200 if serving else 503,
         )
 
     @app.get("/metrics")
@@ -90,7 +100,7 @@ def build_admin(gateway: Served) -> FastAPI:
         """The model names clients may send (OpenAI `list` shape)."""
         runtime = gateway.runtime()
         runtime.keys.verify(request.headers.get("authorization", "").encode() or None)
-        names = await runtime.router.public_models() + sorted(gateway.tasks)  # task aliases
+        names = runtime.router.public_models() + sorted(runtime.router.tasks)  # task aliases
         return {
             "object": "list",
             "data": [
@@ -106,7 +116,10 @@ def build_admin(gateway: Served) -> FastAPI:
 
     @app.get("/admin/report")
     async def shadow_report(
-        request: Request, fmt: str = Query("json", alias="format"), since: str | None = None
+        request: Request,
+        fmt: str = Query("json", alias="format"),
+        since: str | None = None,
+        route: str | None = None,
     ) -> Response:
         """The shadow report and cutover verdict of the stored pairs (as `gateway report`)."""
         settings = gateway.settings
@@ -122,8 +135,11 @@ def build_admin(gateway: Served) -> FastAPI:
             probes = await gateway.recorder.store.read_probes()
         except StoreError as exc:
             raise BackendUnavailable("the records store cannot be read", code="records") from exc
-        report = await asyncio.to_thread(summarize, pairs, settings.gate_rule(), since, probes)
-        body = render(report, fmt)
+        rules, rule = settings.route_rules(), settings.gate_rule()
+        reports = await asyncio.to_thread(
+            summarize_routes, pairs, rules, rule, since, probes, route
+        )
+        body = render_routes(reports, fmt)
         return Response(body, media_type=MEDIA_TYPES[fmt], headers={"cache-control": "no-store"})
 
     @app.post("/admin/reload")
@@ -134,7 +150,8 @@ def build_admin(gateway: Served) -> FastAPI:
         and the running configuration keeps serving."""
         check_admin(gateway.settings.admin_token, request.headers.get("authorization"))
         await gateway.reload()  # its GatewayError is rendered by `_gateway_error`
-        return JSONResponse({"status": "reloaded", "primary": gateway.settings.primary})
+        routes = {route.label: route.primary.name for route in gateway.runtime().router.routes}
+        return JSONResponse({"status": "reloaded", "routes": routes})
 
     return app
 

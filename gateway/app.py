@@ -35,11 +35,10 @@ from gateway.proxy.auth import KeyCheck
 from gateway.proxy.guard import Circuit, Guarded
 from gateway.proxy.handler import Proxy
 from gateway.proxy.relay import Exchange, send_error
-from gateway.proxy.routing import Roles, Router
+from gateway.proxy.routing import Router
 from gateway.records.store import Recorder, open_store
-from gateway.runtime import Runtime
+from gateway.runtime import Runtime, build_router
 from gateway.settings import Settings, describe_errors
-from gateway.shadow.leg import ShadowConfig, ShadowLeg
 from gateway.tasks.config import TaskConfigError
 from gateway.tasks.task import Task, load_tasks
 
@@ -134,7 +133,8 @@ class Gateway:
             raise _refused(GatewayError, exc.message) from None
         old = self._runtime
         self.settings, self.keys, self.tasks, self._runtime = settings, keys, tasks, runtime
-        log.info("configuration reloaded: primary %s", settings.primary)
+        routes = ", ".join(f"{r.label or '?'} -> {r.primary.name}" for r in runtime.router.routes)
+        log.info("configuration reloaded: %s", routes)
         if old is not None:
             self._in_background(self._retire(old, wait_idle=True))
 
@@ -174,28 +174,20 @@ class Gateway:
         tasks: dict[str, Task],
         backends: dict[str, Guarded],
     ) -> Runtime:
-        router = Router(roles_of(settings), backends)
+        router, shadows = build_router(settings, backends, tasks, self.recorder, self.metrics)
         names = list(backends)
         for name, health in zip(
             names, await asyncio.gather(*(backends[n].health() for n in names)), strict=True
         ):
             router.note_health(name, health)
             log.info("backend %s: %s", name, "ready" if health.ready else health.detail)
-        shadow = None
-        if settings.shadow is not None:
-            shadow = ShadowLeg(
-                router.primary, backends[settings.shadow], shadow_config(settings),
-                self.recorder, self.metrics,
-                task_schemas={alias: task.schema for alias, task in tasks.items()},
-            )  # fmt: skip
-        proxy = Proxy(
-            router, keys, self.metrics, settings.max_body_bytes, tasks, shadow, self.conformance
-        )
+        served = {alias: task for alias, task in tasks.items() if alias in router.tasks}
+        proxy = Proxy(router, keys, self.metrics, settings.max_body_bytes, served, self.conformance)
         runtime = Runtime(
-            settings, backends, router, proxy, keys, self.metrics, int(time.time()), shadow
+            settings, backends, router, proxy, keys, self.metrics, int(time.time()), shadows
         )
         if settings.probe_interval > 0:
-            runtime.prober = asyncio.create_task(_probe(backends, settings.probe_interval))
+            runtime.prober = asyncio.create_task(_probe(backends, router, settings.probe_interval))
         if settings.probe_conformance_interval > 0:
             runtime.conformer = asyncio.create_task(
                 conform(backends, self.conformance, self.recorder.store,
@@ -212,8 +204,8 @@ class Gateway:
             # Polling an int keeps the hot path free of per-request events.
             while runtime.proxy.active and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-        if runtime.shadow is not None:
-            await runtime.shadow.close(runtime.shadow.longest_call)
+        for shadow in runtime.shadows:
+            await shadow.close(shadow.longest_call)
         for backend in runtime.backends.values():
             await backend.close()
 
@@ -238,13 +230,26 @@ class Gateway:
 
 
 def enabled_tasks(settings: Settings) -> dict[str, Task]:
-    """The task aliases to serve, read once at start; a bad task file stops the gateway."""
+    """The task aliases to serve, read once at start; a bad task file, or a route naming a
+    task that is not there, stops the gateway."""
+    specs = settings.route_table()
+    named = {task: spec for spec in specs for task in spec.settings.tasks}
     if not settings.tasks_enabled:
+        if named:
+            task, spec = next(iter(named.items()))
+            raise TaskConfigError(
+                f"{spec.field('tasks')} names '{task}': set GATEWAY_TASKS_ENABLED"
+            )
         return {}
     tasks = load_tasks(settings.tasks_dir)
-    clash = sorted(set(tasks) & set(settings.models))
+    clash = sorted(set(tasks) & {name for spec in specs for name in spec.names})
     if clash:
-        raise TaskConfigError(f"task aliases also in GATEWAY_MODELS: {', '.join(clash)}")
+        raise TaskConfigError(f"task aliases also model names: {', '.join(clash)}")
+    for task, spec in named.items():
+        if task not in tasks:
+            raise TaskConfigError(
+                f"{spec.field('tasks')} names '{task}', which {settings.tasks_dir} does not have"
+            )
     return tasks
 
 
@@ -320,34 +325,15 @@ def create_app(settings: Settings | None = None) -> Gateway:
     return Gateway(settings if settings is not None else Settings())
 
 
-def roles_of(settings: Settings) -> Roles:
-    return Roles(
-        settings.primary,
-        settings.canary,
-        settings.canary_percent,
-        settings.fallback,
-        frozenset(settings.models),
-    )
-
-
-def shadow_config(settings: Settings) -> ShadowConfig:
-    return ShadowConfig(
-        rate=settings.shadow_rate,
-        noise_rate=settings.noise_rate,
-        max_in_flight=settings.shadow_max_in_flight,
-        queue=settings.shadow_queue,
-        timeout=settings.shadow_timeout,
-        keep_text=settings.records_text == "full",
-    )
-
-
-async def _probe(backends: dict[str, Guarded], interval: float) -> None:
-    """Readiness probes: a failing one opens the backend's circuit, a passing one closes it."""
+async def _probe(backends: dict[str, Guarded], router: Router, interval: float) -> None:
+    """Readiness probes: a failing one opens the backend's circuit, a passing one closes it,
+    and a route still learning its name takes it from its primary's answer."""
     while True:
         await asyncio.sleep(interval)
         for backend in backends.values():
             try:
-                await asyncio.wait_for(backend.health(), timeout=interval)
+                health = await asyncio.wait_for(backend.health(), timeout=interval)
+                router.note_health(backend.name, health)
             except TimeoutError:
                 backend.circuit.trip()
             except Exception as exc:  # a probe must never end the loop

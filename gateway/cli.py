@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "purge":
         return purge_records(settings, args.days)
     if args.command == "report":
-        return report_command.run(args, settings.gate_rule(), settings.records_url)
+        rules = settings.route_rules()
+        return report_command.run(args, settings.gate_rule(), settings.records_url, rules)
     overrides = {
         key: value
         for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers))

@@ -23,13 +23,15 @@ OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.001, 0.002, 0.005
 
 
 class Metrics:
-    """Requests, latency and in-flight per backend/route/status, and the gateway's overhead."""
+    """Requests, latency and in-flight per route/backend/path/status, the gateway's overhead,
+    and each route's shadow leg. A route label is a configured route's name ("" for a request
+    no route took), so its values stay a bounded set."""
 
     def __init__(self) -> None:
-        # By their labels: backends x routes x statuses, a bounded set.
-        self.served: dict[tuple[str, str, int], Served] = {}
-        self.overhead: dict[str, Buckets] = {}  # by route
-        self.in_flight: dict[tuple[str, str], InFlight] = {}
+        # By their labels: routes x backends x paths x statuses, a bounded set.
+        self.served: dict[tuple[str, str, str, int], Served] = {}
+        self.overhead: dict[str, Buckets] = {}  # by path
+        self.in_flight: dict[tuple[str, str, str], InFlight] = {}
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the output and help nobody here
         self.registry = CollectorRegistry(auto_describe=True)
         # The hot path's series are plain numbers read at scrape time (`_HotCollector`): a
@@ -43,44 +45,38 @@ class Metrics:
             ["backend"],
             registry=self.registry,
         )
-        # The shadow leg's counters: plain numbers too (`_ShadowCollector`), bumped about four
-        # times per shadowed request. `queue_full` and both agreement series exist from the
-        # start, so their rates start at 0.
-        self.shadow_sampled = Count()
-        self.shadow_completed = Count()
-        self.shadow_failed = Count()
-        self.shadow_agree = Count()
-        self.shadow_disagree = Count()
-        self.shadow_drops: dict[str, Count] = {"queue_full": Count()}  # by reason
-        self.shadow_queue_full = self.shadow_drops["queue_full"]
+        # Each route's shadow counters (`ShadowCounts`): plain numbers too, bumped about four
+        # times per shadowed request.
+        self.shadows: dict[str, ShadowCounts] = {}
         self.registry.register(_ShadowCollector(self))
 
     def observe(
-        self, backend: str, route: str, status: int, seconds: float, overhead: float
+        self, route: str, backend: str, path: str, status: int, seconds: float, overhead: float
     ) -> None:
-        served = self.served.get((backend, route, status))
+        key = (route, backend, path, status)
+        served = self.served.get(key)
         if served is None:
-            served = self.served[(backend, route, status)] = Served(LATENCY_BUCKETS)
+            served = self.served[key] = Served(LATENCY_BUCKETS)
         served.count += 1
         served.latency.observe(seconds)
-        own = self.overhead.get(route)
+        own = self.overhead.get(path)
         if own is None:
-            own = self.overhead[route] = Buckets(OVERHEAD_BUCKETS)
+            own = self.overhead[path] = Buckets(OVERHEAD_BUCKETS)
         own.observe(overhead)
 
-    def in_flight_for(self, backend: str, route: str) -> InFlight:
-        """The in-flight count of one backend and route (made once, then reused)."""
-        gauge = self.in_flight.get((backend, route))
+    def in_flight_for(self, route: str, backend: str, path: str) -> InFlight:
+        """The in-flight count of one route, backend and path (made once, then reused)."""
+        gauge = self.in_flight.get((route, backend, path))
         if gauge is None:
-            gauge = self.in_flight[(backend, route)] = InFlight()
+            gauge = self.in_flight[(route, backend, path)] = InFlight()
         return gauge
 
-    def shadow_dropped(self, reason: str) -> Count:
-        """The count of sampled requests not shadowed for `reason` (made once, then reused)."""
-        count = self.shadow_drops.get(reason)
-        if count is None:
-            count = self.shadow_drops[reason] = Count()
-        return count
+    def shadow_for(self, route: str) -> ShadowCounts:
+        """One route's shadow counters (made once, then reused)."""
+        counts = self.shadows.get(route)
+        if counts is None:
+            counts = self.shadows[route] = ShadowCounts()
+        return counts
 
     def watch_records(self, recorder: RecorderCounts) -> None:
         """Exposes the shadow-record writer's counters, read at scrape time."""
@@ -148,6 +144,27 @@ class InFlight(Count):
         self.value -= 1
 
 
+class ShadowCounts:
+    """One route's shadow leg, counted. `queue_full` and both agreement series exist from the
+    start, so their rates start at 0."""
+
+    def __init__(self) -> None:
+        self.sampled = Count()
+        self.completed = Count()
+        self.failed = Count()
+        self.agree = Count()
+        self.disagree = Count()
+        self.drops: dict[str, Count] = {"queue_full": Count()}  # by reason
+        self.queue_full = self.drops["queue_full"]
+
+    def dropped(self, reason: str) -> Count:
+        """The count of sampled requests not shadowed for `reason` (made once, then reused)."""
+        count = self.drops.get(reason)
+        if count is None:
+            count = self.drops[reason] = Count()
+        return count
+
+
 class _HotCollector(Collector):
     """The hot path's series, in the names and help texts they always had."""
 
@@ -156,35 +173,35 @@ class _HotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         metrics = self._metrics
-        labels = ["backend", "route", "status"]
+        labels = ["route", "backend", "path", "status"]
         requests = CounterMetricFamily(
             "gateway_requests",
-            "Requests answered, by backend, route and HTTP status.",
+            "Requests answered, by route (model), backend, path and HTTP status.",
             labels=labels,
         )
         latency = HistogramMetricFamily(
             "gateway_request_duration_seconds",
-            "Time from request received to last byte sent, by backend, route and status.",
+            "Time from request received to last byte sent, by route, backend, path and status.",
             labels=labels,
         )
-        for (backend, route, status), served in list(metrics.served.items()):
-            names = [backend, route, str(status)]
+        for (route, backend, path, status), served in list(metrics.served.items()):
+            names = [route, backend, path, str(status)]
             requests.add_metric(names, served.count)
             latency.add_metric(names, served.latency.cumulative(), served.latency.total)
         in_flight = GaugeMetricFamily(
             "gateway_in_flight_requests",
-            "Requests being served right now, by backend and route.",
-            labels=["backend", "route"],
+            "Requests being served right now, by route, backend and path.",
+            labels=["route", "backend", "path"],
         )
-        for (backend, route), gauge in list(metrics.in_flight.items()):
-            in_flight.add_metric([backend, route], gauge.value)
+        for (route, backend, path), gauge in list(metrics.in_flight.items()):
+            in_flight.add_metric([route, backend, path], gauge.value)
         overhead = HistogramMetricFamily(
             "gateway_overhead_seconds",
-            "Time spent in the gateway itself (upstream wait excluded), by route.",
-            labels=["route"],
+            "Time spent in the gateway itself (upstream wait excluded), by path.",
+            labels=["path"],
         )
-        for route, buckets in list(metrics.overhead.items()):
-            overhead.add_metric([route], buckets.cumulative(), buckets.total)
+        for path, buckets in list(metrics.overhead.items()):
+            overhead.add_metric([path], buckets.cumulative(), buckets.total)
         yield from (requests, latency, in_flight, overhead)
 
 
@@ -195,37 +212,33 @@ class _ShadowCollector(Collector):
         self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        metrics = self._metrics
-        yield CounterMetricFamily(
-            "gateway_shadow_sampled", "Requests sampled for shadowing.",
-            value=metrics.shadow_sampled.value,
-        )  # fmt: skip
-        yield CounterMetricFamily(
-            "gateway_shadow_completed", "Shadow pairs completed (both legs answered or failed).",
-            value=metrics.shadow_completed.value,
-        )  # fmt: skip
+        families = {
+            name: CounterMetricFamily(f"gateway_shadow_{name}", text, labels=["route"])
+            for name, text in (
+                ("sampled", "Requests sampled for shadowing, by route."),
+                ("completed", "Shadow pairs completed (both legs answered or failed)."),
+                ("failed", "Shadow or noise calls that failed (error, timeout, unreadable)."),
+            )
+        }
         dropped = CounterMetricFamily(
             "gateway_shadow_dropped",
-            "Sampled requests not shadowed, by reason (queue_full, shutdown, ...).",
-            labels=["reason"],
-        )
-        for reason, count in list(metrics.shadow_drops.items()):
-            dropped.add_metric([reason], count.value)
-        yield dropped
-        yield CounterMetricFamily(
-            "gateway_shadow_failed",
-            "Shadow or noise calls that failed (error, timeout, unreadable answer).",
-            value=metrics.shadow_failed.value,
+            "Sampled requests not shadowed, by route and reason (queue_full, shutdown, ...).",
+            labels=["route", "reason"],
         )
         agreement = CounterMetricFamily(
             "gateway_shadow_agreement",
             "Compared shadow pairs whose answers are identical (agree) or not (disagree); "
             "pairs with a failed leg or a parity flag are left out, as in the report.",
-            labels=["result"],
+            labels=["route", "result"],
         )
-        agreement.add_metric(["agree"], metrics.shadow_agree.value)
-        agreement.add_metric(["disagree"], metrics.shadow_disagree.value)
-        yield agreement
+        for route, counts in list(self._metrics.shadows.items()):
+            for name, family in families.items():
+                family.add_metric([route], getattr(counts, name).value)
+            for reason, count in list(counts.drops.items()):
+                dropped.add_metric([route, reason], count.value)
+            agreement.add_metric([route, "agree"], counts.agree.value)
+            agreement.add_metric([route, "disagree"], counts.disagree.value)
+        yield from (*families.values(), dropped, agreement)
 
 
 class RecorderCounts(Protocol):

@@ -15,10 +15,11 @@ from gateway.probes import Conformance
 from gateway.proxy.auth import KeyCheck
 from gateway.proxy.guard import Guarded
 from gateway.proxy.handler import Proxy
-from gateway.proxy.routing import Router
+from gateway.proxy.routing import ModelRoute, Router
 from gateway.records.store import Recorder
+from gateway.routes import RouteSpec
 from gateway.settings import Settings
-from gateway.shadow.leg import ShadowLeg
+from gateway.shadow.leg import ShadowConfig, ShadowLeg
 from gateway.tasks.task import Task
 
 
@@ -33,7 +34,7 @@ class Runtime:
     keys: KeyCheck
     metrics: Metrics
     started_at: int
-    shadow: ShadowLeg | None = None
+    shadows: list[ShadowLeg]  # one per route that shadows
     prober: asyncio.Task[None] | None = None  # readiness probes
     conformer: asyncio.Task[None] | None = None  # conformance probes
 
@@ -56,3 +57,42 @@ class Served(Protocol):
     def runtime(self) -> Runtime: ...
 
     async def reload(self) -> None: ...
+
+
+def build_router(
+    settings: Settings,
+    backends: Mapping[str, Guarded],
+    tasks: Mapping[str, Task],
+    recorder: Recorder,
+    metrics: Metrics,
+) -> tuple[Router, list[ShadowLeg]]:
+    """Every route of the configuration with its backends and shadow leg; a task alias runs
+    on the route that names it (in the single-model shorthand, on the one route)."""
+    routes, legs = [], []
+    on: dict[str, ModelRoute] = {}
+    for spec in settings.route_table():
+        route = ModelRoute(spec, backends)
+        names = list(tasks) if spec.shorthand else spec.settings.tasks
+        on |= dict.fromkeys(names, route)
+        if spec.settings.shadow is not None:
+            leg = ShadowLeg(
+                route.primary, backends[spec.settings.shadow], shadow_config(settings, spec),
+                recorder, metrics.shadow_for(route.label),
+                task_schemas={alias: task.schema for alias, task in tasks.items()},
+            )  # fmt: skip
+            leg.route = route.label
+            route.shadow = leg
+            legs.append(leg)
+        routes.append(route)
+    return Router(routes, on), legs
+
+
+def shadow_config(settings: Settings, spec: RouteSpec) -> ShadowConfig:
+    return ShadowConfig(
+        rate=spec.settings.shadow_rate,
+        noise_rate=spec.settings.noise_rate,
+        max_in_flight=settings.shadow_max_in_flight,
+        queue=settings.shadow_queue,
+        timeout=settings.shadow_timeout,
+        keep_text=settings.records_text == "full",
+    )

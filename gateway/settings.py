@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,10 +16,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from backends import registry
 from backends.registry import KINDS, BackendSettings
 from backends.vllm import VllmSettings
+from gateway.gate_rule import GateRule, Metric
 from gateway.records.base import StoreError
 from gateway.records.store import RecorderOptions, check_url, open_store
-from gateway.report.rule import GateRule, Metric
+from gateway.routes import RouteSettings, RouteSpec, check_routes, load_routes_file
 
+_ROUTE = RouteSettings.model_fields  # a route's defaults, which the shorthand shares
+# The single-model variables that make one route when no routes are configured.
+SHORTHAND = ("primary", "models", "shadow", "shadow_rate", "noise_rate", "canary",
+             "canary_percent", "fallback")  # fmt: skip
 MAX_BUSY_POLL_US = 10_000  # a longer wait is not one a wake-up's tens of µs matter to
 _GATE = GateRule()  # the gate's defaults, which `GATEWAY_GATE_*` override
 
@@ -42,6 +47,14 @@ class Settings(BaseSettings):
     backends: dict[str, BackendSettings] = Field(
         default_factory=_default_backends,
         description="Named backends, as JSON or GATEWAY_BACKENDS__<name>__<field>.",
+    )
+    routes: dict[str, RouteSettings] = Field(
+        default_factory=dict,
+        description="Routes by public model name, as JSON (or GATEWAY_ROUTES_FILE); unset: the "
+        "single-model variables below make one route.",
+    )
+    routes_file: Path | None = Field(
+        default=None, description="A TOML file of [routes.<model>] tables (gateway/routes.py)."
     )
     primary: str = Field(default="vllm", description="The backend that serves clients.")
     models: list[str] = Field(
@@ -86,7 +99,10 @@ class Settings(BaseSettings):
         default=None, description="A backend that gets a copy of sampled traffic (the candidate)."
     )
     shadow_rate: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="Fraction of requests mirrored to the shadow."
+        default=_ROUTE["shadow_rate"].default,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of requests mirrored to the shadow.",
     )
     shadow_max_in_flight: int = Field(
         default=32, ge=1, description="Most shadow calls running at once, per process."
@@ -96,7 +112,7 @@ class Settings(BaseSettings):
     )
     shadow_timeout: float = Field(default=30.0, gt=0, description="Seconds per shadow call.")
     noise_rate: float = Field(
-        default=0.1,
+        default=_ROUTE["noise_rate"].default,
         ge=0.0,
         le=1.0,
         description="Fraction of shadowed requests also re-sent to the primary (noise floor).",
@@ -117,7 +133,10 @@ class Settings(BaseSettings):
         default=None, description="A backend that serves a share of live traffic."
     )
     canary_percent: float = Field(
-        default=0.0, ge=0.0, le=100.0, description="Share of users the canary serves, sticky."
+        default=_ROUTE["canary_percent"].default,
+        ge=0.0,
+        le=100.0,
+        description="Share of users the canary serves, sticky.",
     )
 
     # Shadow pair storage (gateway/records/store.py, gateway/records/redaction.py). Text is kept
@@ -139,7 +158,7 @@ class Settings(BaseSettings):
     records_batch: int = Field(default=200, ge=1, description="Most pairs written at once.")
 
     # The cutover gate (gateway/report/gate.py): `gateway report` exits 1 when the candidate
-    # fails it. The defaults are `GateRule`'s (gateway/report/rule.py), so they are written once.
+    # fails it. The defaults are `GateRule`'s (gateway/gate_rule.py), so they are written once.
     gate_min_pairs: int = Field(
         default=_GATE.min_pairs,
         ge=1,
@@ -209,33 +228,47 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 32`)")
         return token
 
+    @model_validator(mode="before")
+    @classmethod
+    def _routes_from_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("routes_file"):
+            if data.get("routes"):
+                raise ValueError("set GATEWAY_ROUTES or GATEWAY_ROUTES_FILE, not both")
+            data = {**data, "routes": load_routes_file(Path(data["routes_file"]))}
+        return data
+
     @model_validator(mode="after")
-    def _roles_are_configured(self) -> Settings:
-        for role in ("shadow", "canary", "fallback"):
-            name = getattr(self, role)
-            if name is not None and name not in self.backends:
-                raise ValueError(
-                    f"GATEWAY_{role.upper()}={name!r} is not one of GATEWAY_BACKENDS "
-                    f"({', '.join(sorted(self.backends))})"
-                )
-        if self.shadow is not None and self.shadow == self.primary:
-            raise ValueError("GATEWAY_SHADOW must differ from GATEWAY_PRIMARY")
+    def _routes_are_consistent(self) -> Settings:
+        if not self.backends:
+            raise ValueError("GATEWAY_BACKENDS must name at least one backend")
+        both = [name for name in SHORTHAND if name in self.model_fields_set]
+        if self.routes and both:
+            raise ValueError(
+                f"GATEWAY_{both[0].upper()} is for a single model: with routes configured, set "
+                "it in each route"
+            )
+        check_routes(self.route_table(), self.backends)
         return self
 
     @model_validator(mode="after")
-    def _primary_is_configured(self) -> Settings:
-        if not self.backends:
-            raise ValueError("GATEWAY_BACKENDS must name at least one backend")
-        if self.primary not in self.backends:
-            raise ValueError(
-                f"GATEWAY_PRIMARY={self.primary!r} is not one of GATEWAY_BACKENDS "
-                f"({', '.join(sorted(self.backends))})"
-            )
+    def _files_exist(self) -> Settings:
         if self.api_keys_file is not None and not self.api_keys_file.is_file():
             raise ValueError(f"GATEWAY_API_KEYS_FILE={self.api_keys_file} is not a readable file")
         if self.tasks_enabled and not self.tasks_dir.is_dir():
             raise ValueError(f"GATEWAY_TASKS_DIR={self.tasks_dir} is not a directory")
         return self
+
+    def route_table(self) -> list[RouteSpec]:
+        """The routes to serve: those configured, or the one the single-model variables make
+        (named by GATEWAY_MODELS, else by the name its primary's engine serves)."""
+        if self.routes:
+            return [RouteSpec(name, route) for name, route in self.routes.items()]
+        route = RouteSettings(
+            primary=self.primary, aliases=self.models[1:], shadow=self.shadow,
+            shadow_rate=self.shadow_rate, noise_rate=self.noise_rate, canary=self.canary,
+            canary_percent=self.canary_percent, fallback=self.fallback,
+        )  # fmt: skip
+        return [RouteSpec(self.models[0] if self.models else None, route, shorthand=True)]
 
     def missing_extras(self) -> list[str]:
         """One line for each configured part this install cannot run: a backend kind or a
@@ -251,6 +284,15 @@ class Settings(BaseSettings):
         return RecorderOptions(
             self.records_queue, self.records_batch, keep_text=self.records_text == "full"
         )
+
+    def route_rules(self) -> dict[str, GateRule]:
+        """Each shadowing route's gate: `GATEWAY_GATE_*` with the route's own thresholds."""
+        rule = self.gate_rule()
+        return {
+            spec.name: spec.settings.gate.over(rule)
+            for spec in self.route_table()
+            if spec.name is not None and spec.settings.shadow is not None
+        }
 
     def gate_rule(self) -> GateRule:
         """The cutover gate as configured (`GATEWAY_GATE_*`)."""

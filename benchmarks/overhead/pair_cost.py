@@ -45,7 +45,7 @@ async def one_round(pairs: int, batch: int, store: SqliteStore) -> dict[str, flo
     body, answer = benchmark_body(), static_answer()
     payload = parse_body(Route.CHAT, body).payload
     request = UpstreamRequest(Route.CHAT, body, payload, "phi-3-mini-4k-instruct", "r1", False)
-    metrics = Metrics()
+    counts = Metrics().shadow_for("pair-cost")
     queued: list[PairRecord] = []  # the recorder's queue, without its writer task
     spent = dict.fromkeys(STEPS, 0.0)
     for _ in range(pairs // batch):
@@ -59,7 +59,7 @@ async def one_round(pairs: int, batch: int, store: SqliteStore) -> dict[str, flo
         legs_done = time.perf_counter()
         for params, primary, candidate in read:
             pair = pair_of("shadow", request, params, primary, candidate, None, keep_text=False)
-            count_agreement(metrics, pair)
+            count_agreement(counts, pair)
             queued.append(pair)
         recorded = time.perf_counter()
         prepared = [redact(pair) for pair in queued]

@@ -41,8 +41,7 @@ from gateway.proxy.relay import (
     send_error,
     user_of,
 )
-from gateway.proxy.routing import Router
-from gateway.shadow.leg import ShadowLeg
+from gateway.proxy.routing import ModelRoute, Router
 from gateway.shadow.pairing import PrimaryOutcome
 from gateway.tasks.task import PROMPT_VERSION_HEADER, Task
 
@@ -59,15 +58,13 @@ class Proxy:
         metrics: Metrics,
         max_body: int,
         tasks: Mapping[str, Task] | None = None,
-        shadow: ShadowLeg | None = None,
         conformance: Conformance | None = None,
     ) -> None:
         self._router = router
         self._keys = keys
         self._metrics = metrics
         self._max_body = max_body
-        self._tasks = tasks or {}
-        self._shadow = shadow
+        self._tasks = tasks or {}  # the task aliases; `router.tasks` says which route each runs on
         self._conformance = conformance or Conformance()
         self.active = 0  # requests being served, so a reload knows when this proxy is idle
 
@@ -106,6 +103,7 @@ class Proxy:
                 exchange.mirror.finish(PrimaryOutcome(status, exchange.started, perf_counter()))
             elapsed = perf_counter() - exchange.started
             self._metrics.observe(
+                exchange.model_route,
                 exchange.backend,
                 route.path,
                 status,
@@ -124,26 +122,24 @@ class Proxy:
             # --- task aliases (gateway/tasks/task.py): one dict lookup for every other request ---
             task = self._tasks.get(parsed.model)
             if task is not None:
-                return await self._serve_task(task, payload, exchange, receive, send)
+                chosen = self._router.tasks[task.alias]
+                exchange.model_route = chosen.label
+                chosen.admit()  # 429 on this route alone when it is at its cap
+                try:
+                    return await self._serve_task(task, chosen, payload, exchange, receive, send)
+                finally:
+                    chosen.active -= 1
             # --- end of task aliases ---
-            if not self._router.knows(parsed.model):  # no coroutine once the name is known
-                await self._router.backend_for(parsed.model)  # a known model, or 404
-            backend = self._pick(payload, exchange)
+            chosen = self._router.route_for(parsed.model)  # 404 for a name no route has
+            exchange.model_route = chosen.label
             upstream = UpstreamRequest(
                 exchange.route, raw, payload, parsed.model, exchange.request_id, parsed.stream
             )
-            if self._shadow is not None and backend is self._shadow.primary:
-                exchange.mirror = self._shadow.mirror(upstream)
-                if exchange.mirror is not None:  # the pair shows the ids each engine read
-                    upstream = upstream.with_token_ids()
-            in_flight = self._metrics.in_flight_for(backend.name, exchange.route.path)
-            in_flight.inc()
+            chosen.admit()
             try:
-                if parsed.stream:
-                    return await self._relay_stream(backend, upstream, exchange, receive, send)
-                return await self._relay_completion(backend, upstream, exchange, receive, send)
+                return await self._relay(chosen, upstream, exchange, receive, send)
             finally:
-                in_flight.dec()
+                chosen.active -= 1
         except GatewayError as exc:
             if exchange.mirror is not None:
                 outcome = PrimaryOutcome(exc.status_code, exchange.started, perf_counter())
@@ -152,16 +148,45 @@ class Proxy:
             await send_error(send, exchange, exc)
             return exc.status_code
 
-    def _pick(self, payload: Mapping[str, Any], exchange: Exchange) -> Guarded:
-        backend = self._router.serving(user_of(payload, exchange.user))
+    async def _relay(
+        self,
+        chosen: ModelRoute,
+        upstream: UpstreamRequest,
+        exchange: Exchange,
+        receive: Receive,
+        send: Send,
+    ) -> int:
+        backend = self._pick(chosen, upstream.payload, exchange)
+        shadow = chosen.shadow
+        if shadow is not None and backend is shadow.primary:
+            exchange.mirror = shadow.mirror(upstream)
+            if exchange.mirror is not None:  # the pair shows the ids each engine read
+                upstream = upstream.with_token_ids()
+        in_flight = self._metrics.in_flight_for(chosen.label, backend.name, exchange.route.path)
+        in_flight.inc()
+        try:
+            if upstream.stream:
+                return await self._relay_stream(backend, upstream, exchange, receive, send)
+            return await self._relay_completion(backend, upstream, exchange, receive, send)
+        finally:
+            in_flight.dec()
+
+    def _pick(self, chosen: ModelRoute, payload: Mapping[str, Any], exchange: Exchange) -> Guarded:
+        backend = chosen.serving(user_of(payload, exchange.user))
         exchange.backend = backend.name
-        if backend is self._router.fallback and backend is not self._router.primary:
-            exchange.fallback_for = self._router.primary.name
+        if backend is chosen.fallback and backend is not chosen.primary:
+            exchange.fallback_for = chosen.primary.name
             self._metrics.fallback.labels(backend.name).inc()
         return backend
 
     async def _serve_task(
-        self, task: Task, payload: dict[str, Any], exchange: Exchange, receive: Receive, send: Send
+        self,
+        task: Task,
+        chosen: ModelRoute,
+        payload: dict[str, Any],
+        exchange: Exchange,
+        receive: Receive,
+        send: Send,
     ) -> int:
         """A task alias: the task builds the primary's request and reads its one-code answer.
 
@@ -173,7 +198,7 @@ class Proxy:
                 f"the task '{task.alias}' is served on /v1/chat/completions", param="model"
             )
         body = task.build(payload, model=task.alias)  # the backend maps the name it serves
-        backend = self._pick(payload, exchange)
+        backend = self._pick(chosen, payload, exchange)
         ignored = self._conformance.ignores_constraints(backend.name)
         if ignored is not None:
             raise BackendUnavailable(
@@ -185,13 +210,14 @@ class Proxy:
         upstream = UpstreamRequest(
             Route.CHAT, orjson.dumps(body), body, task.alias, exchange.request_id, False
         )
-        if self._shadow is not None and backend is self._shadow.primary:
-            exchange.mirror = self._shadow.mirror(
+        shadow = chosen.shadow
+        if shadow is not None and backend is shadow.primary:
+            exchange.mirror = shadow.mirror(
                 upstream, parse=task.expand, prompt_version=task.version
             )
             if exchange.mirror is not None:
                 upstream = upstream.with_token_ids()
-        in_flight = self._metrics.in_flight_for(backend.name, exchange.route.path)
+        in_flight = self._metrics.in_flight_for(chosen.label, backend.name, exchange.route.path)
         in_flight.inc()
         try:
             waited = perf_counter()

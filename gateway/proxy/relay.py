@@ -39,6 +39,7 @@ class Exchange:
     user: bytes | None = None  # the x-gateway-user header: canary stickiness without `user`
     mirror: Mirror | None = None  # set when this request is shadowed
     fallback_for: str | None = None  # the backend whose open circuit sent this to the fallback
+    model_route: str = ""  # the route (model) that took the request, for metrics
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         overhead_ms = (perf_counter() - self.started - self.upstream_wait) * 1000.0

@@ -1,49 +1,51 @@
-"""Which backend serves a request, and which model names clients may send."""
+"""Which route a request's model name selects, and which of the route's backends serves it.
+
+Routes are looked up by name in one dict: the hot path never waits to learn a name. A route
+configured without a name (the single-model shorthand without `GATEWAY_MODELS`) learns it from
+its primary's engine through the background readiness probes (`note_health`); until then its
+requests get the circuit's fast 503 with `Retry-After`, or the fallback.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 
-from backends.base import Backend, Health
-from backends.errors import BackendUnavailable, NotFound
+from backends.base import Health
+from backends.errors import BackendUnavailable, NotFound, Overloaded
 from gateway.proxy.guard import Guarded
+from gateway.routes import RouteSpec
+from gateway.shadow.leg import ShadowLeg
+
+UNLEARNT_RETRY_AFTER = "1"  # seconds: about as long as the next readiness probe may take
 
 
-@dataclass(frozen=True, slots=True)
-class Roles:
-    """Which configured backend plays which part (GATEWAY_PRIMARY, _CANARY, _FALLBACK, ...)."""
-
-    primary: str
-    canary: str | None
-    canary_percent: float  # share of users, 0 to 100
-    fallback: str | None
-    models: frozenset[str]  # the public names; empty: the primary's served name
-
-
-class Router:
-    """Maps public model names to the primary backend.
-
-    With `GATEWAY_MODELS` unset the public name is the primary's served name, read from the
-    engine when it first answers: clients keep the name they already send to vLLM.
-    """
+class ModelRoute:
+    """One route's backends and state: who serves it, its shadow, its cap in flight."""
 
     def __init__(
         self,
-        roles: Roles,
+        spec: RouteSpec,
         backends: Mapping[str, Guarded],
         draw: Callable[[], float] = random.random,
     ) -> None:
-        self.backends = backends
-        self.primary = backends[roles.primary]
-        self.canary = backends[roles.canary] if roles.canary else None
-        self.fallback = backends[roles.fallback] if roles.fallback else None
-        self._canary_share = roles.canary_percent / 100.0 if self.canary else 0.0
+        settings = spec.settings
+        self.name = spec.name
+        self.spec = spec
+        self.primary = backends[settings.primary]
+        self.canary = backends[settings.canary] if settings.canary else None
+        self.fallback = backends[settings.fallback] if settings.fallback else None
+        self._canary_share = settings.canary_percent / 100.0 if self.canary else 0.0
         self._draw = draw
-        self._configured = roles.models
-        self._served: dict[str, str] = {}
+        self.shadow: ShadowLeg | None = None  # set by the app once the leg is built
+        self.limit = settings.max_concurrency
+        self.active = 0  # requests in flight on this route, for `limit`
+
+    @property
+    def label(self) -> str:
+        """The route's name as metrics and records know it ("" until learnt)."""
+        return self.name or ""
 
     def serving(self, user: str | None) -> Guarded:
         """The primary, or the canary for its share of users (the same user, the same side);
@@ -56,40 +58,57 @@ class Router:
             return self.fallback
         return chosen
 
-    def note_health(self, name: str, health: Health) -> None:
-        if health.served_model:
-            self._served[name] = health.served_model
+    def admit(self) -> None:
+        """Counts a request in; 429 on this route only when it is at its cap."""
+        if self.limit is not None and self.active >= self.limit:
+            raise Overloaded(
+                f"the model '{self.label}' is at its limit of {self.limit} requests in flight",
+                headers={"Retry-After": "1"},
+            )
+        self.active += 1
 
-    async def public_models(self) -> list[str]:
-        if self._configured:
-            return sorted(self._configured)
-        served = await self._primary_served()
-        return [served]
 
-    def knows(self, model: str) -> bool:
-        """Whether `model` is served, if that is known without asking the engine."""
-        if self._configured:
-            return model in self._configured
-        return model == self._served.get(self.primary.name)
+class Router:
+    """Every route by each of its public names, and the task aliases by name."""
 
-    async def backend_for(self, model: str) -> Backend:
-        if self.knows(model):
-            return self.primary
-        if not self._configured and model == await self._primary_served():
-            return self.primary  # the engine asked once, the first time
+    def __init__(self, routes: Sequence[ModelRoute], tasks: Mapping[str, ModelRoute]) -> None:
+        self.routes = list(routes)
+        self._by_name: dict[str, ModelRoute] = {n: r for r in self.routes for n in r.spec.names}
+        self.tasks = dict(tasks)
+        self._unlearnt = [route for route in self.routes if route.name is None]
+
+    def route_for(self, model: str) -> ModelRoute:
+        """The route that serves `model`: 404 for a name no route has."""
+        route = self._by_name.get(model)
+        if route is not None:
+            return route
+        if self._unlearnt:  # the shorthand route whose engine has not said its name yet
+            return self._while_unlearnt(self._unlearnt[0])
         raise NotFound(f"the model '{model}' does not exist", param="model", code="model_not_found")
 
-    async def _primary_served(self) -> str:
-        served = self._served.get(self.primary.name)
-        if served is None:
-            health = await self.primary.health()
-            self.note_health(self.primary.name, health)
-            served = health.served_model
-        if served is None:
-            raise BackendUnavailable(
-                f"backend '{self.primary.name}' has not said which model it serves: {health.detail}"
-            )
-        return served
+    def _while_unlearnt(self, route: ModelRoute) -> ModelRoute:
+        """Its fallback serves (the primary's circuit is open), else a fast 503."""
+        if route.fallback is not None and not route.primary.available():
+            return route
+        raise BackendUnavailable(
+            f"backend '{route.primary.name}' has not said which model it serves yet",
+            headers={"Retry-After": UNLEARNT_RETRY_AFTER},
+        )
+
+    def note_health(self, name: str, health: Health) -> None:
+        """A readiness probe's answer: a route still learning its name takes its primary's."""
+        if not health.served_model:
+            return
+        for route in list(self._unlearnt):
+            if route.primary.name == name:
+                route.name = health.served_model
+                self._by_name.setdefault(route.name, route)
+                self._unlearnt.remove(route)
+                if route.shadow is not None:
+                    route.shadow.route = route.name
+
+    def public_models(self) -> list[str]:
+        return sorted(self._by_name)
 
 
 def canary_bucket(user: str | None, draw: Callable[[], float] = random.random) -> float:

@@ -45,7 +45,7 @@ def redact(record: PairRecord) -> PairRecord:
         created_at=record.created_at,
         kind=record.kind,
         public_model=record.public_model,
-        route=record.route,
+        path=record.path,
         request_hash=record.request_hash,
         request=None,
         params=record.params,
@@ -53,6 +53,7 @@ def redact(record: PairRecord) -> PairRecord:
         candidate=_redact_leg(record.candidate, enums, digests),
         prompt_version=record.prompt_version,
         extra=labels(record.extra, enums, digests),
+        route=record.route,
         prompt_diff=record.prompt_diff,
         divergence=_divergence(record.divergence),
     )

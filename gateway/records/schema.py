@@ -26,7 +26,7 @@ PAIR_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("created_at", "real"),
     ("kind", "text"),
     ("public_model", "text"),
-    ("route", "text"),
+    ("path", "text"),
     ("request_hash", "text"),
     ("request", "text"),
     ("params", "json"),
@@ -34,6 +34,7 @@ PAIR_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("extra", "json"),
     ("prompt_diff", "int"),
     ("divergence", "json"),
+    ("route", "text"),
 )
 LEG_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("backend", "text"),
@@ -57,11 +58,11 @@ COLUMNS = PAIR_COLUMNS + tuple(
 NAMES = tuple(name for name, _ in COLUMNS)
 # Columns added after stores were first made; `upgrade_statements` adds them to an older table.
 ADDED = frozenset(
-    {"prompt_diff", "divergence"}
+    {"prompt_diff", "divergence", "route"}
     | {f"{leg}_{name}" for leg in ("primary", "candidate")
        for name in ("sampling", "prompt_digest", "output_ids")}
 )  # fmt: skip
-_REQUIRED = {"pair_id", "created_at", "kind", "public_model", "route", "request_hash", "params"}
+_REQUIRED = {"pair_id", "created_at", "kind", "public_model", "path", "request_hash", "params"}
 _REQUIRED |= {"extra"} | {f"{leg}_{name}" for leg in LEGS for name in ("backend", "status")}
 _PARAM_NAMES = tuple(f.name for f in fields(Params))
 _PARAM_FIELDS = set(_PARAM_NAMES)
@@ -85,13 +86,25 @@ def create_statements(types: Mapping[ColumnType, str]) -> list[str]:
     ]
 
 
+# Columns renamed since stores were first made: new name, old name. `route` held the path
+# until routes (a model's backends) came, and took the name.
+RENAMED = {"path": "route"}
+
+
 def upgrade_statements(existing: set[str], types: Mapping[ColumnType, str]) -> list[str]:
     """ALTER statements that give a table made by an older gateway the columns it lacks."""
-    return [
+    statements = []
+    present = set(existing)
+    for new, old in RENAMED.items():
+        if new not in present and old in present:
+            statements.append(f"ALTER TABLE pairs RENAME COLUMN {old} TO {new}")
+            present = (present - {old}) | {new}
+    statements += [
         f"ALTER TABLE pairs ADD COLUMN {name} {types[kind]}"
         for name, kind in COLUMNS
-        if name in ADDED and name not in existing
+        if name in ADDED and name not in present
     ]
+    return statements
 
 
 # The latest conformance probe result of each backend and check (`gateway.probes`).
@@ -130,9 +143,10 @@ def to_row(record: PairRecord) -> tuple[Any, ...]:
     """The record's column values in the order of `NAMES`, JSON columns as text."""
     divergence = None if record.divergence is None else dump_json(asdict(record.divergence))
     head = (
-        record.pair_id, record.created_at, record.kind, record.public_model, record.route,
+        record.pair_id, record.created_at, record.kind, record.public_model, record.path,
         record.request_hash, record.request, dump_json(_params_dict(record.params)),
         record.prompt_version, dump_json(record.extra), record.prompt_diff, divergence,
+        record.route,
     )  # fmt: skip
     return head + _leg_row(record.primary) + _leg_row(record.candidate)
 
@@ -161,7 +175,7 @@ def from_row(row: Sequence[Any]) -> PairRecord:
         created_at=float(values["created_at"]),
         kind=cast(PairKind, values["kind"]),
         public_model=values["public_model"],
-        route=values["route"],
+        path=values["path"],
         request_hash=values["request_hash"],
         request=values["request"],
         params=_params(load_json(values["params"])),
@@ -171,6 +185,7 @@ def from_row(row: Sequence[Any]) -> PairRecord:
         extra=load_json(values["extra"]),
         prompt_diff=values["prompt_diff"],
         divergence=_divergence(load_json(values["divergence"])),
+        route=values["route"],
     )
 
 

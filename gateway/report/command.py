@@ -15,17 +15,17 @@ import asyncio
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.gate_rule import METRICS, GateRule
 from gateway.probes import ProbeResult
 from gateway.records.base import StoreError
 from gateway.records.store import open_store
-from gateway.report.render import render
-from gateway.report.rule import METRICS, GateRule
-from gateway.report.summary import summarize
+from gateway.report.routes import passed, render_routes, summarize_routes
 from gateway.shadow.pairs import PairRecord
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -86,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--since", help="only pairs from this long ago (30m, 6h, 7d) or this ISO time on"
     )
     parser.add_argument("--format", choices=FORMATS, default="text", help="default: text")
+    parser.add_argument("--route", help="one route (model name); default: every route")
     parser.add_argument("--output", type=Path, help="write the report here instead of stdout")
     parser.add_argument(
         "--agreement", choices=METRICS, help="agreement measure the gate uses (GATEWAY_GATE_*)"
@@ -95,9 +96,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=CHECKS[kind], help=f"GATEWAY_GATE_{name.upper()}")
 
 
-def run(args: argparse.Namespace, rule: GateRule, records_url: str) -> int:
-    """The command, on the configured rule (`Settings.gate_rule`) and records; flags override
-    the rule."""
+def run(
+    args: argparse.Namespace,
+    rule: GateRule,
+    records_url: str,
+    routes: Mapping[str, GateRule] | None = None,
+) -> int:
+    """The command, on the configured rule (`Settings.gate_rule`), each route's own (`routes`)
+    and the records; flags override every rule."""
     try:
         since = parse_since(args.since, time.time()) if args.since else None
     except ValueError as exc:
@@ -108,13 +114,14 @@ def run(args: argparse.Namespace, rule: GateRule, records_url: str) -> int:
         if getattr(args, name) is not None
     }
     rule = replace(rule, **overrides)
+    rules = {name: replace(own, **overrides) for name, own in (routes or {}).items()}
     try:
         pairs, probes = asyncio.run(read_records(records_url, since))
     except StoreError as exc:
         return _fail(f"cannot read the records: {exc}")
     start = None if since is None else datetime.fromtimestamp(since, UTC).isoformat()
-    report = summarize(pairs, rule, start, probes)
-    text = render(report, args.format)
+    reports = summarize_routes(pairs, rules, rule, start, probes, only=args.route)
+    text = render_routes(reports, args.format)
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -122,7 +129,7 @@ def run(args: argparse.Namespace, rule: GateRule, records_url: str) -> int:
             args.output.write_text(text, encoding="utf-8")
         except OSError as exc:
             return _fail(f"cannot write {args.output}: {exc.strerror}")
-    return 0 if report.verdict.passed else 1
+    return 0 if passed(reports) else 1
 
 
 async def read_records(url: str, since: float | None) -> tuple[list[PairRecord], list[ProbeResult]]:

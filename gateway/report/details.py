@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from gateway import stats
-from gateway.report.rule import METRICS
+from gateway.gate_rule import METRICS
 from gateway.report.values import (
     Answer,
     Bucket,

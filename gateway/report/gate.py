@@ -11,8 +11,8 @@ Example::
 
 from __future__ import annotations
 
+from gateway.gate_rule import GateRule, Verdict
 from gateway.render.text import interval, percent
-from gateway.report.rule import GateRule, Verdict
 from gateway.report.values import ShadowReport
 from gateway.stats import Latency, Proportion
 

@@ -3,14 +3,14 @@ subtitle every format of it opens with."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import astuple, fields
 from datetime import UTC, datetime
 from html import escape
 
+from gateway.gate_rule import METRICS, GateRule
 from gateway.render import charts, text
 from gateway.render import html as h
-from gateway.report.rule import METRICS, GateRule
 from gateway.report.values import Backends, BackendStats, Deltas, Evidence, Parity, ShadowReport
 from gateway.stats import Confusion, Latency, Proportion
 
@@ -47,17 +47,25 @@ def agreement_rows(report: ShadowReport) -> list[tuple[str, Proportion | None, P
 
 
 def render_html(report: ShadowReport) -> str:
+    return h.page(title(report), subtitle(report), report_sections(report))
+
+
+def render_html_routes(reports: Mapping[str, ShadowReport]) -> str:
+    """Several routes' reports on one page, each under its route's name."""
+    passed = all(report.verdict.passed for report in reports.values())
+    parts = [
+        f"<h2>Route {escape(route)}: {'PASS' if report.verdict.passed else 'FAIL'}</h2>"
+        + "".join(report_sections(report))
+        for route, report in reports.items()
+    ]
+    heading = f"Shadow reports of {len(reports)} routes: {'PASS' if passed else 'FAIL'}"
+    return h.page(heading, ", ".join(reports), parts)
+
+
+def report_sections(report: ShadowReport) -> list[str]:
     verdict = report.verdict
     headline = f"Cutover gate for {report.candidate or 'no candidate'}"
-    probes = h.section(
-        "Conformance probes",
-        h.table(
-            ["latest"],
-            [[line] for line in probe_lines(report)[1:]] or [[probe_lines(report)[0]]],
-            "texts",
-        ),
-    )
-    sections = [h.verdict(verdict.passed, headline, verdict.reasons), probes]
+    sections = [h.verdict(verdict.passed, headline, verdict.reasons), _probe_section(report)]
     if report.backends:
         sections += [_backends_section(report.backends), _latency_section(report.backends)]
         sections.append(_delta_section(report.paired_delta_ms))
@@ -67,7 +75,7 @@ def render_html(report: ShadowReport) -> str:
     sections += [_parity_section(report.parity), _evidence_section(report.evidence)]
     sections.append(_disagreement_section(report))
     sections.append(_gate_section(report.gate))
-    return h.page(title(report), subtitle(report), sections)
+    return sections
 
 
 def _backends_section(backends: Backends) -> str:

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from gateway import stats
+from gateway.gate_rule import GateRule, Verdict
 from gateway.probes import ProbeResult
 from gateway.report import details
 from gateway.report.evidence import evidence
 from gateway.report.gate import evaluate
-from gateway.report.rule import GateRule, Verdict
 from gateway.report.values import (
     Agreement,
     Backends,

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.gate_rule import GateRule, Metric, Verdict
 from gateway.probes import ProbeResult
 from gateway.render.json import EMPTY, FLAT
-from gateway.report.rule import GateRule, Metric, Verdict
 from gateway.shadow.compare import Flag, Role
 from gateway.shadow.pairs import Divergence
 from gateway.stats import Confusion, Latency, Proportion

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from backends.base import Backend, TokenIds, UpstreamRequest
 from backends.errors import GatewayError
-from gateway.metrics import Metrics
+from gateway.metrics import ShadowCounts
 from gateway.shadow import legs
 from gateway.shadow.compare import agrees, failed
 from gateway.shadow.legs import Parser
@@ -81,7 +81,7 @@ class ShadowLeg:
         candidate: Backend,
         config: ShadowConfig,
         sink: Sink,
-        metrics: Metrics,
+        counts: ShadowCounts,
         draw: Callable[[], float] = random.random,
         task_schemas: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
@@ -89,7 +89,8 @@ class ShadowLeg:
         self.candidate = candidate
         self._config = config
         self._sink = sink
-        self._metrics = metrics
+        self._counts = counts  # the route's shadow counters
+        self.route = ""  # the route's name, once known (`gateway.proxy.routing`), for the pairs
         self._draw = draw
         self._task_schemas = task_schemas or {}  # output schemas of task aliases, by alias
         self.admitted = 0  # shadows running or waiting for a place to run
@@ -113,9 +114,9 @@ class ShadowLeg:
         """
         if self._config.rate <= 0.0 or self._draw() >= self._config.rate:
             return None
-        self._metrics.shadow_sampled.inc()
+        self._counts.sampled.inc()
         if self.admitted >= self._config.max_in_flight + self._config.queue:
-            self._metrics.shadow_queue_full.inc()
+            self._counts.queue_full.inc()
             return None
         self.admitted += 1
         task_schema = self._task_schemas.get(upstream.public_model) if prompt_version else None
@@ -148,7 +149,7 @@ class ShadowLeg:
             for task in pending:
                 task.cancel()
             if pending:
-                self._metrics.shadow_dropped("shutdown").inc(len(pending))
+                self._counts.dropped("shutdown").inc(len(pending))
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -171,11 +172,11 @@ class ShadowLeg:
             outcome = await self._primary_outcome(mirror)
         except (TimeoutError, asyncio.CancelledError):
             if not self._closing:
-                self._metrics.shadow_dropped("primary_unfinished").inc()
+                self._counts.dropped("primary_unfinished").inc()
             return
         except Exception as exc:  # a bug must not escape into the event loop's log as text
             log.error("shadow leg failed: %s", type(exc).__name__)
-            self._metrics.shadow_failed.inc()
+            self._counts.failed.inc()
             return
         primary = primary_leg(self.primary.name, outcome, mirror.stream, parse)
         primary = legs.with_evidence(primary, outcome.ids, self.primary.sampling(upstream))
@@ -183,9 +184,12 @@ class ShadowLeg:
         keep_text = self._config.keep_text
         for kind, (leg, ids) in zip(kinds, results, strict=False):
             prompts = (_prompt(outcome.ids), _prompt(ids))
-            pair = pair_of(kind, upstream, params, primary, leg, prompt_version, keep_text, prompts)
+            pair = pair_of(
+                kind, upstream, params, primary, leg, prompt_version, keep_text, prompts,
+                self.route or None,
+            )  # fmt: skip
             if kind == "shadow":
-                count_agreement(self._metrics, pair)
+                count_agreement(self._counts, pair)
             self._sink.record(pair)
 
     async def _calls(
@@ -209,7 +213,7 @@ class ShadowLeg:
                 raise  # not the timeout's: shutdown
             mirror.task.uncancel()
             called = [self.candidate, self.primary] if noise else [self.candidate]
-            self._metrics.shadow_failed.inc(len(called))
+            self._counts.failed.inc(len(called))
             timed_out = [legs.failed(b.name, 504, "shadow timeout", _ms(started)) for b in called]
             return [(leg, None) for leg in timed_out]
         finally:
@@ -264,7 +268,7 @@ class ShadowLeg:
         `gateway_shadow_failed_total`."""
         leg, ids = await self._answer(backend, upstream, tag, parse)
         if failed(leg):
-            self._metrics.shadow_failed.inc()
+            self._counts.failed.inc()
         return legs.with_evidence(leg, ids, backend.sampling(upstream)), ids
 
     async def _answer(
@@ -291,13 +295,13 @@ class ShadowLeg:
             return legs.failed(backend.name, exc.status_code, exc.message, _ms(started)), None
 
 
-def count_agreement(metrics: Metrics, pair: PairRecord) -> None:
+def count_agreement(counts: ShadowCounts, pair: PairRecord) -> None:
     """Agreement as the report counts it: only pairs whose legs both answered the same
     request; a failed leg is counted as failed (in `_call`), never as a disagreement."""
-    metrics.shadow_completed.inc()
+    counts.completed.inc()
     agreed = agrees(pair)
     if agreed is not None:
-        (metrics.shadow_agree if agreed else metrics.shadow_disagree).inc()
+        (counts.agree if agreed else counts.disagree).inc()
 
 
 def _prompt(ids: TokenIds | None) -> tuple[int, ...] | None:

@@ -89,6 +89,7 @@ def pair_of(
     prompt_version: str | None,
     keep_text: bool,
     prompts: tuple[Sequence[int] | None, Sequence[int] | None] = (None, None),
+    route: str | None = None,
 ) -> PairRecord:
     """The pair of one request's answers; a structured-output request's legs are judged
     against its schema now (`extra["<role>_schema_valid"]`), while their text exists: the
@@ -100,7 +101,8 @@ def pair_of(
         created_at=time.time(),
         kind=kind,
         public_model=upstream.public_model,
-        route=upstream.route.path,
+        path=upstream.route.path,
+        route=route,
         request_hash=sha256(upstream.raw),
         request=upstream.raw.decode("utf-8", "replace") if keep_text else None,
         params=params,

@@ -76,7 +76,7 @@ class PairRecord:
     created_at: float  # unix seconds
     kind: PairKind
     public_model: str
-    route: str
+    path: str  # the OpenAI operation: /v1/chat/completions or /v1/completions
     request_hash: str  # sha256 of the request body: joins pairs, reveals nothing
     request: str | None  # the body itself, or None when only hashes are kept
     params: Params
@@ -84,6 +84,7 @@ class PairRecord:
     candidate: Leg
     prompt_version: str | None = None  # for task aliases
     extra: dict[str, Any] = field(default_factory=dict)
+    route: str | None = None  # the route (model) that took the request; None: stored before
     prompt_diff: int | None = None  # the first position where the legs' prompt ids differ
     divergence: Divergence | None = None  # where the answers first differ, when they do
 

@@ -51,8 +51,8 @@ def gateway_metrics() -> Metrics:
     metrics = Metrics()
     metrics.watch_records(_RecorderCounts())
     # The hot path's series are made by their first request: one, so they have samples.
-    metrics.observe("vllm", "/v1/chat/completions", 200, 0.02, 0.0001)
-    metrics.in_flight_for("vllm", "/v1/chat/completions")
+    metrics.observe("phi-3-mini", "vllm", "/v1/chat/completions", 200, 0.02, 0.0001)
+    metrics.in_flight_for("phi-3-mini", "vllm", "/v1/chat/completions")
     return metrics
 
 

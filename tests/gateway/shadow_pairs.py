@@ -58,7 +58,7 @@ def pair(
         created_at=at,
         kind=kind,  # type: ignore[arg-type]
         public_model="tagger",
-        route="/v1/chat/completions",
+        path="/v1/chat/completions",
         request_hash=f"hash-{pair_id}",
         request=request,
         params=params,

@@ -25,8 +25,8 @@ from backends.registry import BackendSettings
 from backends.triton.settings import TritonSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
+from gateway.gate_rule import GateRule
 from gateway.records.store import open_store
-from gateway.report.rule import GateRule
 from gateway.report.summary import summarize
 from gateway.settings import Settings
 from gateway.shadow.compare import compare

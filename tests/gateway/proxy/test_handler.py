@@ -229,9 +229,8 @@ def test_metrics_count_requests_and_overhead(
 ) -> None:
     ask(client, "hi")
     text = httpx.get(gateway.url + "/metrics").text
-    assert (
-        'gateway_requests_total{backend="vllm",route="/v1/chat/completions",status="200"}' in text
-    )
+    labels = f'backend="vllm",path="/v1/chat/completions",route="{MODEL}",status="200"'
+    assert f"gateway_requests_total{{{labels}}}" in text
     assert "gateway_overhead_seconds_bucket" in text
     assert "gateway_in_flight_requests" in text
 
@@ -239,7 +238,10 @@ def test_metrics_count_requests_and_overhead(
 def test_a_client_that_hangs_up_after_done_was_served(gateway: ThreadedServer) -> None:
     """SDKs may close once they read `[DONE]`, before the engine has ended its body: that
     client got its whole answer (a 200, and the primary leg of a shadow pair), not a 499."""
-    counted = 'gateway_requests_total{backend="vllm",route="/v1/chat/completions",status="%s"}'
+    counted = (
+        f'gateway_requests_total{{backend="vllm",path="/v1/chat/completions",route="{MODEL}",'
+        'status="%s"}'
+    )
 
     def count(status: str) -> float:
         for line in httpx.get(gateway.url + "/metrics").text.splitlines():
@@ -319,7 +321,7 @@ def test_overhead_of_a_slow_stream_excludes_the_generation() -> None:
 def overhead(server: ThreadedServer) -> tuple[float, float]:
     """Count and sum of the chat route's `gateway_overhead_seconds` histogram."""
     metrics = httpx.get(server.url + "/metrics").text
-    route = '{route="/v1/chat/completions"}'
+    route = '{path="/v1/chat/completions"}'
     return (
         sample(metrics, "gateway_overhead_seconds_count" + route),
         sample(metrics, "gateway_overhead_seconds_sum" + route),

@@ -69,7 +69,7 @@ def make_pair(n: int = 0, *, created_at: float | None = None) -> PairRecord:
         created_at=1_750_000_000.123456 + n if created_at is None else created_at,
         kind="noise" if n % 3 == 2 else "shadow",
         public_model="phi-3-mini",
-        route="/v1/chat/completions",
+        path="/v1/chat/completions",
         request_hash=sha256(body),
         request=body,
         params=Params(

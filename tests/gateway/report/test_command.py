@@ -18,9 +18,9 @@ from pydantic import SecretStr
 
 from backends.vllm import VllmSettings
 from gateway.app import create_app
+from gateway.gate_rule import GateRule
 from gateway.records.sqlite import SqliteStore
 from gateway.report.command import parse_since
-from gateway.report.rule import GateRule
 from gateway.settings import Settings
 from tests.gateway.shadow_pairs import T0, records
 from tests.support.fake_upstream import FakeUpstream

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.gate_rule import GateRule
 from gateway.records.redaction import redact
 from gateway.report.render import render
-from gateway.report.rule import GateRule
 from gateway.report.summary import summarize
 from gateway.shadow.pairs import PairRecord
 from tests.gateway.report.test_summary import LOOSE

@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.gate_rule import GateRule
 from gateway.records.redaction import redact
 from gateway.report.gate import evaluate
 from gateway.report.render import render
-from gateway.report.rule import GateRule
 from gateway.report.summary import summarize
 from gateway.report.values import ShadowReport, Window
 from gateway.shadow import compare

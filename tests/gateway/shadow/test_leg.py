@@ -105,7 +105,9 @@ def build(
 ) -> tuple[ShadowLeg, Pairs, Metrics]:
     config = ShadowConfig(rate, noise_rate, max_in_flight, queue, timeout, keep_text=True)
     pairs, metrics = Pairs(), Metrics()
-    leg = ShadowLeg(FakeBackend("primary"), candidate, config, pairs, metrics, draw)
+    counts = metrics.shadow_for("m")
+    leg = ShadowLeg(FakeBackend("primary"), candidate, config, pairs, counts, draw)
+    leg.route = "m"
     return leg, pairs, metrics
 
 
@@ -122,7 +124,10 @@ def finish(mirror: Mirror | None, text: str = "ok") -> None:
 
 
 def count(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(f"gateway_shadow_{name}_total", labels) or 0.0
+    found = metrics.registry.get_sample_value(
+        f"gateway_shadow_{name}_total", {"route": "m", **labels}
+    )
+    return found or 0.0
 
 
 def one_pair(candidate: FakeBackend, primary_text: str = "ok", **config: Any) -> Any:

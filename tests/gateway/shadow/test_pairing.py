@@ -57,7 +57,7 @@ def test_a_pair_keeps_the_text_only_when_asked_and_is_judged_on_its_schema_eithe
     hidden = pair_of("shadow", upstream, params_of(payload), good, bad, "v2", keep_text=False)
     assert hidden.request is None
     assert len(hidden.request_hash) == 64
-    assert (hidden.kind, hidden.public_model, hidden.route) == (
+    assert (hidden.kind, hidden.public_model, hidden.path) == (
         "shadow",
         "tagger",
         "/v1/chat/completions",

@@ -295,7 +295,7 @@ def test_settings_name_a_missing_tasks_dir_and_an_alias_clash(tmp_path: Path) ->
     with pytest.raises(ValueError, match=r"GATEWAY_TASKS_DIR=.*is not a directory"):
         Settings(tasks_enabled=True, tasks_dir=tmp_path / "nowhere")
     settings = Settings(tasks_enabled=True, tasks_dir=PROMPTS, models=["tagger"])
-    with pytest.raises(TaskConfigError, match="also in GATEWAY_MODELS: tagger"):
+    with pytest.raises(TaskConfigError, match="also model names: tagger"):
         create_app(settings)
 
 
