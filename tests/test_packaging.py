@@ -30,6 +30,8 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["
 # Modules only a backend kind or a store with an extra loads, and that extra.
 OPTIONAL = {
     "backends/chat_template.py": "triton",
+    "backends/prompting.py": "trtllm-serve",
+    "backends/trtllm_grpc/adapter.py": "trtllm-grpc",
     "backends/triton/adapter.py": "triton",
     "backends/triton/answer.py": "triton",
     "backends/triton/interface.py": "triton",
@@ -59,6 +61,8 @@ def third_party_imports(path: Path) -> set[str]:
         for module in modules:
             top = module.split(".")[0]
             if top in sys.stdlib_module_names or top in ("gateway", "backends", "__future__"):
+                continue
+            if top == "_typeshed":  # the standard library's type stubs, for annotations only
                 continue
             found.update(canonicalize_name(name) for name in providers.get(top, [top]))
     return found
