@@ -27,8 +27,8 @@ GRAFANA = COMPOSE / "grafana"
 DASHBOARD = json.loads((GRAFANA / "dashboards/gateway.json").read_text(encoding="utf-8"))
 # Engine metrics the dashboard may use. vLLM: docs.vllm.ai "Production Metrics" (V1 names).
 # trtllm-serve, at /prometheus/metrics with return_perf_metrics (and iteration stats for the
-# gauges): NVIDIA/TensorRT-LLM tensorrt_llm/metrics/collector.py@050f80de, whose names carry the
-# trtllm_ prefix since PR #12545 (2026-03); older images name them without it.
+# gauges): NVIDIA/TensorRT-LLM tensorrt_llm/metrics/collector.py@050f80de (the prefix and the
+# gauges date from early 2026, backends/TENSORRT_LLM.md E.1; older images lack them).
 VLLM_METRICS = {
     "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
     "vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total",
