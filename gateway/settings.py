@@ -350,6 +350,7 @@ def describe_errors(error: ValidationError) -> str:
 def _named(parts: list[str]) -> str:
     """Where a problem is: the env var, or a route and its field. Model names keep their case,
     and a routes file has no env var names."""
-    if parts[:1] == ["routes"] and len(parts) > 2:
-        return f"route {parts[1]!r} {'.'.join(parts[2:])}: "
+    if parts[:1] == ["routes"] and len(parts) > 1:
+        field = ".".join(parts[2:])
+        return f"route {parts[1]!r}{' ' + field if field else ''}: "
     return f"GATEWAY_{'__'.join(parts).upper()}: " if parts else ""
