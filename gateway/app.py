@@ -181,6 +181,15 @@ class Gateway:
         ):
             router.note_health(name, health)
             log.info("backend %s: %s", name, "ready" if health.ready else health.detail)
+        for route in router.routes:
+            if route.name is None:
+                log.warning(
+                    "backend %s has not said which model it serves: until a readiness probe "
+                    "learns it (GATEWAY_PROBE_INTERVAL), its requests get %s; GATEWAY_MODELS "
+                    "names the route from the start",
+                    route.primary.name,
+                    "the fallback" if route.fallback else "a fast 503",
+                )
         served = {alias: task for alias, task in tasks.items() if alias in router.tasks}
         proxy = Proxy(router, keys, self.metrics, settings.max_body_bytes, served, self.conformance)
         runtime = Runtime(

@@ -76,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "purge":
         return purge_records(settings, args.days)
     if args.command == "report":
-        rules = settings.route_rules()
-        return report_command.run(args, settings.gate_rule(), settings.records_url, rules)
+        rules, shadowing = settings.route_rules(), settings.shadowing_routes()
+        return report_command.run(
+            args, settings.gate_rule(), settings.records_url, rules, shadowing
+        )
     overrides = {
         key: value
         for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers))

@@ -125,24 +125,42 @@ class RouteSpec:
 
     def field(self, name: str) -> str:
         """How a message names one of this route's fields."""
-        return f"GATEWAY_{name.upper()}" if self.shorthand else f"route {self.name!r} {name}"
+        if self.shorthand:
+            return "GATEWAY_MODELS" if name in ("name", "aliases") else f"GATEWAY_{name.upper()}"
+        return f"route {self.name!r} {name}"
+
+
+_AS = {"name": "the name of", "aliases": "an alias of", "tasks": "a task on"}
 
 
 def check_routes(specs: list[RouteSpec], backends: Iterable[str]) -> None:
     """ValueError naming the route and field of the first contradiction: a backend that is not
-    configured, a shadow that is its route's primary, a model name or task on two routes."""
+    configured, a shadow or canary that is its route's primary, an empty name, a model name or
+    task on two routes. (A fallback may be the primary: it serves while the canary's circuit
+    is open.)"""
     known = sorted(backends)
     seen: dict[str, str] = {}
     for spec in specs:
-        for role, backend in spec.settings.backend_names().items():
-            if backend not in known:
-                raise ValueError(
-                    f"{spec.field(role)}={backend!r} is not one of GATEWAY_BACKENDS "
-                    f"({', '.join(known)})"
-                )
-        if spec.settings.shadow == spec.settings.primary:
-            raise ValueError(f"{spec.field('shadow')} must differ from {spec.field('primary')}")
-        for name in (*spec.names, *spec.settings.tasks):
+        _check_backends(spec, known)
+        named = [("name", spec.name)] if spec.name is not None else []
+        named += [("aliases", alias) for alias in spec.settings.aliases]
+        named += [("tasks", task) for task in spec.settings.tasks]
+        for field, name in named:
+            if not name.strip():
+                raise ValueError(f"{spec.field(field)}: a model name cannot be empty")
             if name in seen:
-                raise ValueError(f"{spec.field('name')}: {name!r} is also {seen[name]}")
-            seen[name] = f"on route {spec.name!r}" if spec.name else "a configured name"
+                raise ValueError(f"{spec.field(field)}: {name!r} is also {seen[name]}")
+            seen[name] = f"{_AS[field]} route {spec.name!r}"
+
+
+def _check_backends(spec: RouteSpec, known: list[str]) -> None:
+    roles = spec.settings.backend_names()
+    for role, backend in roles.items():
+        if backend not in known:
+            raise ValueError(
+                f"{spec.field(role)}={backend!r} is not one of GATEWAY_BACKENDS "
+                f"({', '.join(known)})"
+            )
+    for role in ("shadow", "canary"):  # the primary compared with, or sharing with, itself
+        if roles.get(role) == roles["primary"]:
+            raise ValueError(f"{spec.field(role)} must differ from {spec.field('primary')}")

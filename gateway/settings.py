@@ -259,8 +259,9 @@ class Settings(BaseSettings):
         return self
 
     def route_table(self) -> list[RouteSpec]:
-        """The routes to serve: those configured, or the one the single-model variables make
-        (named by GATEWAY_MODELS, else by the name its primary's engine serves)."""
+        """The routes to serve: those configured, or the one the single-model variables make,
+        named by GATEWAY_MODELS, else by its primary's `model` setting, else (None) by the name
+        its primary's engine serves, which the readiness probes learn."""
         if self.routes:
             return [RouteSpec(name, route) for name, route in self.routes.items()]
         route = RouteSettings(
@@ -268,7 +269,9 @@ class Settings(BaseSettings):
             shadow_rate=self.shadow_rate, noise_rate=self.noise_rate, canary=self.canary,
             canary_percent=self.canary_percent, fallback=self.fallback,
         )  # fmt: skip
-        return [RouteSpec(self.models[0] if self.models else None, route, shorthand=True)]
+        primary = self.backends.get(self.primary)
+        name = self.models[0] if self.models else primary.model if primary else None
+        return [RouteSpec(name, route, shorthand=True)]
 
     def missing_extras(self) -> list[str]:
         """One line for each configured part this install cannot run: a backend kind or a
@@ -286,13 +289,23 @@ class Settings(BaseSettings):
         )
 
     def route_rules(self) -> dict[str, GateRule]:
-        """Each shadowing route's gate: `GATEWAY_GATE_*` with the route's own thresholds."""
+        """Each named route's gate: `GATEWAY_GATE_*` with the route's own thresholds. Every
+        route, not only those shadowing now: pairs a route took before its shadow was
+        removed are still judged by its own gate."""
         rule = self.gate_rule()
         return {
             spec.name: spec.settings.gate.over(rule)
             for spec in self.route_table()
-            if spec.name is not None and spec.settings.shadow is not None
+            if spec.name is not None
         }
+
+    def shadowing_routes(self) -> list[str]:
+        """The named routes that shadow: the report judges each, pairs or none."""
+        return [
+            spec.name
+            for spec in self.route_table()
+            if spec.name is not None and spec.settings.shadow is not None
+        ]
 
     def gate_rule(self) -> GateRule:
         """The cutover gate as configured (`GATEWAY_GATE_*`)."""
@@ -330,6 +343,14 @@ def describe_errors(error: ValidationError) -> str:
         if parts[:1] == ["backends"] and len(parts) > 3 and parts[2] in KINDS:
             del parts[2]  # the union's tag, which is not part of the env var name
         message = problem["msg"].removeprefix("Value error, ")
-        name = f"GATEWAY_{'__'.join(parts).upper()}: " if parts else ""
-        lines.append(f"{name}{message}")
+        lines.append(f"{_named(parts)}{message}")
     return "\n".join(lines)
+
+
+def _named(parts: list[str]) -> str:
+    """Where a problem is: the env var, or a route and its field. Model names keep their case,
+    and a routes file has no env var names."""
+    if parts[:1] == ["routes"] and len(parts) > 1:
+        field = ".".join(parts[2:])
+        return f"route {parts[1]!r}{' ' + field if field else ''}: "
+    return f"GATEWAY_{'__'.join(parts).upper()}: " if parts else ""

@@ -137,9 +137,15 @@ def shadowed_settings(stack: ExitStack, primary: str, home: Path) -> dict[str, s
 
 
 def gateway_settings(
-    primary: str, home: Path, shadow: str | None = None, busy_poll_us: int | str = "auto"
+    primary: str,
+    home: Path,
+    shadow: str | None = None,
+    busy_poll_us: int | str = "auto",
+    routes: int = 1,
 ) -> dict[str, str]:
-    """The gateway's environment: one backend per upstream; records (if any) under ``home``."""
+    """The gateway's environment: one backend per upstream; records (if any) under ``home``.
+    With ``routes`` > 1, that many routes, each with a backend of its own on ``primary``; the
+    load's model is one of them."""
     backend = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}  # >= 1,000 streams
     backends = {"primary": {**backend, "url": primary}}
     env = {
@@ -156,6 +162,13 @@ def gateway_settings(
         # c=64 a third of the sampled requests were dropped, and the point measured that.
         env |= {"GATEWAY_SHADOW_MAX_IN_FLIGHT": str(SHADOW_IN_FLIGHT)}
         env |= {"GATEWAY_RECORDS_TEXT": "hashes"}
+    if routes > 1:
+        del env["GATEWAY_PRIMARY"]  # the single-model shorthand; routes name their primaries
+        names = [f"model-{n}" for n in range(routes - 1)]
+        names.insert(len(names) // 2, MODEL)  # neither first nor last: a dict has no order cost
+        backends = {f"engine-{n}": {**backend, "url": primary} for n in range(routes)}
+        table = {name: {"primary": f"engine-{n}"} for n, name in enumerate(names)}
+        env["GATEWAY_ROUTES"] = json.dumps(table)
     return {**env, "GATEWAY_BACKENDS": json.dumps(backends)}
 
 

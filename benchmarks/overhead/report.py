@@ -21,11 +21,13 @@ BUSY_POLL_US = 1000
 BUSY_POLL = f"busy poll {BUSY_POLL_US} µs"
 POLL_OFF = "busy poll off"  # the gateway rows with GATEWAY_BUSY_POLL_US=0
 REFERENCE = "(reference)"  # the limit of a row shown beside a target, judged by none
+ROUTES = 10  # routes configured in the many-routes rows (issue 21: lookup stays O(1))
+ROUTED = f"gateway, {ROUTES} routes"
 
 
 @dataclass(frozen=True)
 class Target:
-    """One target of issue 6; ``measured`` is None when its point is missing."""
+    """One target of issues 6 and 21; ``measured`` is None when its point is missing."""
 
     name: str
     limit: str
@@ -57,11 +59,13 @@ def added(points: Sequence[Point], point: Point | None, field: str) -> float | N
 
 
 def targets(points: Sequence[Point]) -> list[Target]:
-    """The targets of issue 6, measured on the gateway rows (one process, one core)."""
+    """The targets of issue 6, measured on the gateway rows (one process, one core), and the
+    first three again with ROUTES routes configured (issue 21)."""
     c1 = find(points, "http", "gateway", 1)
     c1_sleeping = find(points, "http", f"gateway, {POLL_OFF}", 1)
     one_sleeping = find(points, "stream", f"gateway, {POLL_OFF}", 1)
     c64 = find(points, "http", "gateway", 64)
+    routed_c1, routed_c64 = (find(points, "http", ROUTED, c) for c in (1, 64))
     shadow = find(points, "shadow", "gateway, shadow 100%", 64)
     one = find(points, "stream", "gateway", 1)
     gateway_streams = [p for p in points if p.scenario == "stream" and p.path == "gateway"]
@@ -73,6 +77,12 @@ def targets(points: Sequence[Point]) -> list[Target]:
         ("requests/s at c=64", ">= 6,000", value_of(c64, "rps"), "req/s"),
         ("p99 at c=64", "<= 25 ms", value_of(c64, "p99_ms"), "ms"),
         ("requests/s at c=64, all shadowed", ">= 3,000", value_of(shadow, "rps"), "req/s"),
+        # The same targets with ROUTES routes configured (issue 21).
+        (f"added latency at c=1, p50, {ROUTES} routes", "<= 0.30 ms",
+         added(points, routed_c1, "p50_ms"), "ms"),
+        (f"requests/s at c=64, {ROUTES} routes", ">= 6,000", value_of(routed_c64, "rps"),
+         "req/s"),
+        (f"p99 at c=64, {ROUTES} routes", "<= 25 ms", value_of(routed_c64, "p99_ms"), "ms"),
         ("added TTFT p50, 1 stream", "<= 0.5 ms", added(points, one, "ttft_p50_ms"), "ms"),
         (f"same, {POLL_OFF}", REFERENCE, added(points, one_sleeping, "ttft_p50_ms"), "ms"),
         (
@@ -82,7 +92,7 @@ def targets(points: Sequence[Point]) -> list[Target]:
             "ms",
         ),
         (f"gateway RSS, {n} streams", "<= 200 MB", many.rss_mb if many else None, "MiB"),
-    ]
+    ]  # fmt: skip
     return [
         Target(name, limit, value, unit, _meets(limit, value)) for name, limit, value, unit in rows
     ]
@@ -121,7 +131,7 @@ def render(points: Sequence[Point]) -> str:
                [_stream_row(points, p) for p in streams]),
         _table(["gateway at c=64", "req/s", "p50", "p99", "added p50", "gateway CPU",
                 "others' CPU", "note"], [_extra_row(points, p) for p in extra]),
-        _table(["target (issue 6)", "limit", "measured", "verdict"],
+        _table(["target (issues 6, 21)", "limit", "measured", "verdict"],
                [[t.name, t.limit, _num(t.measured, t.unit), t.verdict] for t in targets(points)]),
     ]  # fmt: skip
     if any(p.noisy for p in points):
