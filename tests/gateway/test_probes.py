@@ -1,6 +1,7 @@
 """gateway.probes against real engines: vLLM honours every check; the trtllm-serve stand-in
 without a guided-decoding backend accepts a constraint and ignores it, as trtllm-serve does
-(backends/TENSORRT_LLM.md, A.3), and a task alias then refuses it."""
+(backends/TENSORRT_LLM.md, A.3); a task alias then refuses it, and so does a client's own
+constraint."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ EXCHANGE = [
     {"role": "user", "content": "con làm xong rồi nè"},
     {"role": "assistant", "content": "Giỏi quá!"},
 ]
+
+CONSTRAINTS = {
+    "response_format": {"type": "json_schema", "json_schema": {"name": "m", "schema": {}}},
+    "structured_outputs": {"choice": ["vui", "buồn"]},
+}
 
 
 def probed(settings: VllmSettings | TrtllmServeSettings) -> dict[str, ProbeResult]:
@@ -86,6 +92,15 @@ def test_the_gateway_shows_it_and_the_task_refuses_that_backend(
         refused = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "constraint_ignored"
+        # A client's own constraint gets a 400 instead of an answer computed without it.
+        for field, value in CONSTRAINTS.items():
+            asked = {"model": "phi-3-mini", "messages": EXCHANGE, "max_tokens": 4, field: value}
+            dropped = httpx.post(server.url + "/v1/chat/completions", json=asked, timeout=30)
+            assert dropped.status_code == 400, field
+            assert dropped.json()["error"]["code"] == "constraint_ignored"
+            assert dropped.json()["error"]["param"] == field
+        plain = {"model": "phi-3-mini", "messages": EXCHANGE, "max_tokens": 4}
+        assert httpx.post(server.url + "/v1/chat/completions", json=plain, timeout=30).is_success
         headers = {"authorization": "Bearer a-token-of-sixteen-characters"}
         report = httpx.get(server.url + "/admin/report?format=text", headers=headers).text
     assert "FAIL    trt constraint: accepted a choice" in report
