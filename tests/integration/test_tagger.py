@@ -95,19 +95,20 @@ def triton_gateways(
 
 @pytest.fixture(scope="module")
 def trtllm_gateways(
-    trtllm_serve_guided_engine: TrtllmServeEngine,
-    trtllm_grpc_engine: TrtllmGrpcEngine,
-    tiny_model_dir: Path,
+    trtllm_serve_guided_engine: TrtllmServeEngine, tiny_model_dir: Path
 ) -> Iterator[dict[str, ThreadedServer]]:
     """A gateway per current TensorRT-LLM kind that can constrain its answer (trtllm-serve
     with a guided-decoding backend, trtllm-serve --grpc), as primary, serving the alias."""
-    backends: dict[str, BackendSettings] = {
-        "trtllm-serve": TrtllmServeSettings(
-            url=trtllm_serve_guided_engine.url, model_dir=tiny_model_dir
-        ),
-        "trtllm-grpc": TrtllmGrpcSettings(url=trtllm_grpc_engine.address, model_dir=tiny_model_dir),
-    }
     with contextlib.ExitStack() as stack:
+        # The tagger's prompt is ~1,500 tokens, past the stand-in's default max_input_len
+        # (1024), which refuses it (test_a_prompt_past_max_input_len_is_a_clear_400).
+        grpc = stack.enter_context(TrtllmGrpcEngine(tiny_model_dir, max_input_len=2048))
+        backends: dict[str, BackendSettings] = {
+            "trtllm-serve": TrtllmServeSettings(
+                url=trtllm_serve_guided_engine.url, model_dir=tiny_model_dir
+            ),
+            "trtllm-grpc": TrtllmGrpcSettings(url=grpc.address, model_dir=tiny_model_dir),
+        }
         servers = {}
         for kind, backend in backends.items():
             settings = Settings(
@@ -263,6 +264,26 @@ def test_the_alias_answers_one_code_on_the_current_tensorrt_llm_kinds(
             body = {"model": "tagger", "messages": exchange}
             raw = httpx.post(url, json=body, headers={"x-gateway-debug": "raw"}, timeout=60)
             assert raw.json()["raw"]["choices"][0]["message"]["content"] in tagger.codes
+
+
+def test_a_prompt_past_max_input_len_is_a_clear_400(
+    trtllm_grpc_engine: TrtllmGrpcEngine, tiny_model_dir: Path
+) -> None:
+    """A trtllm-serve --grpc whose max_input_len (the stand-in's default, 1024) is below the
+    tagger's prompt refuses it: the engine's INVALID_ARGUMENT reaches the client as a 400
+    that says why, never a truncated prompt."""
+    backend = TrtllmGrpcSettings(url=trtllm_grpc_engine.address, model_dir=tiny_model_dir)
+    settings = Settings(
+        backends={"trt": backend}, primary="trt", models=[PUBLIC], tasks_enabled=True,
+        tasks_dir=PROMPTS,
+    )  # fmt: skip
+    with (
+        ThreadedServer(create_app(settings)) as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
+        pytest.raises(openai.BadRequestError) as error,
+    ):
+        client.chat.completions.create(model="tagger", messages=EXCHANGE)  # type: ignore[arg-type]
+    assert "exceeds max_input_len 1024" in error.value.message
 
 
 def test_the_alias_is_refused_by_a_triton_model_that_cannot_constrain_its_answer(
