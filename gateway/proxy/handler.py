@@ -16,7 +16,13 @@ from typing import Any
 import orjson
 
 from backends.base import Backend, Route, UpstreamRequest
-from backends.errors import BackendUnavailable, GatewayError, InvalidRequest
+from backends.constraints import constraint_field
+from backends.errors import (
+    BackendUnavailable,
+    GatewayError,
+    InvalidRequest,
+    UnsupportedParameter,
+)
 from gateway.http.asgi import (
     ClientDisconnected,
     Receive,
@@ -157,6 +163,7 @@ class Proxy:
         send: Send,
     ) -> int:
         backend = self._pick(chosen, upstream.payload, exchange)
+        self._refuse_ignored_constraint(backend, upstream.payload)
         shadow = chosen.shadow
         if shadow is not None and backend is shadow.primary:
             exchange.mirror = shadow.mirror(upstream)
@@ -178,6 +185,22 @@ class Proxy:
             exchange.fallback_for = chosen.primary.name
             self._metrics.fallback.labels(backend.name).inc()
         return backend
+
+    def _refuse_ignored_constraint(self, backend: Guarded, payload: Mapping[str, Any]) -> None:
+        """A 400 rather than an unconstrained answer: the conformance probe saw this backend
+        accept a constraint and answer outside it (trtllm-serve without a guided-decoding
+        backend drops `response_format` and answers 200)."""
+        ignored = self._conformance.ignores_constraints(backend.name)
+        if ignored is None:
+            return
+        field = constraint_field(payload)
+        if field is not None:
+            raise UnsupportedParameter(
+                f"backend '{backend.name}' accepts structured outputs and ignores them "
+                f"(conformance probe: {ignored.detail}), so it cannot honour '{field}'",
+                param=field,
+                code="constraint_ignored",
+            )
 
     async def _serve_task(
         self,

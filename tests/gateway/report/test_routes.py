@@ -30,7 +30,10 @@ from pydantic import SecretStr
 from backends.registry import BackendSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
+from gateway.gate_rule import GateRule
+from gateway.probes import ProbeResult
 from gateway.records.sqlite import SqliteStore
+from gateway.report.routes import render_routes, summarize_routes
 from gateway.settings import Settings
 from gateway.shadow.legs import parse_json
 from gateway.shadow.pairs import Leg, PairKind, PairRecord, Params
@@ -304,3 +307,12 @@ def test_admin_report_per_route(admin: str) -> None:
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "route_not_found"
     assert missing.json()["error"]["param"] == "route"
+
+
+def test_the_probes_head_the_report_before_any_pair_is_stored() -> None:
+    probe = ProbeResult("trt", "constraint", "fail", "accepted a choice and answered 'x'", 1.0)
+    reports = summarize_routes([], {}, GateRule(), probes=[probe])
+    assert len(reports) == 1
+    text = render_routes(reports, "text")
+    assert "FAIL    trt constraint: accepted a choice and answered 'x'" in text
+    assert "routes:" not in text
