@@ -28,6 +28,7 @@ from backends.transport.busy_poll import BusyPoll, usable_cpus, window_for
 from backends.transport.write_batch import batch_of
 from gateway.admin import build_admin
 from gateway.http.asgi import Message, Receive, Scope, Send, request_id_from
+from gateway.http.limits import STATE_KEY, ConnectionGuard
 from gateway.logs import frames
 from gateway.metrics import Metrics
 from gateway.probes import Conformance, conform
@@ -58,6 +59,8 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.connections = ConnectionGuard(settings.connection_limits())
+        self.metrics.watch_connections(self.connections)
         self.keys = KeyCheck(settings.key_digests())
         self.tasks = enabled_tasks(settings)
         self.admin = build_admin(self)
@@ -85,7 +88,7 @@ class Gateway:
                 return
             await self.admin(scope, receive, _with_gateway_headers(scope, send))
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
 
@@ -209,7 +212,9 @@ class Gateway:
         for backend in runtime.backends.values():
             await backend.close()
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The server's connections take their limits from here (gateway/http/limits.py).
+        scope.setdefault("state", {})[STATE_KEY] = self.connections
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":

@@ -82,6 +82,10 @@ class Metrics:
         """Exposes the shadow-record writer's counters, read at scrape time."""
         self.registry.register(_RecordsCollector(recorder))
 
+    def watch_connections(self, guard: ConnectionCounts) -> None:
+        """Exposes the client connections' counts (gateway/http/limits.py)."""
+        self.registry.register(_ConnectionsCollector(guard))
+
     def watch_conformance(self, conformance: ConformanceResults) -> None:
         """Exposes the conformance probes' latest outcomes, read at scrape time."""
         self.registry.register(_ConformanceCollector(conformance))
@@ -289,3 +293,37 @@ class _ConformanceCollector(Collector):
             for check, result in checks.items():
                 found.add_metric([backend, check, result.outcome], 1)
         yield found
+
+
+class ConnectionCounts(Protocol):
+    """What the server's connection guard counts (`gateway.http.limits.ConnectionGuard`)."""
+
+    open: int
+    refused: int
+    timed_out: dict[str, int]
+
+
+class _ConnectionsCollector(Collector):
+    def __init__(self, guard: ConnectionCounts) -> None:
+        self._guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        guard = self._guard
+        yield GaugeMetricFamily(
+            "gateway_client_connections", "Client connections open in this process.",
+            value=guard.open,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "gateway_client_connections_refused",
+            "Client connections closed on arrival: the process was at GATEWAY_MAX_CONNECTIONS.",
+            value=guard.refused,
+        )
+        timed_out = CounterMetricFamily(
+            "gateway_client_timeouts",
+            "Requests refused with 408 for arriving too slowly, by phase: head, body_read "
+            "(a silence in the body) or body (GATEWAY_CLIENT_*_TIMEOUT).",
+            labels=["phase"],
+        )
+        for phase, count in guard.timed_out.items():
+            timed_out.add_metric([phase], count)
+        yield timed_out

@@ -17,6 +17,7 @@ from backends import registry
 from backends.registry import KINDS, BackendSettings
 from backends.vllm import VllmSettings
 from gateway.gate_rule import GateRule, Metric
+from gateway.http.limits import ConnectionLimits
 from gateway.records.base import StoreError
 from gateway.records.store import RecorderOptions, check_url, open_store
 from gateway.routes import RouteSettings, RouteSpec, check_routes, load_routes_file
@@ -27,6 +28,7 @@ SHORTHAND = ("primary", "models", "shadow", "shadow_rate", "noise_rate", "canary
              "canary_percent", "fallback")  # fmt: skip
 MAX_BUSY_POLL_US = 10_000  # a longer wait is not one a wake-up's tens of µs matter to
 _GATE = GateRule()  # the gate's defaults, which `GATEWAY_GATE_*` override
+_LIMITS = ConnectionLimits()  # what a worker allows its clients by default
 
 
 def _default_backends() -> dict[str, BackendSettings]:
@@ -82,6 +84,27 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="Largest request body accepted."
+    )
+    # Slow and surplus clients (gateway/http/limits.py): read at start, not on reload.
+    client_head_timeout: float = Field(
+        default=_LIMITS.head_timeout,
+        gt=0,
+        description="Seconds from a request's first byte to the end of its head; then 408.",
+    )
+    client_body_read_timeout: float = Field(
+        default=_LIMITS.body_read_timeout,
+        gt=0,
+        description="Longest silence, in seconds, while a request body arrives; then 408.",
+    )
+    client_body_timeout: float = Field(
+        default=_LIMITS.body_timeout,
+        gt=0,
+        description="Seconds from the end of a request's head to the end of its body; then 408.",
+    )
+    max_connections: int = Field(
+        default=_LIMITS.max_connections,
+        ge=1,
+        description="Open client connections per worker; beyond, new ones are closed at once.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level; request text and keys are never logged."
@@ -279,6 +302,14 @@ class Settings(BaseSettings):
         except StoreError as exc:
             problems.append(f"GATEWAY_RECORDS_URL: {exc}")
         return problems
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            head_timeout=self.client_head_timeout,
+            body_read_timeout=self.client_body_read_timeout,
+            body_timeout=self.client_body_timeout,
+            max_connections=self.max_connections,
+        )
 
     def recorder_options(self) -> RecorderOptions:
         return RecorderOptions(
