@@ -37,6 +37,7 @@ from gateway.proxy.guard import Circuit, Guarded
 from gateway.proxy.handler import Proxy
 from gateway.proxy.relay import Exchange, send_error
 from gateway.proxy.routing import Router
+from gateway.ratelimit.limiter import RateLimiter, RatePolicy
 from gateway.records.store import Recorder, open_store
 from gateway.runtime import Runtime, build_router
 from gateway.settings import Settings, describe_errors
@@ -61,6 +62,9 @@ class Gateway:
         self.metrics = Metrics()
         self.connections = ConnectionGuard(settings.connection_limits())
         self.metrics.watch_connections(self.connections)
+        # Counts of client use outlive reloads; each configuration brings its own limits.
+        self.rate_limiter = RateLimiter(settings.rate_limit_url, settings.lease_ttl())
+        self.metrics.watch_rate_limits(self.rate_limiter)
         self.keys = KeyCheck(settings.key_digests())
         self.tasks = enabled_tasks(settings)
         self.admin = build_admin(self)
@@ -119,6 +123,7 @@ class Gateway:
             await self._retire(self._runtime, wait_idle=False)
             self._runtime = None
         await self.recorder.close()
+        await self.rate_limiter.close()
 
     async def reload(self) -> None:
         """Re-reads the configuration (environment and .env) and swaps it in without dropping
@@ -185,7 +190,10 @@ class Gateway:
             router.note_health(name, health)
             log.info("backend %s: %s", name, "ready" if health.ready else health.detail)
         served = {alias: task for alias, task in tasks.items() if alias in router.tasks}
-        proxy = Proxy(router, keys, self.metrics, settings.max_body_bytes, served, self.conformance)
+        limits = RatePolicy(self.rate_limiter, settings.rate_limits, settings.route_rate_limits())
+        proxy = Proxy(
+            router, keys, self.metrics, settings.max_body_bytes, served, self.conformance, limits
+        )
         runtime = Runtime(
             settings, backends, router, proxy, keys, self.metrics, int(time.time()), shadows
         )

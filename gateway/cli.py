@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         shown = settings.model_dump(mode="json")
         shown["records_url"] = without_password(settings.records_url)
+        if settings.rate_limit_url is not None:
+            shown["rate_limit_url"] = without_password(settings.rate_limit_url)
         print(json.dumps(shown, indent=2))
         return 0
     if args.command == "purge":

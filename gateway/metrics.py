@@ -86,6 +86,10 @@ class Metrics:
         """Exposes the client connections' counts (gateway/http/limits.py)."""
         self.registry.register(_ConnectionsCollector(guard))
 
+    def watch_rate_limits(self, limiter: RateLimitCounts) -> None:
+        """Exposes the client limits' refusals and where they are counted (gateway/ratelimit)."""
+        self.registry.register(_RateLimitCollector(limiter))
+
     def watch_conformance(self, conformance: ConformanceResults) -> None:
         """Exposes the conformance probes' latest outcomes, read at scrape time."""
         self.registry.register(_ConformanceCollector(conformance))
@@ -327,3 +331,36 @@ class _ConnectionsCollector(Collector):
         for phase, count in guard.timed_out.items():
             timed_out.add_metric([phase], count)
         yield timed_out
+
+
+class RateLimitCounts(Protocol):
+    """What the client limiter counts (`gateway.ratelimit.limiter.RateLimiter`)."""
+
+    refused: dict[tuple[str, str], int]
+    shared_up: bool
+
+    @property
+    def shares(self) -> bool: ...
+
+
+class _RateLimitCollector(Collector):
+    def __init__(self, limiter: RateLimitCounts) -> None:
+        self._limiter = limiter
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "gateway_rate_limited",
+            "Requests refused with 429 for a client's own limits, by route and limit "
+            "(requests, tokens, concurrent).",
+            labels=["route", "limit"],
+        )
+        for (route, limit), count in list(self._limiter.refused.items()):
+            refused.add_metric([route, limit], count)
+        yield refused
+        if self._limiter.shares:
+            yield GaugeMetricFamily(
+                "gateway_rate_limit_shared",
+                "1 while limits are counted in Redis (GATEWAY_RATE_LIMIT_URL); 0 while Redis "
+                "is unreachable and each process counts alone.",
+                value=int(self._limiter.shared_up),
+            )

@@ -7,6 +7,7 @@ nothing else in the gateway reads the environment.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from backends.registry import KINDS, BackendSettings
 from backends.vllm import VllmSettings
 from gateway.gate_rule import GateRule, Metric
 from gateway.http.limits import ConnectionLimits
+from gateway.ratelimit.config import RateLimits
 from gateway.records.base import StoreError
 from gateway.records.store import RecorderOptions, check_url, open_store
 from gateway.routes import RouteSettings, RouteSpec, check_routes, load_routes_file
@@ -228,11 +230,29 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token for /admin/*; unset: those routes answer 404."
     )
+    # Per-client limits (gateway/ratelimit): each API key's budget on every route; routes add
+    # their own (`rate_limits` in a route's table).
+    rate_limits: RateLimits = Field(
+        default_factory=RateLimits,
+        description="Each API key's requests/tokens per minute and requests in flight.",
+    )
+    rate_limit_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db: limits shared by every process and replica; unset: "
+        "counted in each process. Read at start.",
+    )
 
     @field_validator("records_url")
     @classmethod
     def _records_url_names_a_store(cls, url: str) -> str:
         check_url(url)
+        return url
+
+    @field_validator("rate_limit_url")
+    @classmethod
+    def _rate_limit_url_is_redis(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be redis://[:password@]host:port/db, rediss://... or unix://")
         return url
 
     @field_validator("busy_poll_us", mode="before")
@@ -301,6 +321,11 @@ class Settings(BaseSettings):
             open_store(self.records_url)  # imports the store's driver; connects to nothing
         except StoreError as exc:
             problems.append(f"GATEWAY_RECORDS_URL: {exc}")
+        if self.rate_limit_url is not None and importlib.util.find_spec("redis") is None:
+            problems.append(
+                "GATEWAY_RATE_LIMIT_URL: shared limits need the Redis client: "
+                "pip install 'pika-gateway[rate-limit-redis]'"
+            )
         return problems
 
     def connection_limits(self) -> ConnectionLimits:
@@ -310,6 +335,19 @@ class Settings(BaseSettings):
             body_timeout=self.client_body_timeout,
             max_connections=self.max_connections,
         )
+
+    def route_rate_limits(self) -> dict[str, RateLimits]:
+        """Each named route's own limits per key (a route learning its name has none)."""
+        return {
+            spec.name: spec.settings.rate_limits
+            for spec in self.route_table()
+            if spec.name is not None
+        }
+
+    def lease_ttl(self) -> float:
+        """How long a request in flight may hold a shared slot: the longest a backend lets one
+        take, and a minute more."""
+        return max(backend.total_timeout for backend in self.backends.values()) + 60.0
 
     def recorder_options(self) -> RecorderOptions:
         return RecorderOptions(
