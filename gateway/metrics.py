@@ -253,6 +253,7 @@ class RecorderCounts(Protocol):
     written: int
     dropped: int
     failed: int
+    store_up: bool
 
     @property
     def pending(self) -> int: ...
@@ -274,6 +275,11 @@ class _RecordsCollector(Collector):
             "gateway_shadow_records_pending", "Pairs waiting to be written.",
             value=self._recorder.pending,
         )  # fmt: skip
+        yield GaugeMetricFamily(
+            "gateway_shadow_records_store_up",
+            "1 while the records store takes writes; 0 while it is unavailable (pairs wait).",
+            value=int(self._recorder.store_up),
+        )
 
 
 class ConformanceResults(Protocol):
