@@ -2,7 +2,8 @@
 
 Read from /proc for the gateway's whole process tree (its pid and live descendants): VmRSS,
 the entries of /proc/<pid>/fd, and those of its sockets found in /proc/net/tcp{,6}; and from
-its own /metrics, the ``gateway_in_flight_requests`` gauge. Each sample also says how much CPU
+its own /metrics, the ``gateway_in_flight_requests`` gauge, the client connections it holds,
+and whether its rate limits are shared (Redis reachable). Each sample also says how much CPU
 other processes on the machine took since the previous one (``interference.py``).
 """
 
@@ -10,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.overhead.procs import Server, metric, rss_mb
+from benchmarks.overhead.procs import Server, metrics, rss_mb
 from benchmarks.upstream_client.interference import (
     Snapshot,
     other_cpu_percent,
@@ -19,6 +20,11 @@ from benchmarks.upstream_client.interference import (
 )
 
 LISTEN, CLOSE_WAIT = "0A", "08"  # states in /proc/net/tcp (hex)
+GATEWAY_GAUGES: dict[str, tuple[str, dict[str, str]]] = {
+    "in_flight": ("gateway_in_flight_requests", {}),
+    "client_connections": ("gateway_client_connections", {}),
+    "limits_shared": ("gateway_rate_limit_shared", {}),
+}
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class Sample:
     tcp_upstream: int  # of those, connections to the upstream (its pool)
     close_wait: int  # peers closed, the gateway did not: a leak if it keeps growing
     in_flight: float
+    client_connections: float  # the gateway's own count (gateway_client_connections)
+    limits_shared: float  # 1 while the rate limits are counted in Redis, 0 while alone
     others_cpu_pct: float
 
 
@@ -47,9 +55,12 @@ class Gauges:
         """Blocking (/proc and one HTTP GET): call it in a thread from the event loop."""
         pids = [self._gateway.pid, *tree_ticks(self._gateway.pid)]
         fds, sockets = open_fds(pids)
-        states = [(state, remote) for inode, state, remote in tcp_table() if inode in sockets]
+        # By inode: a socket can be listed twice while the table changes under the reader.
+        rows = {inode: (state, remote) for inode, state, remote in tcp_table() if inode in sockets}
+        states = list(rows.values())
         now = snapshot(os.getpid())
         others, self._last = other_cpu_percent(self._last, now), now
+        scraped = metrics(self._gateway.url, GATEWAY_GAUGES)
         return Sample(
             at=at,
             rss_mb=round(rss_mb(self._gateway.pid), 1),
@@ -57,7 +68,9 @@ class Gauges:
             tcp=sum(state != LISTEN for state, _ in states),
             tcp_upstream=sum(remote == self._upstream_port for _, remote in states),
             close_wait=sum(state == CLOSE_WAIT for state, _ in states),
-            in_flight=metric(self._gateway.url, "gateway_in_flight_requests"),
+            in_flight=scraped["in_flight"],
+            client_connections=scraped["client_connections"],
+            limits_shared=scraped["limits_shared"],
             others_cpu_pct=others,
         )
 

@@ -128,6 +128,7 @@ class RateLimiter:
 
     async def _until_back(self) -> None:
         assert self.shared is not None
+        await self.shared.forget_connections()
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
             try:

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from gateway.ratelimit.counters import LIMITS, Budget, Level, Verdict
 
 TIMEOUT = 0.25  # seconds for a connection or a command: past it, Redis counts as down
+CONNECTIONS = 32  # per process: two short scripts per request keep a few busy
 PREFIX = "gateway:ratelimit:"
 
 # Levels are returned as strings: Redis turns a Lua number into an integer.
@@ -99,13 +100,17 @@ class RedisCounters:
     """`Counters` in the Redis at `url`; `lease_ttl`: seconds a request may hold its slot."""
 
     def __init__(self, url: str, lease_ttl: float) -> None:
-        self.client = aioredis.Redis.from_url(
+        # At most CONNECTIONS to Redis; a request waits for one (up to the timeout) rather
+        # than opening more, so a flood of requests is not a flood of connections.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=CONNECTIONS,
+            timeout=TIMEOUT,
             socket_timeout=TIMEOUT,
             socket_connect_timeout=TIMEOUT,
-            retry=Retry(NoBackoff(), 0),  # no retry: a local count now beats a shared one late
-            max_connections=256,
         )
+        # No retry: a local count now beats a shared one late.
+        self.client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self._lease_ms = int(lease_ttl * 1000)
         self._admit = self.client.register_script(ADMIT)
         self._release = self.client.register_script(RELEASE)
@@ -135,12 +140,18 @@ class RedisCounters:
         per_minute = [budget.limits.tokens_per_minute or 0 for budget in budgets]
         await self._call(self._release, keys, [lease, tokens, *per_minute])
 
+    async def forget_connections(self) -> None:
+        """Closes every pooled connection: after Redis went away they are dead (half-closed
+        by the server), and would linger until each was tried again."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.connection_pool.disconnect()
+
     async def ping(self) -> None:
         with _unreachable():
             await self.client.ping()
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)  # the pool is ours
 
     async def _call(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> list[Any]:
         with _unreachable():
