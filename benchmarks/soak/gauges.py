@@ -34,6 +34,7 @@ class Sample:
     at: float
     rss_mb: float
     fds: int
+    non_socket_fds: int  # of those, files, pipes and the like: what a leak of them would grow
     tcp: int
     tcp_upstream: int  # of those, connections to the upstream (its pool)
     close_wait: int  # peers closed, the gateway did not: a leak if it keeps growing
@@ -54,7 +55,7 @@ class Gauges:
     def sample(self, at: float) -> Sample:
         """Blocking (/proc and one HTTP GET): call it in a thread from the event loop."""
         pids = [self._gateway.pid, *tree_ticks(self._gateway.pid)]
-        fds, sockets = open_fds(pids)
+        fds, sockets, not_sockets = open_fds(pids)
         # By inode: a socket can be listed twice while the table changes under the reader.
         rows = {inode: (state, remote) for inode, state, remote in tcp_table() if inode in sockets}
         states = list(rows.values())
@@ -65,6 +66,7 @@ class Gauges:
             at=at,
             rss_mb=round(rss_mb(self._gateway.pid), 1),
             fds=fds,
+            non_socket_fds=not_sockets,
             tcp=sum(state != LISTEN for state, _ in states),
             tcp_upstream=sum(remote == self._upstream_port for _, remote in states),
             close_wait=sum(state == CLOSE_WAIT for state, _ in states),
@@ -75,9 +77,10 @@ class Gauges:
         )
 
 
-def open_fds(pids: list[int]) -> tuple[int, set[str]]:
-    """How many descriptors ``pids`` hold, and the inodes of their sockets."""
-    count, sockets = 0, set()
+def open_fds(pids: list[int]) -> tuple[int, set[str], int]:
+    """How many descriptors ``pids`` hold, the inodes of their sockets, and how many are not
+    sockets (files, pipes, the loop's own): exact, where a socket count races the churn."""
+    count, sockets, others = 0, set(), 0
     for pid in pids:
         try:
             entries = list(Path(f"/proc/{pid}/fd").iterdir())
@@ -91,7 +94,9 @@ def open_fds(pids: list[int]) -> tuple[int, set[str]]:
                 continue
             if target.startswith("socket:["):
                 sockets.add(target[8:-1])
-    return count, sockets
+            else:
+                others += 1
+    return count, sockets, others
 
 
 def tcp_table() -> list[tuple[str, str, int]]:

@@ -18,6 +18,7 @@ WINDOW_COLUMNS = (
     ("max ms", "max_ms"),
     ("RSS MB", "rss_mb"),
     ("fds", "fds"),
+    ("non-socket fds", "non_socket_fds"),
     ("tcp", "tcp"),
     ("to upstream", "tcp_upstream"),
     ("close-wait", "close_wait"),
@@ -72,6 +73,7 @@ def verdict(report: dict[str, Any]) -> str:
         ("RSS peak", f"{v['rss_peak_mb']} MB (before load {before['rss_mb']} MB)"),
         ("fds, first -> last quarter", _fds(v)),
         ("non-TCP fds, first -> last quarter", _non_tcp(v)),
+        ("non-socket fds, first -> last quarter", _not_sockets(v)),
         (
             "RSS and descriptors flat",
             _check(checks["flat"], "yes" if checks["flat"] else "no") + flat,
@@ -96,6 +98,10 @@ def _growth(v: dict[str, Any], first: str, last: str) -> str:
 
 def _fds(v: dict[str, Any]) -> str:
     return f"{v['fds_first_quarter']} -> {v['fds_last_quarter']} ({v['fd_growth']:+})"
+
+
+def _not_sockets(v: dict[str, Any]) -> str:
+    return f"{v['non_socket_fds_first_quarter']:g} -> {v['non_socket_fds_last_quarter']:g}"
 
 
 def _non_tcp(v: dict[str, Any]) -> str:

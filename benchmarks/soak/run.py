@@ -38,7 +38,7 @@ from benchmarks.soak.gauges import Gauges, Sample
 from benchmarks.soak.load import MODEL, drive
 from benchmarks.soak.plan import FULL, QUICK, Plan, schedule
 from benchmarks.soak.report import render
-from benchmarks.soak.slow import slowloris
+from benchmarks.soak.slow import lag, slowloris
 from benchmarks.soak.summary import Chores, faults, recoveries, verdict, windows
 from benchmarks.soak.upstream import FakeUpstreamProcess, outage
 from benchmarks.upstream_client.servers import run_main
@@ -107,11 +107,12 @@ async def measure(
     restart_at = start + plan.duration * plan.redis_outage_at
     restart = asyncio.ensure_future(redis.outage(limits, restart_at, plan.redis_outage))
     slow = asyncio.ensure_future(slowloris(gateway.url, plan.slow_clients, end))
+    late = asyncio.ensure_future(lag(end))
     reloading = asyncio.ensure_future(reloads(gateway.url, plan.reload_every, start, end))
     url = gateway.url + "/v1/chat/completions"
     results = await drive(url, plan, schedule(plan), start)
     await asyncio.gather(crash, restart)
-    chores = Chores(await slow, await reloading, limits.outages, timeouts(plan), end)
+    chores = Chores(await slow, await reloading, limits.outages, timeouts(plan), end, await late)
     ends = await sampler
     after, drained_s = await drain(gauges, plan.drain)
     rows = windows(results, ends, start, plan.window, upstream.outages, chores)

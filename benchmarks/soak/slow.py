@@ -67,6 +67,17 @@ async def one(host: str, port: int, kind: str, until: float) -> SlowResult:
     return SlowResult(kind, started, answered, status)
 
 
+async def lag(until: float, every: float = 0.05) -> list[tuple[float, float]]:
+    """How late this client's own loop wakes: (when, seconds late), every ``every`` s. A slow
+    client sees its 408 that much after the gateway sent it, which is not the gateway's doing."""
+    seen = []
+    while (now := time.monotonic()) < until:
+        await asyncio.sleep(every)
+        woke = time.monotonic()
+        seen.append((woke, max(woke - now - every, 0.0)))
+    return seen
+
+
 async def trickle(writer: asyncio.StreamWriter, data: bytes) -> None:
     for byte in data:
         writer.write(bytes([byte]))

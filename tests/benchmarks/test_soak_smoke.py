@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SOAK = ROOT / "benchmarks" / "soak" / "run.py"
 COUNTS = ("sent", "2xx", "stream_error", "stream_cut", "4xx", "5xx", "client_error", "timeout")
-GAUGES = ("rss_mb", "fds", "tcp", "tcp_upstream", "close_wait", "in_flight",
+GAUGES = ("rss_mb", "fds", "non_socket_fds", "tcp", "tcp_upstream", "close_wait", "in_flight",
           "client_connections", "limits_shared", "others_cpu_pct")  # fmt: skip
 CHORES = ("slow_408", "reloads")
 # Each fault and the answer a client must get for it.
