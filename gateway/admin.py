@@ -84,10 +84,9 @@ def build_admin(gateway: Served) -> FastAPI:
             for route in router.routes
         }
         serving = any(route["ready"] for route in routes.values())
-        return JSONResponse(
-            {"status": "ready" if serving else "not_ready", "backends": backends, "routes": routes},
-            status_code=200 if serving else 503,
-        )
+        body = {"status": "ready" if serving else "not_ready", "backends": backends}
+        body |= {"routes": routes, "rate_limits": gateway.rate_limiter.status()}
+        return JSONResponse(body, status_code=200 if serving else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

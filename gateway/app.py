@@ -28,6 +28,7 @@ from backends.transport.busy_poll import BusyPoll, usable_cpus, window_for
 from backends.transport.write_batch import batch_of
 from gateway.admin import build_admin
 from gateway.http.asgi import Message, Receive, Scope, Send, request_id_from
+from gateway.http.limits import STATE_KEY, ConnectionGuard
 from gateway.logs import frames
 from gateway.metrics import Metrics
 from gateway.probes import Conformance, conform
@@ -36,6 +37,7 @@ from gateway.proxy.guard import Circuit, Guarded
 from gateway.proxy.handler import Proxy
 from gateway.proxy.relay import Exchange, send_error
 from gateway.proxy.routing import Router
+from gateway.ratelimit.limiter import RateLimiter, RatePolicy
 from gateway.records.store import Recorder, open_store
 from gateway.runtime import Runtime, build_router
 from gateway.settings import Settings, describe_errors
@@ -58,6 +60,11 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.connections = ConnectionGuard(settings.connection_limits())
+        self.metrics.watch_connections(self.connections)
+        # Counts of client use outlive reloads; each configuration brings its own limits.
+        self.rate_limiter = RateLimiter(settings.rate_limit_url, settings.lease_ttl())
+        self.metrics.watch_rate_limits(self.rate_limiter)
         self.keys = KeyCheck(settings.key_digests())
         self.tasks = enabled_tasks(settings)
         self.admin = build_admin(self)
@@ -85,7 +92,7 @@ class Gateway:
                 return
             await self.admin(scope, receive, _with_gateway_headers(scope, send))
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
 
@@ -116,6 +123,7 @@ class Gateway:
             await self._retire(self._runtime, wait_idle=False)
             self._runtime = None
         await self.recorder.close()
+        await self.rate_limiter.close()
 
     async def reload(self) -> None:
         """Re-reads the configuration (environment and .env) and swaps it in without dropping
@@ -191,7 +199,10 @@ class Gateway:
                     "the fallback" if route.fallback else "a fast 503",
                 )
         served = {alias: task for alias, task in tasks.items() if alias in router.tasks}
-        proxy = Proxy(router, keys, self.metrics, settings.max_body_bytes, served, self.conformance)
+        limits = RatePolicy(self.rate_limiter, settings.rate_limits, settings.route_rate_limits())
+        proxy = Proxy(
+            router, keys, self.metrics, settings.max_body_bytes, served, self.conformance, limits
+        )
         runtime = Runtime(
             settings, backends, router, proxy, keys, self.metrics, int(time.time()), shadows
         )
@@ -218,7 +229,9 @@ class Gateway:
         for backend in runtime.backends.values():
             await backend.close()
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The server's connections take their limits from here (gateway/http/limits.py).
+        scope.setdefault("state", {})[STATE_KEY] = self.connections
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":

@@ -82,6 +82,14 @@ class Metrics:
         """Exposes the shadow-record writer's counters, read at scrape time."""
         self.registry.register(_RecordsCollector(recorder))
 
+    def watch_connections(self, guard: ConnectionCounts) -> None:
+        """Exposes the client connections' counts (gateway/http/limits.py)."""
+        self.registry.register(_ConnectionsCollector(guard))
+
+    def watch_rate_limits(self, limiter: RateLimitCounts) -> None:
+        """Exposes the client limits' refusals and where they are counted (gateway/ratelimit)."""
+        self.registry.register(_RateLimitCollector(limiter))
+
     def watch_conformance(self, conformance: ConformanceResults) -> None:
         """Exposes the conformance probes' latest outcomes, read at scrape time."""
         self.registry.register(_ConformanceCollector(conformance))
@@ -245,6 +253,7 @@ class RecorderCounts(Protocol):
     written: int
     dropped: int
     failed: int
+    store_up: bool
 
     @property
     def pending(self) -> int: ...
@@ -266,6 +275,11 @@ class _RecordsCollector(Collector):
             "gateway_shadow_records_pending", "Pairs waiting to be written.",
             value=self._recorder.pending,
         )  # fmt: skip
+        yield GaugeMetricFamily(
+            "gateway_shadow_records_store_up",
+            "1 while the records store takes writes; 0 while it is unavailable (pairs wait).",
+            value=int(self._recorder.store_up),
+        )
 
 
 class ConformanceResults(Protocol):
@@ -289,3 +303,70 @@ class _ConformanceCollector(Collector):
             for check, result in checks.items():
                 found.add_metric([backend, check, result.outcome], 1)
         yield found
+
+
+class ConnectionCounts(Protocol):
+    """What the server's connection guard counts (`gateway.http.limits.ConnectionGuard`)."""
+
+    open: int
+    refused: int
+    timed_out: dict[str, int]
+
+
+class _ConnectionsCollector(Collector):
+    def __init__(self, guard: ConnectionCounts) -> None:
+        self._guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        guard = self._guard
+        yield GaugeMetricFamily(
+            "gateway_client_connections", "Client connections open in this process.",
+            value=guard.open,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "gateway_client_connections_refused",
+            "Client connections closed on arrival: the process was at GATEWAY_MAX_CONNECTIONS.",
+            value=guard.refused,
+        )
+        timed_out = CounterMetricFamily(
+            "gateway_client_timeouts",
+            "Requests refused with 408 for arriving too slowly, by phase: head, body_read "
+            "(a silence in the body) or body (GATEWAY_CLIENT_*_TIMEOUT).",
+            labels=["phase"],
+        )
+        for phase, count in guard.timed_out.items():
+            timed_out.add_metric([phase], count)
+        yield timed_out
+
+
+class RateLimitCounts(Protocol):
+    """What the client limiter counts (`gateway.ratelimit.limiter.RateLimiter`)."""
+
+    refused: dict[tuple[str, str], int]
+    shared_up: bool
+
+    @property
+    def shares(self) -> bool: ...
+
+
+class _RateLimitCollector(Collector):
+    def __init__(self, limiter: RateLimitCounts) -> None:
+        self._limiter = limiter
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "gateway_rate_limited",
+            "Requests refused with 429 for a client's own limits, by route and limit "
+            "(requests, tokens, concurrent).",
+            labels=["route", "limit"],
+        )
+        for (route, limit), count in list(self._limiter.refused.items()):
+            refused.add_metric([route, limit], count)
+        yield refused
+        if self._limiter.shares:
+            yield GaugeMetricFamily(
+                "gateway_rate_limit_shared",
+                "1 while limits are counted in Redis (GATEWAY_RATE_LIMIT_URL); 0 while Redis "
+                "is unreachable and each process counts alone.",
+                value=int(self._limiter.shared_up),
+            )

@@ -2,10 +2,10 @@
 
 A route names the backends (from the shared, named pool) that serve its model: the primary,
 and optionally a shadow with its rate and noise rate, a canary with its share of users, a
-fallback, the task aliases that run on it, a cap on its requests in flight, and the gate's
-thresholds it is judged by. Routes come from a TOML file (`GATEWAY_ROUTES_FILE`), or JSON
-(`GATEWAY_ROUTES`); without either, today's single-model variables (`GATEWAY_PRIMARY`, ...)
-make one route (`Settings.route_table`).
+fallback, the task aliases that run on it, a cap on its requests in flight, each client key's
+limits on it, and the gate's thresholds it is judged by. Routes come from a TOML file
+(`GATEWAY_ROUTES_FILE`), or JSON (`GATEWAY_ROUTES`); without either, today's single-model
+variables (`GATEWAY_PRIMARY`, ...) make one route (`Settings.route_table`).
 
 Example, `routes.toml`::
 
@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.gate_rule import GateRule, Metric
+from gateway.ratelimit.config import RateLimits
 
 
 class GateOverrides(BaseModel):
@@ -85,6 +86,10 @@ class RouteSettings(BaseModel):
         default=None, ge=1, description="Requests in flight on this route; beyond, 429."
     )
     gate: GateOverrides = Field(default_factory=GateOverrides)
+    rate_limits: RateLimits = Field(
+        default_factory=RateLimits,
+        description="Each API key's limits on this route, besides GATEWAY_RATE_LIMITS.",
+    )
 
     def backend_names(self) -> dict[str, str]:
         """Each role and the backend it names."""

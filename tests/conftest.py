@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from tests.engines.trtllm_grpc_engine import TrtllmGrpcEngine
     from tests.engines.trtllm_serve_engine import TrtllmServeEngine
     from tests.engines.vllm_engine import VllmEngine
+    from tests.support.redis import RedisServer
 
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
@@ -40,6 +41,15 @@ def fake_upstream() -> Iterator[tuple[FakeUpstream, ThreadedServer]]:
     app = FakeUpstream()
     with ThreadedServer(app) as server:
         yield app, server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server (Debian's package), for limits shared between processes."""
+    from tests.support.redis import RedisServer
+
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -205,6 +215,7 @@ SLOW_FIXTURES = {
     "triton_qwen3_engine",
     "tiny_model_dir",
     "tiny_qwen3_dir",
+    "redis_server",
 }
 
 

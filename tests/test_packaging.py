@@ -38,6 +38,7 @@ OPTIONAL = {
     "backends/triton/interface.py": "triton",
     "backends/triton/request.py": "triton",
     "gateway/records/postgres.py": "records-postgres",
+    "gateway/ratelimit/shared.py": "rate-limit-redis",
 }
 # Installed for the runtime, imported by no module of it: the event loop uvicorn runs on.
 NOT_IMPORTED = {"uvloop"}

@@ -48,6 +48,8 @@ from gateway.proxy.relay import (
     user_of,
 )
 from gateway.proxy.routing import ModelRoute, Router
+from gateway.ratelimit.limiter import RatePolicy
+from gateway.ratelimit.usage import completed, streamed
 from gateway.shadow.pairing import PrimaryOutcome
 from gateway.tasks.task import PROMPT_VERSION_HEADER, Task
 
@@ -65,6 +67,7 @@ class Proxy:
         max_body: int,
         tasks: Mapping[str, Task] | None = None,
         conformance: Conformance | None = None,
+        limits: RatePolicy | None = None,
     ) -> None:
         self._router = router
         self._keys = keys
@@ -72,6 +75,7 @@ class Proxy:
         self._max_body = max_body
         self._tasks = tasks or {}  # the task aliases; `router.tasks` says which route each runs on
         self._conformance = conformance or Conformance()
+        self._limits = limits if limits is not None and limits.enabled else None
         self.active = 0  # requests being served, so a reload knows when this proxy is idle
 
     async def __call__(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
@@ -104,6 +108,8 @@ class Proxy:
             status = 500
             await self._try_send_error(send, exchange, GatewayError("internal gateway error"))
         finally:
+            if exchange.grant is not None and self._limits is not None:
+                await self._limits.release(exchange.grant, exchange.tokens)
             self.active -= 1
             if exchange.mirror is not None:  # a no-op when the relay already handed it over
                 exchange.mirror.finish(PrimaryOutcome(status, exchange.started, perf_counter()))
@@ -121,7 +127,7 @@ class Proxy:
         self, exchange: Exchange, authorization: bytes | None, receive: Receive, send: Send
     ) -> int:
         try:
-            self._keys.verify(authorization)
+            key = self._keys.verify(authorization)
             raw = await read_body(receive, self._max_body)
             parsed = parse_body(exchange.route, raw)
             payload = parsed.payload
@@ -130,6 +136,8 @@ class Proxy:
             if task is not None:
                 chosen = self._router.tasks[task.alias]
                 exchange.model_route = chosen.label
+                if self._limits is not None:  # 429 for a client past its own limits
+                    exchange.grant = await self._limits.admit(key, chosen.label)
                 chosen.admit()  # 429 on this route alone when it is at its cap
                 try:
                     return await self._serve_task(task, chosen, payload, exchange, receive, send)
@@ -141,6 +149,8 @@ class Proxy:
             upstream = UpstreamRequest(
                 exchange.route, raw, payload, parsed.model, exchange.request_id, parsed.stream
             )
+            if self._limits is not None:
+                exchange.grant = await self._limits.admit(key, chosen.label)
             chosen.admit()
             try:
                 return await self._relay(chosen, upstream, exchange, receive, send)
@@ -255,6 +265,8 @@ class Proxy:
                     ids=completion.ids,
                 )
             )  # fmt: skip
+        if exchange.grant is not None:
+            exchange.tokens = completed(completion.answer, completion.body)
         result = task.result(completion.body)
         answer = result.body(include_raw=exchange.debug == b"raw")
         headers = [*exchange.headers(), (PROMPT_VERSION_HEADER.encode(), task.version.encode())]
@@ -284,6 +296,8 @@ class Proxy:
             outcome = PrimaryOutcome(200, waited, perf_counter(), body, completion.answer)
             outcome.ids = completion.ids
             exchange.mirror.finish(outcome)
+        if exchange.grant is not None:
+            exchange.tokens = completed(completion.answer, body)
         await send(
             {
                 "type": "http.response.start",
@@ -305,7 +319,8 @@ class Proxy:
         waited = perf_counter()
         events = await until_disconnect(backend.stream(upstream), receive)
         exchange.upstream_wait = perf_counter() - waited
-        chunks: list[tuple[float, bytes]] | None = [] if exchange.mirror is not None else None
+        counted = exchange.mirror is not None or exchange.grant is not None
+        chunks: list[tuple[float, bytes]] | None = [] if counted else None
         relay = Relay(exchange)
         try:  # from here on, whatever happens closes the upstream stream
             headers = SSE_HEADERS + exchange.headers()
@@ -317,6 +332,8 @@ class Proxy:
                 raise
         finally:
             await events.aclose()
+            if exchange.grant is not None and chunks is not None:
+                exchange.tokens = streamed([chunk for _, chunk in chunks], upstream.raw)
             if exchange.mirror is not None and chunks is not None:
                 done = 200 if relay.delivered else CLIENT_CLOSED
                 outcome = PrimaryOutcome(done, waited, perf_counter(), chunks=chunks)

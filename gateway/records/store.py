@@ -28,7 +28,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from gateway.records.base import RecordStore, StoreError
+from gateway.records.base import RecordStore, StoreError, StoreUnavailable
 from gateway.records.redaction import redact
 from gateway.records.sqlite import SqliteStore
 from gateway.shadow.pairs import PairRecord
@@ -98,7 +98,11 @@ class Recorder:
     `record` appends to a bounded queue (full: the pair is dropped and counted). A task started
     on the first record writes batches of up to ``batch` pairs, or what is queued after
     `flush_interval` seconds; a failed batch is retried (bounded, jittered), then counted lost.
-    Counters for metrics: `written`, `dropped`, `failed` (pairs), and `pending`.
+    While the store is unavailable (down, restarting, out of disk) the batch in hand is kept
+    and tried again every `outage_retry` seconds, however long it takes, and new pairs wait in
+    the queue: nothing is lost but what the queue cannot hold, counted as dropped. At shutdown
+    an unavailable store gets the bounded retries, then what is left is counted lost.
+    Counters for metrics: `written`, `dropped`, `failed` (pairs), `pending`, and `store_up`.
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class Recorder:
         flush_interval: float = 0.2,
         attempts: int = 4,
         max_backoff: float = 2.0,
+        outage_retry: float = 1.0,
     ) -> None:
         self.store = store
         self.written = 0
@@ -120,14 +125,18 @@ class Recorder:
         self._interval = flush_interval
         self._attempts = attempts
         self._max_backoff = max_backoff
+        self._outage_retry = outage_retry
+        self.store_up = True
+        self._held = 0  # pairs of the batch being written, out of the queue
         self._queue: deque[PairRecord] = deque()
         self._wake = asyncio.Event()
+        self._closed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + self._held
 
     def record(self, pair: PairRecord) -> None:
         """Accepts `pair` for writing, or drops and counts it. Call from the event loop."""
@@ -145,6 +154,7 @@ class Recorder:
         """Writes everything accepted (or counts it lost), then closes the store."""
         self._closing = True
         self._wake.set()
+        self._closed.set()
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         # Shielded: a cancelled shutdown must not cancel the writes already under way.
@@ -186,17 +196,19 @@ class Recorder:
             log.warning("records: store down at shutdown, %d more lost", lost)
 
     async def _write(self, batch: list[PairRecord]) -> bool:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_random_exponential(multiplier=0.1, max=self._max_backoff),
-            retry=retry_if_exception_type(StoreError),
-            reraise=True,
-        )
+        self._held = len(batch)
         try:
             prepared = [self._prepare(pair) for pair in batch]
-            async for attempt in retrying:
-                with attempt:
-                    await self.store.write_batch(prepared)
+            while True:
+                try:
+                    await self._attempts_at(prepared)
+                    break
+                except StoreUnavailable as exc:
+                    if self._closing:
+                        raise
+                    self._went_down(exc)
+                    with contextlib.suppress(TimeoutError):  # close() ends the wait early
+                        await asyncio.wait_for(self._closed.wait(), self._outage_retry)
         except StoreError as exc:
             self.failed += len(batch)
             log.warning("records: lost %d after %d attempts: %s", len(batch), self._attempts, exc)
@@ -205,5 +217,31 @@ class Recorder:
             self.failed += len(batch)
             log.error("records: lost %d: %s", len(batch), type(exc).__name__)
             return True  # the store itself may be fine
+        finally:
+            self._held = 0
         self.written += len(batch)
+        if not self.store_up:
+            self.store_up = True
+            log.warning("records: the store is back; %d pairs waiting to be written", self.pending)
         return True
+
+    async def _attempts_at(self, prepared: list[PairRecord]) -> None:
+        """One write, retried (bounded, jittered) on any store error."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_random_exponential(multiplier=0.1, max=self._max_backoff),
+            retry=retry_if_exception_type(StoreError),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self.store.write_batch(prepared)
+
+    def _went_down(self, exc: StoreError) -> None:
+        if self.store_up:
+            self.store_up = False
+            log.warning(
+                "records: the store is unavailable (%s); pairs wait in the queue (%d now, "
+                "GATEWAY_RECORDS_QUEUE=%d) and are written when it is back",
+                exc, self.pending, self._capacity,
+            )  # fmt: skip

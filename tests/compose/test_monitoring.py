@@ -51,6 +51,7 @@ class _RecorderCounts:
     """Stands in for the shadow-record writer, so its collector is registered too."""
 
     written = dropped = failed = pending = 0
+    store_up = True
 
 
 def gateway_metrics() -> Metrics:
