@@ -156,6 +156,9 @@ def gateway_settings(
         "GATEWAY_LOG_LEVEL": "warning",
         "GATEWAY_RECORDS_URL": f"sqlite:///{home / 'records' / 'pairs.db'}",
         "GATEWAY_BUSY_POLL_US": str(busy_poll_us),
+        # The upstreams answer one canned body whatever is asked, so they fail the conformance
+        # probes, and the gateway would then refuse the load's `response_format` with a 400.
+        "GATEWAY_PROBE_CONFORMANCE_INTERVAL": "0",
     }
     if shadow is not None:
         backends["candidate"] = {**backend, "url": shadow}
