@@ -1,8 +1,9 @@
 """The tagger alias through the gateway on real vLLM and Triton, and `gateway eval` end to end.
 
-The tiny model's weights are random, so its labels are random too; the choice constraint still
-makes every answer one of the codes, which is what these tests rely on, on vLLM and on the
-Triton BLS test model alike (its guided decoding is a logits mask, `gateway/devstack`).
+The tiny model is trained to answer the tagger (`tests/engines/tagger_model.py`), but these tests
+rely only on the choice constraint making every answer one of the codes, on vLLM and on the
+Triton BLS test model alike (its guided decoding is a logits mask); how often the engines agree
+is `test_engine_agreement.py`'s, and how often the model is right the README's.
 """
 
 from __future__ import annotations
