@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import statistics
 import time
 from collections.abc import Iterator
@@ -29,7 +30,6 @@ from gateway.gate_rule import GateRule
 from gateway.records.store import open_store
 from gateway.report.summary import summarize
 from gateway.settings import Settings
-from gateway.shadow.compare import compare
 from gateway.shadow.pairs import PairRecord
 from tests.conftest import TINY_MODEL
 from tests.engines.triton_engine import ADD_SPECIAL_TOKENS, TritonEngine
@@ -38,6 +38,7 @@ from tests.support.fake_upstream import FakeUpstream
 from tests.support.servers import ThreadedServer
 
 PUBLIC = "phi-3-mini"
+CANARY_USERS = 80  # users per canary share, each asking twice
 Fake = tuple[FakeUpstream, ThreadedServer]
 
 
@@ -260,7 +261,9 @@ def test_shadow_end_to_end_report_matches_the_pairs(
     shadow = [pair for pair in recorded if pair.kind == "shadow"]
     noise = [pair for pair in recorded if pair.kind == "noise"]
     dropped = [line for line in metrics.splitlines() if line.startswith("gateway_shadow_dropped")]
-    assert dropped == ['gateway_shadow_dropped_total{reason="queue_full"} 0.0'], metrics
+    assert dropped == [
+        'gateway_shadow_dropped_total{reason="queue_full",route="phi-3-mini"} 0.0'
+    ], metrics
     assert len(shadow) == len(prompts)
     assert 15 <= len(noise) <= 70  # 20% of 200, loosely
     assert sorted(pair.primary.text or "" for pair in shadow) == sorted(answers)
@@ -269,14 +272,16 @@ def test_shadow_end_to_end_report_matches_the_pairs(
     assert all(pair.primary.prompt_tokens == pair.candidate.prompt_tokens for pair in shadow)
 
     summary = summarize(recorded, GateRule(min_pairs=100))
-    # The report's numbers, recomputed by hand from the pairs.
-    compared = [pair for pair in shadow if compare(pair).status == "compared"]
+    # The report's numbers, recomputed by hand from the stored pairs (not with `compare`).
+    compared = [pair for pair in shadow if same_request(pair)]
+    assert len(compared) == len(shadow)  # both engines ran every request as asked
     same = sum(pair.primary.text == pair.candidate.text for pair in compared)
     assert summary.pairs.shadow == len(shadow)
     assert summary.agreement.exact.n == len(compared)
     assert summary.agreement.exact.successes == same
-    noise_compared = [pair for pair in noise if compare(pair).status == "compared"]
+    noise_compared = [pair for pair in noise if same_request(pair)]
     noise_same = sum(pair.primary.text == pair.candidate.text for pair in noise_compared)
+    assert summary.noise_floor.agreement.exact.n == len(noise_compared)
     assert summary.noise_floor.agreement.exact.successes == noise_same
     primary_e2e = sorted(pair.primary.e2e_ms or 0.0 for pair in shadow)
     assert summary.backends is not None
@@ -287,9 +292,26 @@ def test_shadow_end_to_end_report_matches_the_pairs(
           f"{'PASS' if summary.verdict.passed else 'FAIL'}")  # fmt: skip
 
 
+def same_request(pair: PairRecord) -> bool:
+    """Both legs answered the same request: both succeeded on the same prompt ids with the
+    same sampling, and neither was cut short by a lower token limit than the other's."""
+    first, second = pair.primary, pair.candidate
+    if any(leg.status != 200 or leg.error is not None for leg in (first, second)):
+        return False
+    cut = [leg.completion_tokens for leg in (first, second) if leg.finish_reason == "length"]
+    longest = max(first.completion_tokens or 0, second.completion_tokens or 0)
+    return (
+        first.prompt_digest == second.prompt_digest
+        and first.sampling == second.sampling
+        and all(tokens == longest for tokens in cut)
+    )
+
+
+@pytest.mark.parametrize("percent", [0, 10, 50, 90, 100])
 def test_canary_serves_its_share_sticky_per_user(
-    vllm_engine: VllmEngine, triton_engine: TritonEngine, tiny_model_dir: Path, tmp_path: Path
-) -> None:
+    vllm_engine: VllmEngine, triton_engine: TritonEngine, tiny_model_dir: Path, tmp_path: Path,
+    percent: int,
+) -> None:  # fmt: skip
     backends: dict[str, BackendSettings] = {
         "vllm": VllmSettings(url=vllm_engine.url, model=TINY_MODEL),
         "cand": TritonSettings(
@@ -298,24 +320,30 @@ def test_canary_serves_its_share_sticky_per_user(
         ),
     }  # fmt: skip
     settings = Settings(
-        backends=backends, primary="vllm", models=[PUBLIC], canary="cand", canary_percent=50,
-        records_url=f"sqlite:///{tmp_path / 'pairs.db'}",
+        backends=backends, primary="vllm", models=[PUBLIC], canary="cand",
+        canary_percent=percent, records_url=f"sqlite:///{tmp_path / 'pairs.db'}",
     )  # fmt: skip
+    users = [f"child-{index}" for index in range(CANARY_USERS)]
     served: dict[str, set[str]] = {}
     with ThreadedServer(create_app(settings)) as server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
-        for round_ in range(2):
-            for index in range(16):
-                user = f"child-{index}"
-                raw = client.chat.completions.with_raw_response.create(
-                    model=PUBLIC, messages=[{"role": "user", "content": f"{round_}"}],
-                    max_tokens=2, temperature=0, user=user,
-                )  # fmt: skip
-                served.setdefault(user, set()).add(raw.headers["x-gateway-backend"])
+
+        def one(user: str, round_: int) -> None:
+            raw = client.chat.completions.with_raw_response.create(
+                model=PUBLIC, messages=[{"role": "user", "content": f"{round_}"}],
+                max_tokens=1, temperature=0, user=user,
+            )  # fmt: skip
+            served.setdefault(user, set()).add(raw.headers["x-gateway-backend"])
+
+        with ThreadPoolExecutor(4) as pool:
+            for round_ in range(2):
+                list(pool.map(one, users, [round_] * len(users)))
     assert all(len(sides) == 1 for sides in served.values())  # sticky
-    counts = {side: sum(side in sides for sides in served.values()) for side in ("vllm", "cand")}
-    assert counts["vllm"] > 0
-    assert counts["cand"] > 0
+    on_canary = sum(sides == {"cand"} for sides in served.values())
+    # Users are placed by a hash: a binomial draw around the share, exact at 0 and 100 %.
+    expected = CANARY_USERS * percent / 100
+    spread = 3 * math.sqrt(CANARY_USERS * percent / 100 * (1 - percent / 100))
+    assert abs(on_canary - expected) <= spread, (on_canary, expected)
 
 
 def test_reload_switches_primary_without_dropping_a_stream_in_flight(
