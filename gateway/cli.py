@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.set_defaults(command="check-config")
 
     demo = commands.add_parser(
-        "demo", help="the local stack: a tiny model on real vLLM, the gateway, a first request"
+        "demo", help="the local stack: a tiny tagger model, its shadow report PASS then FAIL"
     )
     demo.add_argument("--port", type=int, default=8080, help="the gateway's port")
     demo.add_argument("--keep-running", action="store_true", help="serve until Ctrl-C")

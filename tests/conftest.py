@@ -54,10 +54,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    """The tiny Phi-3-shaped model every engine serves, built once into the repo's cache."""
+    """The tiny Phi-3-shaped model every engine serves, trained to answer the tagger; built
+    once into the repo's cache (a few minutes), rebuilt when its recipe changes."""
+    from tests.engines.tagger_model import build_tagger_model
+
+    return build_tagger_model(CACHE / "tiny-phi3")
+
+
+@pytest.fixture(scope="session")
+def random_model_dir() -> Path:
+    """The same model untrained (random weights): for tests of engine faults, where what the
+    model answers does not matter."""
     from tests.engines.tiny_model import build_tiny_model
 
-    return build_tiny_model(CACHE / "tiny-phi3")
+    return build_tiny_model(CACHE / "tiny-phi3-random")
 
 
 @pytest.fixture(scope="session")
@@ -214,6 +224,7 @@ SLOW_FIXTURES = {
     "trtllm_grpc_qwen3_engine",
     "triton_qwen3_engine",
     "tiny_model_dir",
+    "random_model_dir",
     "tiny_qwen3_dir",
     "redis_server",
 }

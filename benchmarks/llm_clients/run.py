@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.o
 from summary import METRICS, added_median, describe, pooled, render
 
 from benchmarks.overhead.procs import metric, start_gateway
-from tests.engines.tiny_model import build_tiny_model
+from tests.engines.tagger_model import build_tagger_model
 from tests.engines.vllm_engine import VllmEngine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,7 +137,7 @@ def summarise(reports: dict[str, list[dict[str, Any]]], overhead_ms: float) -> d
 
 def start_engine(stack: ExitStack, tmp: Path) -> str:
     """vLLM's OpenAI server on the tiny model (built once into .cache), stopped on exit."""
-    model_dir = build_tiny_model(ROOT / ".cache" / "tiny-phi3")
+    model_dir = build_tagger_model(ROOT / ".cache" / "tiny-phi3")
     engine = VllmEngine(model_dir, served_name=SERVED, log_path=tmp / "vllm.log")
     stack.enter_context(engine)
     return engine.url

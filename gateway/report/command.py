@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import re
 import sys
 import time
@@ -73,6 +74,8 @@ def _share(text: str) -> float:
 
 
 def _ratio(text: str) -> float:
+    if text == "off":  # latency shown, not judged: a candidate on other hardware, a stand-in
+        return math.inf
     value = float(text)
     if value <= 0.0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
@@ -94,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for name, kind in GATE_FLAGS.items():
         flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, type=CHECKS[kind], help=f"GATEWAY_GATE_{name.upper()}")
+        more = " (off: shown, not judged)" if kind == "ratio" else ""
+        parser.add_argument(flag, type=CHECKS[kind], help=f"GATEWAY_GATE_{name.upper()}{more}")
 
 
 def run(

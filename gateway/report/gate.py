@@ -11,6 +11,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+
 from gateway.gate_rule import GateRule, Verdict
 from gateway.render.text import interval, percent
 from gateway.report.values import ShadowReport
@@ -80,7 +82,13 @@ def _check_latency(report: ShadowReport, rule: GateRule) -> list[str]:
         if first is None or second is None:
             lines.append(f"SKIP p95 {name}: not measured on both backends (not streamed)")
             continue
-        ratio = second.p95 / first.p95 if first.p95 > 0 else float("inf")
+        ratio = second.p95 / first.p95 if first.p95 > 0 else math.inf
+        if math.isinf(rule.max_p95_ratio):
+            lines.append(
+                f"SKIP p95 {name}: not judged (--max-p95-ratio off): candidate "
+                f"{second.p95:.1f} ms vs primary {first.p95:.1f} ms"
+            )
+            continue
         lines.append(
             _verdict(
                 ratio <= rule.max_p95_ratio,

@@ -52,6 +52,13 @@ class DatasetConfig(_Config):
     exchange: dict[str, str]
 
 
+class BlockConfig(_Config):
+    """The exchange as one user message of quoted fields (`gateway/tasks/block.py`)."""
+
+    header: Annotated[str, Field(min_length=1, pattern=r"^[^\s\x00-\x1f].*$")]
+    fields: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]]
+
+
 class TaskConfig(_Config):
     alias: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
@@ -61,6 +68,7 @@ class TaskConfig(_Config):
     decoding: DecodingConfig
     output: OutputConfig
     dataset: DatasetConfig | None = None
+    block: BlockConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskConfig:
@@ -76,6 +84,10 @@ class TaskConfig(_Config):
                 raise ValueError(f"examples[{index}].answer: {example.answer!r} is not a code")
         if self.dataset is not None:
             _check_roles("dataset.exchange", self.dataset.exchange, roles)
+        if self.block is not None:
+            _check_roles("block.fields", self.block.fields, roles)
+            if len(set(self.block.fields.values())) < len(self.block.fields):
+                raise ValueError("block.fields: each role needs a field name of its own")
         return self
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from backends.errors import BackendProtocolError, InvalidRequest
+from gateway.tasks.block import BlockError, ContextBlock
 from gateway.tasks.config import (
     Label,
     TaskConfig,
@@ -98,6 +99,8 @@ class Task:
         self.schema = config.output.json_schema
         self._labels = config.output.codes
         self._roles = placeholders(config.prompt.exchange)
+        block = config.block
+        self._block = ContextBlock(block.header, block.fields) if block is not None else None
         shared: list[dict[str, str]] = [{"role": "system", "content": config.prompt.system}]
         for example in config.examples:
             shared.append({"role": "user", "content": self.render(example.exchange)})
@@ -139,10 +142,20 @@ class Task:
         return self.config.prompt.exchange.format_map(values)
 
     def exchange_of(self, messages: Any) -> dict[str, str]:
-        """The client's messages by role: exactly one per placeholder of the template."""
+        """The client's messages by role: exactly one per placeholder of the template, or
+        (with a `[block]`) a system message and one user message holding the block."""
+        listed: list[Any] = messages if isinstance(messages, list) else []
+        if self._block is not None:
+            text = self._block_text(self._block, listed)
+            if text is not None:
+                return self._read_block(self._block, text)
         wanted = " and ".join(f"one '{role}' message" for role in self._roles)
+        if self._block is not None:
+            wanted += (
+                f" (or a system message and one user message holding a {self._block.header} block)"
+            )
         exchange: dict[str, str] = {}
-        for message in messages if isinstance(messages, list) else []:
+        for message in listed:
             role = message.get("role") if isinstance(message, dict) else None
             if role not in self._roles or role in exchange:
                 raise InvalidRequest(
@@ -154,6 +167,31 @@ class Task:
         if len(exchange) != len(self._roles):
             raise InvalidRequest(f"the task '{self.alias}' needs {wanted}", param="messages")
         return exchange
+
+    def _block_text(self, block: ContextBlock, messages: list[Any]) -> str | None:
+        """The user message's text when the messages take the block's shape: a system
+        message (replaced by the task's own) then one user message, or that user message
+        alone when it starts with the block's header."""
+        if not all(isinstance(message, dict) for message in messages):
+            return None
+        roles = [message.get("role") for message in messages]
+        if roles == ["system", "user"]:
+            return _text(messages[1].get("content"), self.alias)
+        if roles == ["user"]:
+            text = _text(messages[0].get("content"), self.alias)
+            return text if block.holds(text) else None
+        return None
+
+    def _read_block(self, block: ContextBlock, text: str) -> dict[str, str]:
+        try:
+            return block.read(text)
+        except BlockError as exc:
+            lines = " and ".join(f'{name}: "..."' for name in block.fields.values())
+            raise InvalidRequest(
+                f"the task '{self.alias}' reads a system message and one user message as a "
+                f"{block.header} block with the lines {lines}: {exc}",
+                param="messages",
+            ) from None
 
     def expand(self, text: str) -> dict[str, Label] | None:
         """The labels of a code, or None when the text is not one of the codes."""

@@ -405,8 +405,9 @@ def test_greedy_agreement_with_vllm_is_reported(
 ) -> None:
     """How often the kind agrees with vLLM at temperature 0 on the same weights and prompt ids.
 
-    Reported in the run's summary, not asserted: engines differ numerically, which is what
-    shadow traffic measures.
+    Reported in the run's summary. Engines differ numerically, which is what shadow traffic
+    measures, so a flip or two may be fair; a kind that reads another prompt or other sampling
+    parameters agrees on next to none (every kind gave 10/10 here).
     """
     answers = [greedy_answer(target.client, PUBLIC, prompt) for prompt in AGREEMENT_PROMPTS]
     same = sum(a == b for a, b in zip(answers, vllm_greedy, strict=True))
@@ -414,7 +415,7 @@ def test_greedy_agreement_with_vllm_is_reported(
         f"greedy agreement with vLLM, tiny Qwen3, {target.kind.name}: "
         f"{same}/{len(AGREEMENT_PROMPTS)} identical answers"
     )
-    assert all(isinstance(answer, str) for answer in answers)
+    assert same >= len(AGREEMENT_PROMPTS) - 2, list(zip(answers, vllm_greedy, strict=True))
 
 
 def test_reported_lines_reach_the_run_output(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """`gateway demo`: the local stack on this machine, end to end, with real parts only.
 
-A tiny model built here, served by real vLLM (CPU build) as the primary and by a real Triton
-server with TensorRT-LLM's BLS interface as the shadow candidate; the gateway as its own
-process in front; a first chat completion through it with the official `openai` SDK; a batch
-of traffic mirrored to the candidate; then the shadow report and its cutover verdict.
+The tests' tiny model, trained here to answer the tagger, served by real vLLM (CPU build) as
+the primary and by a real Triton server with TensorRT-LLM's BLS interface on the same weights
+as the shadow candidate; the gateway as its own process in front. A few exchanges go through
+the `tagger` alias with the official `openai` SDK, a batch of them is mirrored to the
+candidate, and the shadow report gives its verdict. Then the same again with a deliberately
+broken candidate, the same engine behind the wrong chat template, and the verdict it earns.
 """
 
 from __future__ import annotations
@@ -14,72 +16,122 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from tests.engines.tiny_model import build_tiny_model
+from tests.engines import demo_traffic
+from tests.engines.tagger_model import build_tagger_model
 from tests.engines.triton_engine import TritonEngine
 from tests.engines.vllm_engine import VllmEngine
 
 CACHE = Path(os.environ.get("GATEWAY_DEMO_CACHE", ".cache")).resolve()
 SERVED_NAME = "tiny-phi3"
 PUBLIC_NAME = "phi-3-mini"
-REQUESTS = 120
+# The gate the demo applies: the default rule on fewer pairs, latency shown but not judged.
+GATE = ["--min-pairs", "100", "--min-noise-pairs", "20", "--max-p95-ratio", "off"]
+NOT_JUDGED = (
+    "latency is shown, not judged (--max-p95-ratio off): the TensorRT-LLM test engine is "
+    "Python on this CPU, not TensorRT-LLM on a GPU, so its times say nothing of the real one"
+)
 
 
 def run_demo(port: int, keep_running: bool = False) -> int:
-    print("demo: building the tiny model (random weights, real tokenizer and chat template)")
-    model_dir = build_tiny_model(CACHE / "tiny-phi3")
+    print("demo: building the tiny model trained for the tagger (a few minutes the first time)")
+    model_dir = build_tagger_model(CACHE / "tiny-phi3")
     vllm = VllmEngine(model_dir, SERVED_NAME, log_path=CACHE / "demo-vllm.log")
     triton = TritonEngine(model_dir, log_path=CACHE / "demo-triton.log")
-    records = CACHE / "demo-shadow.db"
-    for leftover in CACHE.glob("demo-shadow.db*"):
-        leftover.unlink()
-    env = _environment(vllm.url, triton.grpc_url, model_dir, records)
     print(f"demo: starting vLLM on {vllm.url} and Triton on {triton.grpc_url} (about a minute)")
     with vllm, triton:
-        with _gateway(env, port) as url:
-            print(f"demo: gateway on {url}: primary vLLM, shadow TensorRT-LLM (Triton BLS)")
-            _first_request(url)
-            _traffic(url)
-            if keep_running:
-                print(f"demo: serving; try  curl {url}/v1/models   (Ctrl-C stops)")
-                with contextlib.suppress(KeyboardInterrupt):
-                    while True:
-                        time.sleep(3600)
-        print("demo: gateway stopped (its shadow records are drained); the report:\n")
-        report = subprocess.run(
-            [sys.executable, "-m", "gateway", "report", "--format", "text",
-             "--min-pairs", "50", "--min-noise-pairs", "5"],
-            env=env, check=False,
-        )  # fmt: skip
-    verdict = {0: "PASS", 1: "FAIL"}.get(report.returncode, "error")
-    print(f"\ndemo: cutover verdict {verdict} (random weights: the engines rarely agree)")
-    return 0 if report.returncode in (0, 1) else report.returncode
+        same = _candidate(triton.grpc_url, model_dir=str(model_dir), add_special_tokens=False)
+        print("\ndemo: 1. the candidate is TensorRT-LLM's BLS interface on the same weights")
+        good = _stage("same", vllm.url, same, port, examples=True, keep_running=keep_running)
+        # The engine unchanged, but the gateway renders its prompts with ChatML instead of the
+        # model's own Phi-3 template, a mistake the report is there to catch.
+        wrong = _candidate(triton.grpc_url, chat_template="chatml")
+        print("\ndemo: 2. a broken candidate: the same engine, prompts in the wrong chat template")
+        bad = _stage("broken", vllm.url, wrong, port, examples=False, keep_running=False)
+    print(f"\ndemo: same weights: {_closing(good)}")
+    print(f"demo: wrong chat template: {_closing(bad)}")
+    if good.get("passed") is True and bad.get("passed") is False:
+        return 0
+    print("demo: not the verdicts this stack should give: see the reports above")
+    return 1
 
 
-def _environment(vllm_url: str, triton_url: str, model_dir: Path, records: Path) -> dict[str, str]:
-    backends = {
-        "vllm": {"kind": "vllm", "url": vllm_url},
-        "trt": {
-            "kind": "triton", "url": triton_url, "model": "tensorrt_llm_bls",
-            "tokenizer_dir": str(model_dir), "context_length": 2048,
-            "stream_text": "cumulative", "add_special_tokens": False,
-        },
-    }  # fmt: skip
+def _candidate(url: str, **settings: Any) -> dict[str, Any]:
+    return {"kind": "triton", "url": url, "model": "tensorrt_llm_bls", "context_length": 2048,
+            "stream_text": "cumulative", **settings}  # fmt: skip
+
+
+def _stage(
+    name: str,
+    vllm_url: str,
+    candidate: dict[str, Any],
+    port: int,
+    *,
+    examples: bool,
+    keep_running: bool,
+) -> dict[str, Any]:
+    """One gateway with this candidate in shadow, its traffic, then its report; the verdict."""
+    records = CACHE / f"demo-{name}.db"
+    for leftover in CACHE.glob(f"demo-{name}.db*"):
+        leftover.unlink()
+    env = _environment(vllm_url, candidate, records)
+    with _gateway(env, port) as url:
+        print(f"demo: gateway on {url}: primary vLLM, shadow Triton, task alias 'tagger'")
+        if examples:
+            demo_traffic.show_exchanges(url)
+        demo_traffic.mirror(url)
+        if keep_running:
+            print(f"demo: serving; try  curl {url}/v1/models   (Ctrl-C goes on to the report)")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+    html = CACHE / f"demo-report-{name}.html"
+    print(f"demo: gateway stopped (its shadow records are drained); {NOT_JUDGED}. The report:\n")
+    _report(env, "--format", "text")
+    _report(env, "--format", "html", "--output", str(html))
+    print(f"demo: the HTML report is {html}")
+    verdict: dict[str, Any] = json.loads(_report(env, "--format", "json", quiet=True))["verdict"]
+    return verdict
+
+
+def _report(env: dict[str, str], *args: str, quiet: bool = False) -> str:
+    command = [sys.executable, "-m", "gateway", "report", *GATE, *args]
+    done = subprocess.run(command, env=env, capture_output=quiet, text=True, check=False)
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"gateway report failed ({done.returncode}): {done.stderr}")
+    return done.stdout or ""
+
+
+def _closing(verdict: dict[str, Any]) -> str:
+    """The verdict and the checks that decided it: every failed one, or what was judged."""
+    reasons: list[str] = verdict.get("reasons", [])
+    word = "PASS" if verdict.get("passed") else "FAIL"
+    deciding = [line for line in reasons if line.startswith(word)]
+    if word == "PASS":
+        deciding = [line for line in deciding if "agreement" in line or "errors" in line]
+    shown = "; ".join(line.removeprefix(f"{word} ") for line in deciding)
+    return f"cutover verdict {word}: {shown}"
+
+
+def _environment(vllm_url: str, candidate: dict[str, Any], records: Path) -> dict[str, str]:
+    backends = {"vllm": {"kind": "vllm", "url": vllm_url}, "trt": candidate}
     return {
         **os.environ,
         "GATEWAY_BACKENDS": json.dumps(backends),
         "GATEWAY_PRIMARY": "vllm",
         "GATEWAY_MODELS": json.dumps([PUBLIC_NAME]),
+        "GATEWAY_TASKS_ENABLED": "true",
+        "GATEWAY_TASKS_DIR": str(Path(__file__).resolve().parents[2] / "prompts"),
         "GATEWAY_SHADOW": "trt",
         "GATEWAY_SHADOW_RATE": "1.0",
-        "GATEWAY_NOISE_RATE": "0.2",
+        "GATEWAY_SHADOW_QUEUE": str(demo_traffic.REQUESTS),  # the demo sends in a burst
+        "GATEWAY_NOISE_RATE": "0.3",
         "GATEWAY_RECORDS_URL": f"sqlite:///{records}",
-        "GATEWAY_RECORDS_TEXT": "full",  # the demo's text is synthetic; the default is hashes
+        # The dataset's exchanges are written for it, not children's: keep them readable.
+        "GATEWAY_RECORDS_TEXT": "full",
     }
 
 
@@ -89,69 +141,8 @@ def _gateway(env: dict[str, str], port: int) -> Iterator[str]:
     process = subprocess.Popen(command, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process)
+        demo_traffic.wait_ready(url, process)
         yield url
     finally:
         process.terminate()  # SIGTERM: the gateway drains its shadow records, then exits
-        process.wait(timeout=60)
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the gateway exited with status {process.returncode}")
-        with (
-            contextlib.suppress(urllib.error.URLError, OSError),
-            urllib.request.urlopen(url + "/ready", timeout=2) as response,  # noqa: S310
-        ):
-            if response.status == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError("the gateway did not become ready")
-
-
-def _first_request(url: str) -> None:
-    import openai
-
-    client = openai.OpenAI(base_url=url + "/v1", api_key="demo")
-    raw = client.chat.completions.with_raw_response.create(
-        model=PUBLIC_NAME,
-        messages=[
-            {"role": "system", "content": "Bạn là Pika, gia sư của các bạn nhỏ."},
-            {"role": "user", "content": "Pika ơi, 5 + 7 bằng 12 đúng không?"},
-        ],
-        temperature=0,
-        max_tokens=16,
-    )
-    answer = raw.parse()
-    print("demo: first request through the gateway")
-    print(f"  x-request-id          {raw.headers['x-request-id']}")
-    print(f"  x-gateway-backend     {raw.headers['x-gateway-backend']}")
-    print(f"  x-gateway-overhead-ms {raw.headers['x-gateway-overhead-ms']}")
-    print(f"  finish_reason         {answer.choices[0].finish_reason}")
-    print(f"  usage                 {answer.usage}")
-    print(f"  content (random weights, so gibberish): {answer.choices[0].message.content!r}")
-
-
-def _traffic(url: str) -> None:
-    import openai
-
-    client = openai.OpenAI(base_url=url + "/v1", api_key="demo")
-
-    def one(index: int) -> None:
-        answer = client.chat.completions.create(
-            model=PUBLIC_NAME,
-            messages=[{"role": "user", "content": f"Pika ơi, {index} + {index % 9} bằng mấy?"}],
-            temperature=0,
-            max_tokens=8,
-            stream=index % 4 == 0,
-        )
-        if index % 4 == 0:
-            list(answer)  # read the stream to its end
-
-    print(f"demo: sending {REQUESTS} requests, each mirrored to the shadow backend")
-    with ThreadPoolExecutor(4) as pool:
-        for done, _ in enumerate(pool.map(one, range(REQUESTS)), start=1):
-            if done % 40 == 0:
-                print(f"  {done}/{REQUESTS}")
+        process.wait(timeout=120)

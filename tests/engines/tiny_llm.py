@@ -1,7 +1,9 @@
 """The tests' tiny causal LM on CPU, token by token, with the sampling controls TensorRT-LLM has.
 
 ``TinyLlm`` wraps an HF transformers model and its tokenizer (one forward pass at a time, a KV
-cache per generation); ``triton_models`` serves it behind TensorRT-LLM's tensor interfaces.
+cache per generation, a prompt's blocks reused by the next prompt that shares them, as
+TensorRT-LLM reuses KV blocks: ``kv_reuse``); ``triton_models`` serves it behind TensorRT-LLM's
+tensor interfaces.
 ``Sampling`` holds what steers one generation, already in token ids: greedy or sampled
 (temperature, top-k, top-p, seed), penalties, minimum length, stop and banned token
 sequences, end ids, and a guide.
@@ -36,6 +38,8 @@ from typing import Any
 import regex  # type: ignore[import-untyped]  # no stubs; a dependency of transformers
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from tests.engines.kv_reuse import BLOCK, BlockReuse, reusable_length
 
 _FORCE = re.compile(r"\[\[force:(.*?)\]\]", re.DOTALL)
 _FAIL = re.compile(r"\[\[fail:(\d+)\]\]")
@@ -91,6 +95,10 @@ class TinyLlm:
         self.end_of_turn_id = _end_of_turn_id(self.tokenizer)
         self.token_bytes = _token_bytes(self.tokenizer)
         self._lock = threading.Lock()
+        self._reuse = BlockReuse()
+        # One forward pass at a time on small matrices: a second thread only adds waiting,
+        # many times over on a CI machine whose cores other processes share.
+        torch.set_num_threads(1)
 
     def encode(self, text: str, *, special: bool) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=special))
@@ -131,13 +139,15 @@ class TinyLlm:
         rng = torch.Generator().manual_seed(sampling.seed)
         generated: list[int] = []
         cache: Any = None
-        feed = list(prompt_ids)
         while True:
             if len(generated) == sampling.fail_after:
                 raise InjectedFaultError(
                     f"injected fault after {len(generated)} tokens of {self.decode(prompt_ids)!r}"
                 )
-            logits, cache = self._forward(feed, cache)
+            if cache is None:
+                logits, cache = self._prefill(prompt_ids)
+            else:
+                logits, cache = self._forward([generated[-1]], cache)
             token = choose(logits, sampling, [*prompt_ids, *generated], generated, rng)
             if token in sampling.end_ids:
                 yield Step(None, "stop")
@@ -150,7 +160,18 @@ class TinyLlm:
                 yield Step(token, "length")
                 return
             yield Step(token)
-            feed = [token]
+
+    def _prefill(self, prompt_ids: Sequence[int]) -> tuple[Any, Any]:
+        """The prompt block by block, from the blocks a previous prompt shares (``kv_reuse``)."""
+        with self._lock:
+            start, cache = self._reuse.lookup(prompt_ids)
+        logits, whole = None, reusable_length(prompt_ids)
+        for begin in range(start, len(prompt_ids), BLOCK):
+            logits, cache = self._forward(list(prompt_ids[begin : begin + BLOCK]), cache)
+            if begin + BLOCK == whole:
+                with self._lock:
+                    self._reuse.keep(prompt_ids, cache)
+        return logits, cache
 
     def _forward(self, ids: list[int], cache: Any) -> tuple[Any, Any]:
         with self._lock, torch.inference_mode():

@@ -188,11 +188,25 @@ def seeded_model(
     return model.bfloat16()
 
 
-def _write_phi3(target: pathlib.Path, *, seed: int, heads: int) -> None:
+def random_phi3(
+    *, seed: int = 0, heads: int = 2
+) -> tuple[PreTrainedTokenizerFast, PreTrainedModel]:
+    """The tokenizer and the seeded random model that ``build_tiny_model`` writes."""
     tokenizer = _phi3_tokenizer()
+    return tokenizer, seeded_model(Phi3ForCausalLM, _phi3_config(tokenizer, heads), seed)
+
+
+def save_phi3(
+    target: pathlib.Path, tokenizer: PreTrainedTokenizerFast, model: PreTrainedModel
+) -> None:
+    """Writes a Phi-3 directory: tokenizer, bf16 weights and Phi-3-mini's generation config."""
     save_tokenizer(tokenizer, target)
-    seeded_model(Phi3ForCausalLM, _phi3_config(tokenizer, heads), seed).save_pretrained(target)
+    model.save_pretrained(target)
     _phi3_generation_config(tokenizer).save_pretrained(target)
+
+
+def _write_phi3(target: pathlib.Path, *, seed: int, heads: int) -> None:
+    save_phi3(target, *random_phi3(seed=seed, heads=heads))
 
 
 def _phi3_tokenizer() -> PreTrainedTokenizerFast:

@@ -1,4 +1,8 @@
-"""Engines that fail for real: what a client sees, stated per case."""
+"""Engines that fail for real: what a client sees, stated per case.
+
+The engines these tests start (and break) serve the untrained model: what it answers does not
+matter here, only how its engine fails.
+"""
 
 from __future__ import annotations
 
@@ -23,12 +27,12 @@ from tests.support.servers import ThreadedServer
 PUBLIC = "phi-3-mini"
 
 
-def test_triton_unavailable_at_start_then_appearing(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_triton_unavailable_at_start_then_appearing(random_model_dir: Path, tmp_path: Path) -> None:
     """Before Triton is up: /ready is 503 and requests get a 503 the SDK retries. Once it is
     up, the gateway discovers the model and serves, with no restart."""
-    engine = TritonEngine(tiny_model_dir, log_path=tmp_path / "triton.log")  # ports chosen now
+    engine = TritonEngine(random_model_dir, log_path=tmp_path / "triton.log")  # ports chosen now
     backend = TritonSettings(
-        url=engine.grpc_url, model="tensorrt_llm", model_dir=tiny_model_dir,
+        url=engine.grpc_url, model="tensorrt_llm", model_dir=random_model_dir,
         context_length=2048, circuit_cooldown=0.5,
     )  # fmt: skip
     settings = Settings(
@@ -87,11 +91,11 @@ def served_by_fallback(client: openai.OpenAI) -> Any:
 
 
 def test_vllm_killed_mid_stream(
-    vllm_engine: VllmEngine, tiny_model_dir: Path, tmp_path: Path
+    vllm_engine: VllmEngine, random_model_dir: Path, tmp_path: Path
 ) -> None:
     """The client of the cut stream gets an SSE error event (the SDK raises APIError); later
     clients are served by the fallback once the dead engine's circuit opens."""
-    victim = VllmEngine(tiny_model_dir, TINY_MODEL, log_path=tmp_path / "victim.log")
+    victim = VllmEngine(random_model_dir, TINY_MODEL, log_path=tmp_path / "victim.log")
     victim.start()
     try:
         with fault_gateway(victim.url, vllm_engine.url, tmp_path) as server:

@@ -1,9 +1,10 @@
 """The tagger alias through the gateway on real vLLM, Triton and the current TensorRT-LLM
 kinds' stand-ins (trtllm-serve, trtllm-serve --grpc), and `gateway eval` end to end.
 
-The tiny model's weights are random, so its labels are random too; the choice constraint still
-makes every answer one of the codes, which is what these tests rely on, on vLLM and on the
-Triton BLS test model alike (its guided decoding is a logits mask, `gateway/devstack`).
+The tiny model is trained to answer the tagger (`tests/engines/tagger_model.py`), but these tests
+rely only on the choice constraint making every answer one of the codes, on vLLM and on the
+Triton BLS test model alike (its guided decoding is a logits mask); how often the engines agree
+is `test_engine_agreement.py`'s, and how often the model is right the README's.
 """
 
 from __future__ import annotations
@@ -150,6 +151,30 @@ def test_alias_answers_the_labels_as_json_with_the_prompt_version(client: openai
     assert response.system_fingerprint == "tagger-v1"
     assert response.usage is not None
     assert response.usage.completion_tokens == 1  # one code, and no end-of-turn token
+
+
+def test_the_apps_context_block_request_gets_the_two_message_labels(
+    client: openai.OpenAI,
+) -> None:
+    """Seed 004's request with only `model` changed: its system prompt and a [CONTEXT] block."""
+    rows = [json.loads(line) for line in DATASET.read_text("utf-8").splitlines()]
+    for row in [row for row in rows if row["id"] in SAME_PROMPT]:
+        pair = [{"role": "user", "content": row["child"]},
+                {"role": "assistant", "content": row["pika"]}]  # fmt: skip
+        block = f'[CONTEXT]\nuser_last_message: "{row["child"]}"\npika_response: "{row["pika"]}"'
+        app = [{"role": "system", "content": "You are a high-speed, accurate Mood Tagger..."},
+               {"role": "user", "content": block}]  # fmt: skip
+        answers = [
+            client.chat.completions.create(model="tagger", messages=messages, max_tokens=50)  # type: ignore[arg-type]
+            for messages in (pair, app)
+        ]
+        assert answers[1].choices[0].message.content == answers[0].choices[0].message.content
+    broken = [{"role": "system", "content": "x"},
+              {"role": "user", "content": '[CONTEXT]\nuser_last_message: "12 ạ"'}]  # fmt: skip
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="tagger", messages=broken)  # type: ignore[arg-type]
+    assert error.value.status_code == 400
+    assert "lacks the field pika_response" in error.value.message
 
 
 def test_debug_raw_returns_the_engines_own_completion(

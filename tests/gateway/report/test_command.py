@@ -76,6 +76,18 @@ def test_a_passing_gate_exits_0_and_the_json_is_the_summary(store_url: str, tmp_
     assert summary["gate"]["max_p95_ratio"] == 1.2
 
 
+def test_max_p95_ratio_off_shows_latency_without_judging_it(store_url: str, tmp_path: Path) -> None:
+    loose = [flag for flag in LOOSE if not flag.startswith("--max-p95-ratio")]
+    assert report(store_url, tmp_path, *loose, "--max-p95-ratio=0.5").returncode == 1
+    done = report(store_url, tmp_path, *loose, "--max-p95-ratio=off", "--format=json")
+    assert done.returncode == 0, done.stderr
+    summary = orjson.loads(done.stdout)
+    assert summary["gate"]["max_p95_ratio"] is None  # JSON has no infinity: no limit
+    skipped = [line for line in summary["verdict"]["reasons"] if line.startswith("SKIP p95")]
+    assert len(skipped) == 2
+    assert report(store_url, tmp_path, "--max-p95-ratio=of").returncode == 2
+
+
 def test_gate_settings_are_the_defaults_and_flags_override_them(
     store_url: str, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@ and each gate check passing and failing."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import astuple, replace
 from typing import Any
 
@@ -196,6 +197,16 @@ def test_the_loose_rule_passes_with_every_check_listed(summary: ShadowReport) ->
         verdict.reasons[2]
         == "PASS p95 e2e: candidate 192.0 ms vs primary 181.5 ms, ratio 1.06 (at most 1.20)"
     )
+
+
+def test_latency_that_is_not_judged_is_shown_and_skipped(summary: ShadowReport) -> None:
+    """`--max-p95-ratio off`: a candidate on other hardware (the demo's CPU stand-in)."""
+    verdict = evaluate(summary, replace(LOOSE, max_p95_ratio=math.inf))
+    assert verdict.passed
+    assert [line for line in verdict.reasons if "p95" in line] == [
+        "SKIP p95 e2e: not judged (--max-p95-ratio off): candidate 192.0 ms vs primary 181.5 ms",
+        "SKIP p95 TTFT: not judged (--max-p95-ratio off): candidate 20.2 ms vs primary 18.1 ms",
+    ]
 
 
 def test_the_latency_check_covers_e2e_and_ttft(summary: ShadowReport) -> None:

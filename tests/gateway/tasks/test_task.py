@@ -171,6 +171,64 @@ def test_build_refuses_what_the_task_cannot_take(
     assert fragment in error.value.message
 
 
+SEED_SYSTEM = "You are a high-speed, accurate Mood & Celebrate Tagger..."
+
+
+def block(child: str, pika: str) -> str:
+    """The user message of the app's request before the alias (seed 004's curl)."""
+    return f'[CONTEXT]\nuser_last_message: "{child}"\npika_response: "{pika}"'
+
+
+def seed_payload(content: object, system: bool = True) -> dict[str, Any]:
+    messages = [{"role": "system", "content": SEED_SYSTEM}] if system else []
+    return {"model": "tagger", "messages": [*messages, {"role": "user", "content": content}],
+            "temperature": 0, "max_tokens": 50}  # fmt: skip
+
+
+def test_the_apps_block_request_builds_the_two_message_prompt(tagger: Task) -> None:
+    """The app's own system prompt is replaced by the pack's; the fields are the exchange."""
+    for row in list(rows().values())[:40]:
+        expected = tagger.build(payload(row["child"], row["pika"]), "m")
+        assert tagger.build(seed_payload(block(row["child"], row["pika"])), "m") == expected
+        alone = seed_payload(block(row["child"], row["pika"]), system=False)
+        assert tagger.build(alone, "m") == expected
+    built = tagger.build(seed_payload(block("Dạ, con voi ăn cỏ ạ.", "Đúng rồi!")), "m")
+    assert SEED_SYSTEM not in json.dumps(built, ensure_ascii=False)
+    assert built["messages"][0] == {"role": "system", "content": tagger.config.prompt.system}
+    assert built["messages"][-1]["content"] == "Trẻ: Dạ, con voi ăn cỏ ạ.\nPika: Đúng rồi!"
+    lines = ["[CONTEXT]", 'user_last_message: "a"', 'pika_response: "b"']
+    parts = [{"type": "text", "text": line} for line in lines]
+    assert tagger.build(seed_payload(parts), "m") == tagger.build(payload("a", "b"), "m")
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ('[CONTEXT]\nuser_last_message: "12 ạ"', "lacks the field pika_response"),
+        ('[CONTEXT]\npika_response: "Đúng!"', "lacks the field user_last_message"),
+        ('user_last_message: "12"\npika_response: "Đúng!"', "does not start with the header"),
+        ("Trẻ: 12\nPika: Đúng!", "does not start with the header [CONTEXT]"),
+        ('[CONTEXT]\nuser_last_message: "12\npika_response: "Đúng!"', "no closing quote"),
+    ],
+)
+def test_a_malformed_block_is_a_400_naming_what_is_missing(
+    tagger: Task, content: str, fragment: str
+) -> None:
+    with pytest.raises(InvalidRequest) as error:
+        tagger.build(seed_payload(content), "m")
+    assert error.value.status_code == 400
+    assert error.value.param == "messages"
+    assert fragment in error.value.message
+    assert 'user_last_message: "..." and pika_response: "..."' in error.value.message
+
+
+def test_a_lone_user_message_without_the_header_is_no_block(tagger: Task) -> None:
+    with pytest.raises(InvalidRequest) as error:
+        tagger.build(seed_payload("con làm xong rồi", system=False), "m")
+    assert "one 'assistant' message" in error.value.message
+    assert "[CONTEXT] block" in error.value.message
+
+
 def test_text_parts_are_joined_like_vllm_joins_them(tagger: Task) -> None:
     parts = [{"type": "text", "text": "12"}, {"type": "text", "text": "ạ"}]
     body = tagger.build({"messages": [{"role": "user", "content": parts}, EXCHANGE[1]]}, "m")
@@ -245,6 +303,10 @@ def write_task(folder: Path, edit: Callable[[str], str] = lambda text: text) -> 
             "[dataset]\nexchange = { ",
             "dataset.exchange",
         ),
+        ('fields = { user = "user_last_message", ', "fields = { ", "block.fields: needs"),
+        ('user = "user_last_message"', 'user = "pika_response"', "a field name of its own"),
+        ('header = "[CONTEXT]"', 'header = ""', "block.header"),
+        ('user = "user_last_message"', 'user = "user last"', "block.fields.user"),
         ("[decoding]", "[decoding", "Expected ']'"),
     ],
 )
