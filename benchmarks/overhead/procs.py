@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 LISTENING = re.compile(r"listening on (\d+)")
 MODEL = "phi-3-mini-4k-instruct"  # what post.lua and sse_client.py send
 SHADOW_IN_FLIGHT = 64  # the shadow points' concurrency
+BURST_CAPACITY = 4096  # issue 23: backends' max_concurrency and max_queue, so none is refused
 ATTEMPTS = 3  # nginx cannot bind port 0 and report it: a free port may be taken meanwhile
 # Load generator and upstreams share the first allowed core; the gateway gets the second.
 _ALLOWED = sorted(os.sched_getaffinity(0))
@@ -46,9 +47,13 @@ class Server:
     pid: int
 
 
-def start_sse_upstream(stack: ExitStack, tmpdir: Path, core: int, delay_ms: float) -> Server:
-    """The paced SSE upstream (``sse_upstream.py``) pinned to ``core``."""
-    return start_script(stack, tmpdir, core, "sse_upstream.py", "--delay-ms", str(delay_ms))
+def start_sse_upstream(
+    stack: ExitStack, tmpdir: Path, core: int, delay_ms: float, tick_ms: float = 0.0
+) -> Server:
+    """The paced SSE upstream (``sse_upstream.py``) pinned to ``core``; with ``tick_ms``, its
+    streams run in engine steps (``ticks.py``)."""
+    ticks = ["--tick-ms", str(tick_ms)] if tick_ms else []
+    return start_script(stack, tmpdir, core, "sse_upstream.py", "--delay-ms", str(delay_ms), *ticks)
 
 
 def start_floor_proxy(
@@ -136,11 +141,28 @@ def shadowed_settings(stack: ExitStack, primary: str, home: Path) -> dict[str, s
     return gateway_settings(primary, home, shadow=start_nginx(stack, folder, LOAD_CORE))
 
 
+def burst_settings(primary: str, home: Path, candidate: str | None = None) -> dict[str, str]:
+    """`gateway_settings` for streams in engine steps: nothing refused or queued, and with a
+    ``candidate``, every stream shadowed to it (streamed too), none dropped."""
+    env = gateway_settings(primary, home, candidate, capacity=BURST_CAPACITY)
+    if candidate is not None:
+        env |= {"GATEWAY_SHADOW_MAX_IN_FLIGHT": str(BURST_CAPACITY)}
+    return env
+
+
 def gateway_settings(
-    primary: str, home: Path, shadow: str | None = None, busy_poll_us: int | str = "auto"
+    primary: str,
+    home: Path,
+    shadow: str | None = None,
+    busy_poll_us: int | str = "auto",
+    capacity: int | None = None,
 ) -> dict[str, str]:
-    """The gateway's environment: one backend per upstream; records (if any) under ``home``."""
-    backend = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}  # >= 1,000 streams
+    """The gateway's environment: one backend per upstream; records (if any) under ``home``;
+    ``capacity``: the backends' `max_concurrency` and `max_queue`."""
+    backend: dict[str, object] = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}
+    # (1,100: at least the 1,000 streams of the stream point, none queued inside the gateway)
+    if capacity is not None:
+        backend |= {"max_concurrency": capacity, "max_queue": capacity}
     backends = {"primary": {**backend, "url": primary}}
     env = {
         "GATEWAY_PRIMARY": "primary",
