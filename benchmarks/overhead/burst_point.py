@@ -66,7 +66,8 @@ def show(point: Point) -> None:
     got = point.result
     assert isinstance(got, BurstResult)
     print(f"path={point.path} streams={got.streams} counted={got.counted} "
-          f"cpu_per_chunk={got.cpu_us_per_chunk} delay_p50={got.delay_p50_ms} "
+          f"cpu_per_chunk={got.cpu_us_per_chunk} user={got.user_us_per_chunk} "
+          f"delay_p50={got.delay_p50_ms} "
           f"delay_p99={got.delay_p99_ms} gap_p99={got.gap_p99_ms} coalesced={got.coalesced} "
           f"reordered={got.reordered} errors={got.errors} rss={point.rss_mb}")  # fmt: skip
     if got.delay_p99_ms_by_index:

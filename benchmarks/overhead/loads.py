@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from procs import HERE, LOAD_CORE, cpu_ticks, metric, rss_mb
+from procs import HERE, LOAD_CORE, cpu_split, cpu_ticks, metric, rss_mb
 
 from benchmarks.upstream_client.interference import (
     Snapshot,
@@ -92,6 +92,7 @@ class BurstResult:
     client_cpu_pct: float
     opened_s: float
     cpu_us_per_chunk: float | None = None
+    user_us_per_chunk: float | None = None  # of which in user mode (not system calls)
     delay_p99_ms_by_index: dict[str, float] | None = None  # with ``by_index``
 
 
@@ -224,7 +225,7 @@ def burst_point(
     command = [*pinned(LOAD_CORE), sys.executable, str(HERE / "burst_client.py"), url]
     command += ["--streams", str(load.streams), "--chunks", str(load.chunks)]
     command += ["--by-index"] if by_index else []
-    opened: list[int] = []
+    opened: list[tuple[int, int]] = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as client:
         lines: list[str] = []
         reader = threading.Thread(target=_read_lines, args=(client, lines, opened, proxy))
@@ -239,13 +240,15 @@ def burst_point(
         finally:
             client.kill()  # a no-op once it has exited
         time.sleep(SETTLE_S)  # the proxy's work after the last chunk: stream ends, shadow pairs
-        spent = _ticks(proxy)
+        spent = cpu_split(proxy) if proxy is not None else (0, 0)
     if client.returncode != 0 or not lines:
         raise RuntimeError(f"burst_client exited with {client.returncode}")
     fields = json.loads(lines[-1])
     if proxy is not None and opened and fields["counted"]:
-        seconds = (spent - opened[0]) / os.sysconf("SC_CLK_TCK")
-        fields["cpu_us_per_chunk"] = round(seconds / fields["counted"] * 1e6, 2)
+        per_chunk = 1e6 / os.sysconf("SC_CLK_TCK") / fields["counted"]
+        user, system = spent[0] - opened[0][0], spent[1] - opened[0][1]
+        fields["cpu_us_per_chunk"] = round((user + system) * per_chunk, 2)
+        fields["user_us_per_chunk"] = round(user * per_chunk, 2)
     point = Point(scenario, path, load.streams, BurstResult(**fields))
     if proxy is not None:
         point.rss_mb = round(peak_rss, 1)
@@ -253,12 +256,15 @@ def burst_point(
 
 
 def _read_lines(
-    client: "subprocess.Popen[str]", lines: list[str], opened: list[int], proxy: int | None
+    client: "subprocess.Popen[str]",
+    lines: list[str],
+    opened: list[tuple[int, int]],
+    proxy: int | None,
 ) -> None:
     """The client's output; the proxy's CPU ticks when it says every stream has opened."""
     assert client.stdout is not None
     for line in client.stdout:
         if line.strip() == "opened":
-            opened.append(_ticks(proxy))
+            opened.append(cpu_split(proxy) if proxy is not None else (0, 0))
         else:
             lines.append(line)
