@@ -571,3 +571,77 @@ def test_a_backend_stream_closed_before_its_first_event_stops_the_generation(
         await backend.close()
 
     run(scenario())
+
+
+def into(received: list[bytes]) -> Callable[[bytes], bool]:
+    """A sink that takes every piece."""
+
+    def sink(piece: bytes) -> bool:
+        received.append(piece)
+        return True
+
+    return sink
+
+
+def test_a_piped_stream_hands_each_piece_on_as_it_arrives(run: Run) -> None:
+    pieces = [b"data: %d\n\n" % index for index in range(5)]
+
+    async def scenario() -> None:
+        # The first piece comes with the headers, so it is read before the pipe starts.
+        script = send(CHUNKED + chunk(pieces[0]), *map(chunk, pieces[1:]), END, pause=0.02)
+        async with Scripted(script, send(OK)) as server:
+            pool = pool_for(server.url)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            received: list[bytes] = []
+            assert await response.pipe(into(received))
+            assert received == pieces
+            response.close()
+            assert (await pool.fetch(pool.head("POST", "/"), b"{}")).status == 200
+            await pool.close()
+        assert server.connections == 1  # read to its end: the connection was kept
+
+    run(scenario())
+
+
+def test_a_refusing_sink_pauses_reading_loses_nothing_and_never_times_out(run: Run) -> None:
+    pieces = [bytes([65 + index % 26]) * 16_384 for index in range(4 * HIGH_WATER // 16_384)]
+
+    async def scenario() -> None:
+        async with Scripted(send(CHUNKED, *map(chunk, pieces), END, pause=0.01)) as server:
+            pool = pool_for(server.url, read_timeout=0.2)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            transport = response._conn.transport if response._conn else None
+            assert transport is not None
+            received: list[bytes] = []
+
+            def sink(piece: bytes) -> bool:
+                received.append(piece)
+                return len(received) % 3 != 0  # every third piece: no more for now
+
+            assert not await response.pipe(sink)
+            assert not transport.is_reading()  # held: the server's bytes wait in its socket
+            rounds = 1
+            while not await response.pipe(sink):
+                rounds += 1
+                await asyncio.sleep(0.3)  # longer than the read timeout: the reader is slow
+            assert rounds >= 3
+            assert b"".join(received) == b"".join(pieces)
+            response.close()
+            await pool.close()
+
+    run(scenario())
+
+
+def test_a_pipe_raises_what_reading_would_after_the_pieces_before(run: Run) -> None:
+    async def scenario() -> None:
+        async with Scripted(send(CHUNKED + chunk(b"data: 1\n\n"), b"zz\r\n", keep=False)) as server:
+            pool = pool_for(server.url)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            received: list[bytes] = []
+            with pytest.raises(ProtocolError):
+                await response.pipe(into(received))
+            assert received == [b"data: 1\n\n"]
+            response.close()
+            await pool.close()
+
+    run(scenario())
