@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from backends.base import Backend, TokenIds, UpstreamRequest
 from backends.errors import GatewayError
+from backends.piping import pipe
 from gateway.metrics import ShadowCounts
 from gateway.shadow import legs
 from gateway.shadow.compare import agrees, failed
@@ -283,10 +284,14 @@ class ShadowLeg:
                 leg = legs.from_body(backend.name, body, _ms(started), parse, answer)
                 return leg, completion.ids
             chunks: list[tuple[float, bytes]] = []
+
+            def keep(chunk: bytes) -> bool:
+                chunks.append((perf_counter(), chunk))
+                return True
+
             events = await backend.stream(request)
             try:
-                async for chunk in events:
-                    chunks.append((perf_counter(), chunk))
+                await pipe(events, keep)  # from the socket's callback: no task wake per event
             finally:
                 await events.aclose()
             leg = legs.from_events(backend.name, chunks, started, perf_counter(), parse)

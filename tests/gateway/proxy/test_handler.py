@@ -331,3 +331,46 @@ def overhead(server: ThreadedServer) -> tuple[float, float]:
 def sample(metrics: str, series: str) -> float:
     line = next(line for line in metrics.splitlines() if line.startswith(series + " "))
     return float(line.rsplit(" ", 1)[1])
+
+
+class FloodUpstream(FakeUpstream):
+    """The fake upstream, plus `flood`: `FLOOD` numbered events of 16 KiB, sent back to back;
+    `sent` counts those its server has taken."""
+
+    FLOOD = 1280  # 20 MiB: more than the sockets between the engine and the client hold
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+
+    async def _behave(self, cue: str, stream: bool, receive: Any, send: Any) -> None:
+        if cue != "flood":
+            await super()._behave(cue, stream, receive, send)
+            return
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for index in range(self.FLOOD):
+            event = flood_event(index)
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            self.sent += 1
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+def flood_event(index: int) -> bytes:
+    return b'data: {"index":%d,"pad":"%s"}\n\n' % (index, b"x" * 16_350)
+
+
+def test_a_client_that_stops_reading_a_stream_pauses_the_engine_and_loses_nothing() -> None:
+    upstream = FloodUpstream()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "flood"}], "stream": True}
+    url = "/v1/chat/completions"
+    with (
+        ThreadedServer(upstream) as engine,
+        gateway_for(engine.url) as server,
+        httpx.stream("POST", server.url + url, json=body) as response,
+    ):
+        time.sleep(1.0)  # the client reads nothing: the gateway stops reading the engine
+        assert upstream.sent < FloodUpstream.FLOOD // 2
+        data = b"".join(response.iter_bytes())
+    expected = b"".join(flood_event(index) for index in range(FloodUpstream.FLOOD))
+    assert data == expected + b"data: [DONE]\n\n"
