@@ -30,6 +30,7 @@ from gateway.shadow.compare import agrees, failed
 from gateway.shadow.legs import Parser
 from gateway.shadow.pairing import PrimaryOutcome, pair_of, params_of, primary_leg
 from gateway.shadow.pairs import Leg, PairKind, PairRecord, Params
+from gateway.shadow.turns import OnePerTurn
 
 log = logging.getLogger("gateway.shadow.leg")
 SWEEPS_PER_TIMEOUT = 4  # `ShadowLeg._sweep` runs every quarter of a shadow timeout
@@ -101,6 +102,7 @@ class ShadowLeg:
         self._waiting: set[Mirror] = set()  # calls done, the primary's outcome not yet in
         self._sweeper: asyncio.TimerHandle | None = None
         self._closing = False
+        self._turns = OnePerTurn()  # streamed legs are read and paired one per loop turn
 
     def mirror(
         self,
@@ -171,6 +173,8 @@ class ShadowLeg:
             finally:
                 self._release(mirror)
             outcome = await self._primary_outcome(mirror)
+            if mirror.stream:  # streams end together at an engine's step: one pair per turn
+                await self._turns.next()
         except (TimeoutError, asyncio.CancelledError):
             if not self._closing:
                 self._counts.dropped("primary_unfinished").inc()
@@ -294,7 +298,9 @@ class ShadowLeg:
                 await pipe(events, keep)  # from the socket's callback: no task wake per event
             finally:
                 await events.aclose()
-            leg = legs.from_events(backend.name, chunks, started, perf_counter(), parse)
+            ended = perf_counter()
+            await self._turns.next()  # read when the other streams ending now have been relayed
+            leg = legs.from_events(backend.name, chunks, started, ended, parse)
             return leg, events.ids
         except GatewayError as exc:
             return legs.failed(backend.name, exc.status_code, exc.message, _ms(started)), None
