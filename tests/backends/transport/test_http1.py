@@ -645,3 +645,79 @@ def test_a_pipe_raises_what_reading_would_after_the_pieces_before(run: Run) -> N
             await pool.close()
 
     run(scenario())
+
+
+FIRST = CHUNKED + chunk(b"data: 0\n\n")
+
+
+@pytest.mark.parametrize(
+    ("step", "error"),
+    [
+        (stall(FIRST, chunk(b"data: 1\n\n")), ReadTimeout),
+        (send(FIRST, *[chunk(b"data: 1\n\n")] * 50, pause=0.05), TotalTimeout),
+        (send(FIRST, chunk(b"data: 1\n\n"), keep=False), ProtocolError),
+    ],
+    ids=["silent", "trickle", "cut"],
+)
+def test_a_piped_stream_times_out_or_fails_as_a_read_one_would(
+    run: Run, step: Step, error: type[Exception]
+) -> None:
+    # A piped reader is never paused here (the sink takes all), so a silent server is silent.
+    async def scenario() -> None:
+        async with Scripted(step) as server:
+            pool = pool_for(server.url, read_timeout=0.2, total_timeout=0.6)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            received: list[bytes] = []
+            started = time.monotonic()
+            with pytest.raises(error):
+                await response.pipe(into(received))
+            assert time.monotonic() - started < 1.0
+            assert received[:2] == [b"data: 0\n\n", b"data: 1\n\n"]
+            response.close()
+            await eventually(lambda: server.ended == 1)  # the connection is dropped
+            await pool.close()
+
+    run(scenario())
+
+
+def test_a_cancelled_pipe_hands_on_nothing_more_and_its_connection_is_closed(run: Run) -> None:
+    async def scenario() -> None:
+        script = send(CHUNKED + chunk(b"data: 0\n\n"), *[chunk(b"data: 1\n\n")] * 20, pause=0.02)
+        async with Scripted(script, send(OK)) as server:
+            pool = pool_for(server.url)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            received: list[bytes] = []
+            piping = asyncio.ensure_future(response.pipe(into(received)))
+            await eventually(lambda: len(received) >= 3)
+            piping.cancel()  # as a client's disconnect cancels the relay's task
+            with pytest.raises(asyncio.CancelledError):
+                await piping
+            kept = len(received)
+            await asyncio.sleep(0.1)  # the server goes on sending meanwhile
+            assert len(received) == kept
+            response.close()
+            await eventually(lambda: server.ended == 1)
+            assert (await pool.fetch(pool.head("POST", "/"), b"{}")).status == 200
+            await pool.close()
+        assert server.connections == 2  # not read to its end: never reused
+
+    run(scenario())
+
+
+def test_a_stream_can_be_read_piece_by_piece_then_piped(run: Run) -> None:
+    pieces = [b"data: %d\n\n" % index for index in range(6)]
+
+    async def scenario() -> None:
+        script = send(CHUNKED, *map(chunk, pieces), END, pause=0.02)
+        async with Scripted(script) as server:
+            pool = pool_for(server.url)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            received = [await response.next_chunk() or b"", await response.next_chunk() or b""]
+            await asyncio.sleep(0.05)  # more pieces wait in the answer's buffer meanwhile
+            assert await response.pipe(into(received))
+            assert received == pieces
+            assert await response.next_chunk() is None
+            response.close()
+            await pool.close()
+
+    run(scenario())
