@@ -29,6 +29,7 @@ from tests.engines.procfs import cpu_ticks as own_ticks
 from tests.engines.vllm_engine import sum_samples
 
 HERE = Path(__file__).resolve().parent
+CHECKOUT = HERE.parents[1]  # the repository holding this benchmark
 LISTENING = re.compile(r"listening on (\d+)")
 MODEL = "phi-3-mini-4k-instruct"  # what post.lua and sse_client.py send
 SHADOW_IN_FLIGHT = 64  # the shadow points' concurrency
@@ -112,11 +113,15 @@ def start_gateway(
     """``python -m gateway serve`` on ``cores`` (``taskset -c`` list), configured by env only.
 
     It runs in ``tmpdir`` with every inherited ``GATEWAY_*`` variable removed, so neither a
-    developer's environment nor a ``.env`` in the checkout changes the gateway under test.
+    developer's environment nor a ``.env`` in the checkout changes the gateway under test. The
+    ``gateway`` package is this checkout's, or the one ``PYTHONPATH`` names when set.
     """
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
     env.update(settings, GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port))
+    # Run from `tmpdir`, Python would import the `gateway` installed in the virtualenv, which in
+    # a worktree is another checkout's: unless PYTHONPATH names one, this checkout's is measured.
+    env.setdefault("PYTHONPATH", str(CHECKOUT))
     command = ["taskset", "-c", cores, "env", "-C", str(tmpdir), sys.executable]
     log = tmpdir / f"{name}.log"
     child = spawn(stack, [*command, "-m", "gateway", "serve"], log, env)
