@@ -374,3 +374,53 @@ def test_a_client_that_stops_reading_a_stream_pauses_the_engine_and_loses_nothin
         data = b"".join(response.iter_bytes())
     expected = b"".join(flood_event(index) for index in range(FloodUpstream.FLOOD))
     assert data == expected + b"data: [DONE]\n\n"
+
+
+@pytest.fixture(scope="module")
+def stock_client(fake_upstream: Fake) -> Iterator[openai.OpenAI]:
+    """The gateway under uvicorn's own httptools protocol: no `write_body`, so the relay pulls
+    each event and sends it through ASGI (`gateway.proxy.relay.Relay._pull`)."""
+    backend = VllmSettings(url=fake_upstream[1].url, read_timeout=1.0, circuit_failures=1000)
+    settings = Settings(backends={"vllm": backend}, primary="vllm")
+    with (
+        ThreadedServer(create_app(settings), http="httptools") as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0) as client,
+    ):
+        yield client
+
+
+def test_under_another_asgi_server_a_stream_is_relayed_event_by_event(
+    stock_client: openai.OpenAI,
+) -> None:
+    stream = ask(stock_client, "long:5", stream=True)
+    pieces = [chunk.choices[0].delta.content for chunk in stream]  # type: ignore[attr-defined]
+    assert pieces == ["hello", " from", " fake", *["."] * 5]
+
+
+@pytest.mark.parametrize(
+    ("cue", "message"),
+    [("malformed-sse", "mid-event"), ("reset-mid-stream", "broke the connection")],
+)
+def test_under_another_asgi_server_a_failure_mid_stream_is_an_sse_error(
+    stock_client: openai.OpenAI, cue: str, message: str
+) -> None:
+    stream = ask(stock_client, cue, stream=True)
+    with pytest.raises(openai.APIError) as caught:
+        list(stream)  # type: ignore[call-overload]
+    assert message in caught.value.message
+
+
+def test_under_another_asgi_server_a_client_disconnect_stops_the_upstream_stream(
+    stock_client: openai.OpenAI, fake_upstream: Fake
+) -> None:
+    app = fake_upstream[0]
+    before = app.cancelled
+    stream = ask(stock_client, "long:500", stream=True)
+    for index, _ in enumerate(cast("Iterable[object]", stream)):
+        if index == 3:
+            break
+    stream.close()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 3
+    while app.cancelled == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert app.cancelled == before + 1
