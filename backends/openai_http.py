@@ -29,6 +29,7 @@ from backends.errors import (
     GatewayError,
     UpstreamRejected,
 )
+from backends.piping import Deliver
 from backends.sampling import Sampling
 from backends.settings import HTTPBackendSettings
 from backends.stop_cut import DONE, StreamCut, cut_answer
@@ -134,8 +135,7 @@ class OpenAIHTTPBackend:
         ids = TokenIds(outgoing.prompt_ids) if request.token_ids else None
         stops = self._dialect.stops(request)
         cut = StreamCut(stops, request.route) if stops else None
-        events = self._events(response, served, request.public_model, ids, cut)
-        return _Stream(events, response, ids)
+        return _Stream(self, response, _WholeEvents(served, request.public_model, ids, cut))
 
     async def _post_and_read(self, request: UpstreamRequest, body: bytes) -> bytes:
         head, request_id = self._posts[request.route], _request_id_line(request)
@@ -228,39 +228,44 @@ class OpenAIHTTPBackend:
         return request.raw if changed is None else orjson.dumps(changed)
 
     async def _events(
-        self,
-        response: http1.Response,
-        served: str,
-        public: str,
-        ids: TokenIds | None,
-        stops: StreamCut | None,
+        self, response: http1.Response, whole: _WholeEvents
     ) -> AsyncGenerator[bytes, None]:
         """Relays whole SSE events as soon as they arrive; closing it drops the upstream call."""
-        pending = b""
         try:
             while (chunk := await response.next_chunk()) is not None:
-                pending += chunk
-                cut = pending.rfind(b"\n\n")
-                if cut < 0:
-                    continue
-                events, pending = pending[: cut + 2], pending[cut + 2 :]
-                if ids is not None:
-                    events = take_ids(events, ids)
-                if stops is not None:
-                    events = stops.events(events)
-                    if stops.done and DONE not in events:
-                        # Cut at a stop the engine missed: it would generate on, unread.
-                        yield _rename_model(events + DONE, served, public)
-                        return
-                if events:
-                    yield _rename_model(events, served, public)
-            if pending.strip():
-                raise BackendProtocolError(f"backend '{self.name}' ended a stream mid-event")
+                events = whole.events(chunk)
+                if events is not None:
+                    yield events
+                if whole.cut:  # at a stop the engine missed: it would generate on, unread
+                    return
+            self._check_ended(whole)
         except http1.HTTPError as exc:
             raise self._transport_error(exc) from exc
         finally:
             # Unless the whole answer came, this closes the connection: the engine aborts.
             response.close()
+
+    async def _pipe(self, response: http1.Response, whole: _WholeEvents, deliver: Deliver) -> bool:
+        """`_events`, handed on from the socket's callback (`backends.piping`)."""
+
+        def sink(chunk: bytes) -> bool:
+            events = whole.events(chunk)
+            return (True if events is None else deliver(events)) and not whole.cut
+
+        try:
+            ended = await response.pipe(sink)
+        except http1.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        if whole.cut:  # as in `_events`: the answer ended at a stop, the engine is left
+            response.close()
+            return True
+        if ended:
+            self._check_ended(whole)
+        return ended
+
+    def _check_ended(self, whole: _WholeEvents) -> None:
+        if whole.pending.strip():
+            raise BackendProtocolError(f"backend '{self.name}' ended a stream mid-event")
 
     def _transport_error(self, exc: http1.HTTPError) -> GatewayError:
         if isinstance(exc, http1.Timeout):
@@ -294,18 +299,60 @@ class OpenAIHTTPBackend:
         )
 
 
-class _Stream:
-    """The events of one answer; `aclose()` ends the upstream call even if never iterated."""
+class _WholeEvents:
+    """Whole SSE events out of an answer's pieces, as the client must see them: a shadowed
+    request's token ids taken out (into `ids`), the text cut at the request's stop strings
+    where the engine matches them on ids only (`stops`; `cut` once the answer ended at one),
+    the served model name renamed."""
+
+    __slots__ = ("cut", "ids", "pending", "public", "served", "stops")
 
     def __init__(
-        self, events: AsyncGenerator[bytes, None], response: http1.Response, ids: TokenIds | None
+        self, served: str, public: str, ids: TokenIds | None, stops: StreamCut | None = None
     ) -> None:
-        self._events = events
+        self.served, self.public, self.ids, self.stops = served, public, ids, stops
+        self.pending = b""  # the start of an event whose end has not come yet
+        self.cut = False
+
+    def events(self, chunk: bytes) -> bytes | None:
+        """The events `chunk` completes; None while the one it starts is still cut."""
+        if self.pending or not chunk.endswith(b"\n\n"):  # else (most pieces): no copy
+            data = self.pending + chunk
+            cut = data.rfind(b"\n\n") + 2
+            if cut < 2:
+                self.pending = data
+                return None
+            chunk, self.pending = data[:cut], data[cut:]
+        if self.ids is not None:
+            chunk = take_ids(chunk, self.ids)
+        if self.stops is not None:
+            chunk = self.stops.events(chunk)
+            if self.stops.done and DONE not in chunk:
+                chunk += DONE
+                self.cut = True
+            if not chunk:
+                return None
+        return _rename_model(chunk, self.served, self.public)
+
+
+class _Stream:
+    """The events of one answer, pulled (`async for`) or piped (`pipe`, `backends.piping`);
+    `aclose()` ends the upstream call even if never read."""
+
+    def __init__(
+        self, backend: OpenAIHTTPBackend, response: http1.Response, whole: _WholeEvents
+    ) -> None:
+        self._backend = backend
         self._response = response
-        self.ids = ids
+        self._whole = whole
+        self._events = backend._events(response, whole)
+        self.ids = whole.ids
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self._events
+
+    async def pipe(self, deliver: Deliver) -> bool:
+        return await self._backend._pipe(self._response, self._whole, deliver)
 
     async def aclose(self) -> None:
         try:

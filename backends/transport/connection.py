@@ -22,6 +22,9 @@ import httptools
 from backends.transport.busy_poll import UPSTREAM
 from backends.transport.write_batch import batch_of
 
+# A piped answer's reader: takes each piece of the body as it is read; False when it can take
+# no more for now (its own peer is slow), which pauses the reading until the next `pipe`.
+Sink = Callable[[bytes], bool]
 HIGH_WATER = 64 * 1024  # bytes of a stream left unread before the socket's reading pauses
 LOW_WATER = 16 * 1024
 SLACK = 0.001  # seconds: uvloop's timers have millisecond resolution and may fire that early
@@ -91,6 +94,7 @@ class Connection(asyncio.Protocol):
         self._keep_alive = False
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
+        self._sink: Sink | None = None  # while piped (`pipe`)
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._last_read = 0.0
@@ -137,11 +141,49 @@ class Connection(asyncio.Protocol):
             if self.error is not None:
                 raise self.error
             await self._arm()
-        chunk = self.chunks.popleft()
-        self._buffered -= len(chunk)
+        chunk = self._pop()
         if self._paused and self._buffered <= LOW_WATER:
             self._resume()
         return chunk
+
+    async def pipe(self, sink: Sink) -> bool:
+        """Hands each piece of the body to `sink` as it is read, in the protocol's callback: no
+        task wakes per piece. True once the answer is whole; False when `sink` refused more,
+        with reading paused until the next call. Pieces read before (or while paused) go first.
+        """
+        while self.chunks:
+            if not sink(self._pop()):
+                self._hold()
+                return False
+        if self.done:
+            return True
+        if self.error is not None:
+            raise self.error
+        self._sink = sink
+        self._resume()
+        try:
+            while self._sink is sink and not self.done:
+                if self.error is not None:
+                    raise self.error
+                await self._arm()
+        finally:
+            self._sink = None
+        if self.chunks:  # the sink refused more, and more was read meanwhile
+            return False
+        return self.done
+
+    def _pop(self) -> bytes:
+        chunk = self.chunks.popleft()
+        self._buffered -= len(chunk)
+        return chunk
+
+    def _hold(self) -> None:
+        """The sink can take no more for now: pause reading, and let `pipe` return."""
+        self._sink = None
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
 
     def _arm(self) -> asyncio.Future[None]:
         """The future the next event of the answer completes, for the caller to await.
@@ -179,7 +221,7 @@ class Connection(asyncio.Protocol):
         now = self.loop.time() + SLACK
         if now >= self._deadline:
             return self._abort(TotalTimeout("the call took too long"))
-        if self._stream and self.chunks:  # the reader is behind, not the server
+        if self._stream and (self.chunks or self._paused):  # the reader is behind, not the server
             self._last_read = now
         due = self._last_read + self._read_timeout
         if now >= due:
@@ -240,6 +282,11 @@ class Connection(asyncio.Protocol):
                 self._wake()
 
     def on_body(self, body: bytes) -> None:
+        sink = self._sink
+        if sink is not None:
+            if not sink(body):
+                self._hold()
+            return
         self.chunks.append(body)
         if self._stream:
             self._buffered += len(body)

@@ -17,6 +17,7 @@ Example::
     response = await pool.open(head, body)  # status and headers; the body as it arrives:
     while (chunk := await response.next_chunk()) is not None:
         ...
+    # or: ended = await response.pipe(sink)  # each piece to `sink` from the protocol's callback
     response.close()  # back to the pool if read to its end, else the connection is closed
     await pool.close()
 """
@@ -39,6 +40,7 @@ from backends.transport.connection import (
     HTTPError,
     ProtocolError,
     ReadTimeout,
+    Sink,
     Timeout,
     TotalTimeout,
 )
@@ -53,6 +55,7 @@ __all__ = [
     "ProtocolError",
     "ReadTimeout",
     "Response",
+    "Sink",
     "Timeout",
     "TotalTimeout",
     "encode_headers",
@@ -313,6 +316,13 @@ class Response:
         if self._conn is None:
             raise ProtocolError("the answer is closed")
         return await self._conn.next_chunk()
+
+    async def pipe(self, sink: Sink) -> bool:
+        """Hands each piece of the body to `sink` as it is read, with no task woken per piece
+        (`Connection.pipe`): True at its end; False when `sink` refused more (call again)."""
+        if self._conn is None:
+            raise ProtocolError("the answer is closed")
+        return await self._conn.pipe(sink)
 
     async def read(self) -> bytes:
         """The rest of the body, whole; the connection goes back to the pool."""

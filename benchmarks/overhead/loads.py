@@ -12,12 +12,13 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from procs import HERE, LOAD_CORE, cpu_ticks, metric, rss_mb
+from procs import HERE, LOAD_CORE, cpu_split, cpu_ticks, metric, rss_mb
 
 from benchmarks.upstream_client.interference import (
     Snapshot,
@@ -30,6 +31,7 @@ from benchmarks.upstream_client.servers import pinned
 from benchmarks.upstream_client.wrkload import WrkResult, run_wrk
 
 NOISY_PCT = 10.0
+SETTLE_S = 1.0
 QUIET_WAIT_S = 60.0
 POST_LUA = UPSTREAM_CLIENT / "post.lua"  # the colleague's ~400-byte chat-completion POST
 NGINX_TEMPLATE = UPSTREAM_CLIENT / "nginx.conf.template"  # nginx with the static answer
@@ -68,14 +70,40 @@ class StreamResult:
     client_cpu_pct: float
 
 
+@dataclass(frozen=True)
+class BurstResult:
+    """What ``burst_client.py`` measured (latencies in milliseconds), and the proxy's CPU per
+    chunk relayed after every stream had opened (µs; None for the direct path)."""
+
+    streams: int
+    errors: int
+    short_streams: int
+    events: int
+    counted: int
+    delay_p50_ms: float | None
+    delay_p99_ms: float | None
+    delay_p999_ms: float | None
+    gap_p50_ms: float | None
+    gap_p99_ms: float | None
+    ttft_p50_ms: float | None
+    ttft_p99_ms: float | None
+    coalesced: int
+    reordered: int
+    client_cpu_pct: float
+    opened_s: float
+    cpu_us_per_chunk: float | None = None
+    user_us_per_chunk: float | None = None  # of which in user mode (not system calls)
+    delay_p99_ms_by_index: dict[str, float] | None = None  # with ``by_index``
+
+
 @dataclass
 class Point:
     """One measured point of one path."""
 
-    scenario: str  # "http", "stream", "shadow" or "workers"
+    scenario: str  # "http", "stream", "shadow", "workers", "synchronised" or "cadence"
     path: str
     concurrency: int
-    result: WrkResult | StreamResult
+    result: WrkResult | StreamResult | BurstResult
     other_cpu_pct: float = 0.0
     proxy_cpu_pct: float | None = None
     bench_cpu_pct: float = 0.0  # load generator and upstreams (and a proxy sharing their core)
@@ -178,3 +206,65 @@ def _tree_ticks(before: Snapshot, after: Snapshot) -> int:
 def _percent(ticks: int, before: Snapshot, after: Snapshot) -> float:
     seconds = max(after.at - before.at, 1e-9)
     return round(100.0 * ticks / os.sysconf("SC_CLK_TCK") / seconds, 1)
+
+
+@dataclass(frozen=True)
+class BurstLoad:
+    """Streams in engine steps: opened together, ``chunks`` each, one every ``tick_ms``."""
+
+    streams: int
+    chunks: int
+    tick_ms: float
+
+
+def burst_point(
+    scenario: str, path: str, url: str, load: BurstLoad, proxy: int | None, by_index: bool = False
+) -> Point:
+    """``burst_client.py`` on the load core; the proxy's peak RSS, and its CPU time from the
+    moment every stream had its first event to the end, per chunk relayed meanwhile."""
+    command = [*pinned(LOAD_CORE), sys.executable, str(HERE / "burst_client.py"), url]
+    command += ["--streams", str(load.streams), "--chunks", str(load.chunks)]
+    command += ["--by-index"] if by_index else []
+    opened: list[tuple[int, int]] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as client:
+        lines: list[str] = []
+        reader = threading.Thread(target=_read_lines, args=(client, lines, opened, proxy))
+        reader.start()
+        peak_rss = 0.0
+        try:
+            while client.poll() is None:
+                time.sleep(0.2)
+                if proxy is not None and opened:
+                    peak_rss = max(peak_rss, rss_mb(proxy))
+            reader.join(timeout=60)
+        finally:
+            client.kill()  # a no-op once it has exited
+        time.sleep(SETTLE_S)  # the proxy's work after the last chunk: stream ends, shadow pairs
+        spent = cpu_split(proxy) if proxy is not None else (0, 0)
+    if client.returncode != 0 or not lines:
+        raise RuntimeError(f"burst_client exited with {client.returncode}")
+    fields = json.loads(lines[-1])
+    if proxy is not None and opened and fields["counted"]:
+        per_chunk = 1e6 / os.sysconf("SC_CLK_TCK") / fields["counted"]
+        user, system = spent[0] - opened[0][0], spent[1] - opened[0][1]
+        fields["cpu_us_per_chunk"] = round((user + system) * per_chunk, 2)
+        fields["user_us_per_chunk"] = round(user * per_chunk, 2)
+    point = Point(scenario, path, load.streams, BurstResult(**fields))
+    if proxy is not None:
+        point.rss_mb = round(peak_rss, 1)
+    return point
+
+
+def _read_lines(
+    client: "subprocess.Popen[str]",
+    lines: list[str],
+    opened: list[tuple[int, int]],
+    proxy: int | None,
+) -> None:
+    """The client's output; the proxy's CPU ticks when it says every stream has opened."""
+    assert client.stdout is not None
+    for line in client.stdout:
+        if line.strip() == "opened":
+            opened.append(cpu_split(proxy) if proxy is not None else (0, 0))
+        else:
+            lines.append(line)

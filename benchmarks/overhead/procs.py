@@ -24,15 +24,16 @@ from benchmarks.upstream_client.servers import (
     start_nginx,
     wait_for,
 )
-from tests.engines.procfs import TCP_LISTEN, tcp_sockets
+from tests.engines.procfs import TCP_LISTEN, stat_fields, tcp_sockets
 from tests.engines.procfs import cpu_ticks as own_ticks
 from tests.engines.vllm_engine import sum_samples
 
 HERE = Path(__file__).resolve().parent
-CHECKOUT = HERE.parents[1]  # the gateway measured is this checkout's, whatever is installed
+CHECKOUT = HERE.parents[1]  # the repository holding this benchmark
 LISTENING = re.compile(r"listening on (\d+)")
 MODEL = "phi-3-mini-4k-instruct"  # what post.lua and sse_client.py send
 SHADOW_IN_FLIGHT = 64  # the shadow points' concurrency
+BURST_CAPACITY = 4096  # issue 23: backends' max_concurrency and max_queue, so none is refused
 ATTEMPTS = 3  # nginx cannot bind port 0 and report it: a free port may be taken meanwhile
 # Load generator and upstreams share the first allowed core; the gateway gets the second.
 _ALLOWED = sorted(os.sched_getaffinity(0))
@@ -47,9 +48,13 @@ class Server:
     pid: int
 
 
-def start_sse_upstream(stack: ExitStack, tmpdir: Path, core: int, delay_ms: float) -> Server:
-    """The paced SSE upstream (``sse_upstream.py``) pinned to ``core``."""
-    return start_script(stack, tmpdir, core, "sse_upstream.py", "--delay-ms", str(delay_ms))
+def start_sse_upstream(
+    stack: ExitStack, tmpdir: Path, core: int, delay_ms: float, tick_ms: float = 0.0
+) -> Server:
+    """The paced SSE upstream (``sse_upstream.py``) pinned to ``core``; with ``tick_ms``, its
+    streams run in engine steps (``ticks.py``)."""
+    ticks = ["--tick-ms", str(tick_ms)] if tick_ms else []
+    return start_script(stack, tmpdir, core, "sse_upstream.py", "--delay-ms", str(delay_ms), *ticks)
 
 
 def start_floor_proxy(
@@ -108,12 +113,15 @@ def start_gateway(
     """``python -m gateway serve`` on ``cores`` (``taskset -c`` list), configured by env only.
 
     It runs in ``tmpdir`` with every inherited ``GATEWAY_*`` variable removed, so neither a
-    developer's environment nor a ``.env`` in the checkout changes the gateway under test.
+    developer's environment nor a ``.env`` in the checkout changes the gateway under test. The
+    ``gateway`` package is this checkout's, or the one ``PYTHONPATH`` names when set.
     """
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
     env.update(settings, GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
+    # Run from `tmpdir`, Python would import the `gateway` installed in the virtualenv, which in
+    # a worktree is another checkout's: unless PYTHONPATH names one, this checkout's is measured.
+    env.setdefault("PYTHONPATH", str(CHECKOUT))
     command = ["taskset", "-c", cores, "env", "-C", str(tmpdir), sys.executable]
     log = tmpdir / f"{name}.log"
     child = spawn(stack, [*command, "-m", "gateway", "serve"], log, env)
@@ -138,17 +146,33 @@ def shadowed_settings(stack: ExitStack, primary: str, home: Path) -> dict[str, s
     return gateway_settings(primary, home, shadow=start_nginx(stack, folder, LOAD_CORE))
 
 
+def burst_settings(primary: str, home: Path, candidate: str | None = None) -> dict[str, str]:
+    """`gateway_settings` for streams in engine steps: nothing refused or queued, and with a
+    ``candidate``, every stream shadowed to it (streamed too), none dropped."""
+    env = gateway_settings(primary, home, candidate, capacity=BURST_CAPACITY)
+    # The conformance probes at start stream a 24-token answer: on 0.5 s steps it would run
+    # (and be judged, and stored) through the measurement, which is about the relay alone.
+    env["GATEWAY_PROBE_CONFORMANCE_INTERVAL"] = "0"
+    if candidate is not None:
+        env |= {"GATEWAY_SHADOW_MAX_IN_FLIGHT": str(BURST_CAPACITY)}
+    return env
+
+
 def gateway_settings(
     primary: str,
     home: Path,
     shadow: str | None = None,
     busy_poll_us: int | str = "auto",
     routes: int = 1,
+    capacity: int | None = None,
 ) -> dict[str, str]:
     """The gateway's environment: one backend per upstream; records (if any) under ``home``.
     With ``routes`` > 1, that many routes, each with a backend of its own on ``primary``; the
-    load's model is one of them."""
-    backend = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}  # >= 1,000 streams
+    load's model is one of them. ``capacity``: the backends' `max_concurrency` and `max_queue`."""
+    backend: dict[str, object] = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}
+    # (1,100: at least the 1,000 streams of the stream point, none queued inside the gateway)
+    if capacity is not None:
+        backend |= {"max_concurrency": capacity, "max_queue": capacity}
     backends = {"primary": {**backend, "url": primary}}
     env = {
         "GATEWAY_PRIMARY": "primary",
@@ -205,6 +229,17 @@ def metrics(url: str, wanted: dict[str, tuple[str, dict[str, str]]]) -> dict[str
 def cpu_ticks(pid: int) -> int:
     """utime + stime of ``pid`` and its live descendants (a gateway's workers)."""
     return own_ticks(pid) + sum(tree_ticks(pid).values())
+
+
+def cpu_split(pid: int) -> tuple[int, int]:
+    """(user, system) ticks of ``pid`` and its live descendants: the Python and the loop's own
+    work apart from the system calls (the socket reads and writes)."""
+    user = system = 0
+    for each in [pid, *tree_ticks(pid)]:
+        fields = stat_fields(each)
+        if fields is not None:
+            user, system = user + int(fields[11]), system + int(fields[12])
+    return user, system
 
 
 def rss_mb(pid: int) -> float:

@@ -1,6 +1,7 @@
 """Profile the gateway's non-streaming hot path under load: where each microsecond goes.
 
-Usage: ``python benchmarks/overhead/profile_hot_path.py [--duration S] [--out DIR] [--flamegraph]``
+Usage: ``python benchmarks/overhead/profile_hot_path.py [--duration S] [--out DIR] [--flamegraph]
+[--shadow] [--bursts synchronised|cadence]``
 
 The overhead benchmark's setup (nginx's static answer on core 0, one gateway process on core 1,
 wrk on core 0) with py-spy sampling the gateway, itself on core 0, in non-blocking mode (the
@@ -8,9 +9,14 @@ gateway is never paused, so its throughput stays as measured without it). Busy s
 sorted into hot-path steps (stacks.py) and scaled to microseconds per request with the
 gateway's CPU time and request count over the same window, both read from the gateway itself
 (/proc and /metrics). Writes the raw stacks and, with ``--flamegraph``, an SVG flame graph.
+
+With ``--bursts``, the load is the overhead run's streams in engine steps instead
+(``burst_client.py`` against ``sse_upstream.py --tick-ms``): sampled from the moment every
+stream has its first event to the last step, and scaled to microseconds per relayed chunk.
 """
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -22,16 +28,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
 
-from loads import POST_LUA
+from loads import POST_LUA, BurstLoad
 from procs import (
     GATEWAY_CORE,
+    HERE,
     LOAD_CORE,
+    burst_settings,
     cpu_ticks,
     gateway_settings,
     metric,
     shadowed_settings,
     start_gateway,
+    start_sse_upstream,
 )
+from run import FULL
 from stacks import breakdown, parse_collapsed, render
 
 from benchmarks.upstream_client.interference import other_cpu_percent, snapshot
@@ -48,13 +58,18 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="folder for stacks.txt and breakdown.md")
     parser.add_argument("--flamegraph", action="store_true", help="also sample a flame graph")
     parser.add_argument(
-        "--shadow", action="store_true", help="every request shadowed to a second nginx"
+        "--shadow", action="store_true", help="every request shadowed to a second upstream"
     )
+    parser.add_argument("--bursts", choices=["synchronised", "cadence"], help="streams in steps")
     args = parser.parse_args()
+    if args.bursts and args.flamegraph:
+        parser.error("--bursts samples one window: raw stacks only, no --flamegraph")
     if shutil.which("py-spy") is None:
         parser.error("py-spy is not installed: pip install py-spy")
     out = args.out or Path(tempfile.mkdtemp(prefix="overhead-profile-"))
     out.mkdir(parents=True, exist_ok=True)
+    if args.bursts:
+        return bursts(args, out)
     with tempfile.TemporaryDirectory(prefix="overhead-profile-") as name, ExitStack() as stack:
         tmp = Path(name)
         (tmp / "upstream").mkdir()
@@ -85,6 +100,45 @@ def main() -> int:
         "of a core meanwhile"
     )
     table = render(breakdown(parse_collapsed((out / "stacks.txt").open())), us_per_request)
+    (out / "breakdown.md").write_text(f"{heading}\n\n{table}\n")
+    print(f"{heading}\n\n{table}\n\nwritten to {out}")
+    return 0
+
+
+def bursts(args: argparse.Namespace, out: Path) -> int:
+    """The gateway relaying streams in engine steps, sampled once every stream has opened."""
+    load: BurstLoad = getattr(FULL, args.bursts)
+    args.duration = int((load.chunks - 1) * load.tick_ms / 1000) + 2  # to the last step
+    with tempfile.TemporaryDirectory(prefix="overhead-profile-") as name, ExitStack() as stack:
+        tmp = Path(name)
+        sse = start_sse_upstream(stack, tmp / "primary", LOAD_CORE, 0.0, load.tick_ms).url
+        candidate = None
+        if args.shadow:
+            candidate = start_sse_upstream(stack, tmp / "cand", LOAD_CORE, 0.0, load.tick_ms).url
+        gw = start_gateway(stack, tmp, str(GATEWAY_CORE), burst_settings(sse, tmp, candidate), "gw")
+        command = [sys.executable, str(HERE / "burst_client.py"), gw.url]
+        command += ["--streams", str(load.streams), "--chunks", str(load.chunks)]
+        with subprocess.Popen(
+            [*pinned(LOAD_CORE), *command], stdout=subprocess.PIPE, text=True
+        ) as client:
+            assert client.stdout is not None
+            while client.stdout.readline().strip() != "opened":
+                pass
+            ticks, before = cpu_ticks(gw.pid), snapshot(os.getpid())
+            _py_spy(gw.pid, args, "raw", out / "stacks.txt")
+            others = other_cpu_percent(before, snapshot(os.getpid()))
+            ticks = cpu_ticks(gw.pid) - ticks
+            counted = json.loads(client.communicate(timeout=120)[0])["counted"]
+    cpu_s = ticks / os.sysconf("SC_CLK_TCK")
+    us_per_chunk = cpu_s / max(counted, 1) * 1e6
+    heading = (
+        f"{args.bursts}: {load.streams} streams, a chunk each every {load.tick_ms:g} ms"
+        f"{', every stream shadowed' if args.shadow else ''}; {counted:,} chunks relayed while "
+        f"sampled, gateway CPU {100 * cpu_s / args.duration:.0f} % of a core, "
+        f"{us_per_chunk:.1f} µs of CPU per chunk; other processes used {others:.0f} % "
+        "of a core meanwhile"
+    )
+    table = render(breakdown(parse_collapsed((out / "stacks.txt").open())), us_per_chunk, "chunk")
     (out / "breakdown.md").write_text(f"{heading}\n\n{table}\n")
     print(f"{heading}\n\n{table}\n\nwritten to {out}")
     return 0

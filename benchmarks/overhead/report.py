@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loads import Point, StreamResult
+from loads import BurstResult, Point, StreamResult
 
 from benchmarks.upstream_client.wrkload import WrkResult
 
@@ -23,6 +23,8 @@ POLL_OFF = "busy poll off"  # the gateway rows with GATEWAY_BUSY_POLL_US=0
 REFERENCE = "(reference)"  # the limit of a row shown beside a target, judged by none
 ROUTES = 10  # routes configured in the many-routes rows (issue 21: lookup stays O(1))
 ROUTED = f"gateway, {ROUTES} routes"
+SYNCHRONISED, CADENCE = "synchronised", "cadence"  # the scenarios of streams in engine steps
+SHADOWED = "gateway, shadow 100%"
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,46 @@ def targets(points: Sequence[Point]) -> list[Target]:
     ]
 
 
+def burst_targets(points: Sequence[Point]) -> list[Target]:
+    """The targets of issue 23, on streams in engine steps (one gateway process, one core)."""
+    rows: list[Target] = []
+    modes = ((SYNCHRONISED, "delay_p99_ms", 5.0), (CADENCE, "gap_p99_ms", 1.0))
+    for scenario, field, limit in modes:
+        plain, shadowed = _burst_pair(points, scenario)
+        n = plain.concurrency if plain else 0
+        what = "chunk delay" if field.startswith("delay") else "gap"
+        mine, theirs = added(points, plain, field), added(points, shadowed, field)
+        rows.append(_target(f"{scenario}, {n} streams: added {what} p99", f"<= {limit:g} ms", mine))
+        twice = None if mine is None else 2 * mine
+        met = None if twice is None or theirs is None else theirs <= twice
+        bound = "-" if twice is None else fmt_ms(twice)
+        rows.append(Target("same, every stream shadowed", f"<= 2 x unshadowed ({bound})",
+                           theirs, "ms", met))  # fmt: skip
+        if scenario == CADENCE:
+            for label, point in (("", plain), (", shadowed", shadowed)):
+                value = _spoiled(point)
+                rows.append(_target(f"chunks coalesced or reordered{label}", "<= 0", value, ""))
+        rows.append(_target(f"gateway RSS, {scenario}", REFERENCE, plain and plain.rss_mb, "MiB"))
+    return rows
+
+
+def _burst_pair(points: Sequence[Point], scenario: str) -> tuple[Point | None, Point | None]:
+    plain = [p for p in points if p.scenario == scenario and p.path == "gateway"]
+    if not plain:
+        return None, None
+    return plain[0], find(points, scenario, SHADOWED, plain[0].concurrency)
+
+
+def _spoiled(point: Point | None) -> float | None:
+    if point is None or not isinstance(point.result, BurstResult):
+        return None
+    return float(point.result.coalesced + point.result.reordered)
+
+
+def _target(name: str, limit: str, value: float | None, unit: str = "ms") -> Target:
+    return Target(name, limit, value, unit, _meets(limit, value))
+
+
 def _meets(limit: str, value: float | None) -> bool | None:
     """Whether ``value`` satisfies a limit written as "<= 0.30 ms" or ">= 6,000"."""
     if value is None or limit == REFERENCE:
@@ -117,9 +159,11 @@ def max_rps(points: Sequence[Point]) -> dict[str, float]:
 
 
 def render(points: Sequence[Point]) -> str:
-    """Markdown: non-streaming, streaming, shadow and workers, targets; noisy points get a †."""
+    """Markdown: non-streaming, streaming, shadow and workers, streams in engine steps, the
+    targets of each issue; noisy points get a †. Tables without rows are left out."""
     http = [p for p in points if p.scenario == "http"]
     streams = [p for p in points if p.scenario == "stream"]
+    bursts = [p for p in points if p.scenario in (SYNCHRONISED, CADENCE)]
     reference = [p for p in [find(points, "http", "gateway", 64)] if p is not None]
     extra = reference + [p for p in points if p.scenario in ("shadow", "workers")]
     parts = [
@@ -131,12 +175,23 @@ def render(points: Sequence[Point]) -> str:
                [_stream_row(points, p) for p in streams]),
         _table(["gateway at c=64", "req/s", "p50", "p99", "added p50", "gateway CPU",
                 "others' CPU", "note"], [_extra_row(points, p) for p in extra]),
-        _table(["target (issues 6, 21)", "limit", "measured", "verdict"],
-               [[t.name, t.limit, _num(t.measured, t.unit), t.verdict] for t in targets(points)]),
+        _table(BURST_HEADER, [_burst_row(points, p) for p in bursts]),
     ]  # fmt: skip
+    if http or streams:
+        parts.append(_verdicts("target (issues 6, 21)", targets(points)))
+    if bursts:
+        parts.append(_verdicts("target (issue 23)", burst_targets(points)))
+    parts = [part for part in parts if part.count("\n") > 1]
     if any(p.noisy for p in points):
         parts.append("† other processes used more than 10 % of a core during this point.")
     return "\n\n".join(parts)
+
+
+def _verdicts(title: str, rows: list[Target]) -> str:
+    return _table(
+        [title, "limit", "measured", "verdict"],
+        [[t.name, t.limit, _num(t.measured, t.unit), t.verdict] for t in rows],
+    )
 
 
 def _http_row(points: Sequence[Point], p: Point) -> Row:
@@ -154,6 +209,25 @@ def _stream_row(points: Sequence[Point], p: Point) -> Row:
             _added(added(points, p, "ttft_p50_ms")), _ms(r.gap_p50_ms), _ms(r.gap_p99_ms),
             _added(added(points, p, "gap_p50_ms")), _added(added(points, p, "gap_p99_ms")),
             _num(p.rss_mb, "MiB"), _pct(p.proxy_cpu_pct), _pct(r.client_cpu_pct),
+            _pct(p.other_cpu_pct)]  # fmt: skip
+
+
+BURST_HEADER = [
+    "mode", "path (proxy on core 1)", "streams", "delay p50", "delay p99", "added delay p50",
+    "added delay p99", "gap p50", "gap p99", "added gap p99", "coalesced", "reordered",
+    "TTFT p50", "proxy RSS", "proxy CPU", "CPU per chunk", "client CPU", "others' CPU",
+]  # fmt: skip
+
+
+def _burst_row(points: Sequence[Point], p: Point) -> Row:
+    r = p.result
+    assert isinstance(r, BurstResult)
+    per_chunk = "-" if r.cpu_us_per_chunk is None else f"{r.cpu_us_per_chunk:.1f} µs"
+    return [p.scenario, _label(p), str(p.concurrency), _ms(r.delay_p50_ms), _ms(r.delay_p99_ms),
+            _added(added(points, p, "delay_p50_ms")), _added(added(points, p, "delay_p99_ms")),
+            _ms(r.gap_p50_ms), _ms(r.gap_p99_ms), _added(added(points, p, "gap_p99_ms")),
+            str(r.coalesced), str(r.reordered), _ms(r.ttft_p50_ms), _num(p.rss_mb, "MiB"),
+            _pct(p.proxy_cpu_pct), per_chunk, _pct(r.client_cpu_pct),
             _pct(p.other_cpu_pct)]  # fmt: skip
 
 
@@ -181,6 +255,7 @@ def summary(points: Sequence[Point]) -> dict[str, Any]:
     return {
         "max_rps": max_rps(points),
         "targets": [{**vars(t), "verdict": t.verdict} for t in targets(points)],
+        "burst_targets": [{**vars(t), "verdict": t.verdict} for t in burst_targets(points)],
     }
 
 

@@ -24,11 +24,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
 
-from loads import Point, StreamLoad, accounted, http_point, stream_point
+from loads import BurstLoad, Point, StreamLoad, accounted, burst_point, http_point, stream_point
 from plot import render_svg
 from procs import (
     GATEWAY_CORE,
     LOAD_CORE,
+    burst_settings,
     gateway_settings,
     metrics,
     shadowed_settings,
@@ -37,7 +38,18 @@ from procs import (
     start_nginx_proxy,
     start_sse_upstream,
 )
-from report import BUSY_POLL, BUSY_POLL_US, POLL_OFF, ROUTED, ROUTES, render, summary
+from report import (
+    BUSY_POLL,
+    BUSY_POLL_US,
+    CADENCE,
+    POLL_OFF,
+    ROUTED,
+    ROUTES,
+    SHADOWED,
+    SYNCHRONISED,
+    render,
+    summary,
+)
 
 from benchmarks.upstream_client.servers import run_main, start_nginx, start_proxy
 
@@ -56,6 +68,8 @@ class Plan:
     itl_ms: float  # the SSE upstream's inter-token delay
     one: StreamLoad  # one stream at a time: TTFT
     many: StreamLoad  # many concurrent streams: gaps under load, memory
+    synchronised: BurstLoad  # streams opened together, every chunk on the same engine step
+    cadence: BurstLoad  # fewer streams, many short steps
 
     def with_itl(self, itl_ms: float) -> "Plan":
         """The same plan at another inter-token delay; many streams start spread over one."""
@@ -64,9 +78,16 @@ class Plan:
         return replace(self, itl_ms=itl_ms, many=many)
 
 
-# 1,000 streams of 20 events at 100 ms: 10,000 events/s through one gateway core.
-FULL = Plan(8, 2, 100.0, StreamLoad(1, 3, 10.0, 0.5, 0.0), StreamLoad(1000, 20, 10.0, 2.5, 2.0))
-QUICK = Plan(1, 0, 100.0, StreamLoad(1, 2, 0.5, 0.2, 0.0), StreamLoad(100, 3, 1.0, 0.4, 0.3))
+# 1,000 streams of 20 events at 100 ms: 10,000 events/s through one gateway core. In engine
+# steps (issue 23): 1,000 streams of 20 chunks, 0.5 s apart; 256 of 200 chunks, 25 ms apart.
+FULL = Plan(
+    8, 2, 100.0, StreamLoad(1, 3, 10.0, 0.5, 0.0), StreamLoad(1000, 20, 10.0, 2.5, 2.0),
+    BurstLoad(1000, 20, 500.0), BurstLoad(256, 200, 25.0),
+)  # fmt: skip
+QUICK = Plan(
+    1, 0, 100.0, StreamLoad(1, 2, 0.5, 0.2, 0.0), StreamLoad(100, 3, 1.0, 0.4, 0.3),
+    BurstLoad(100, 4, 200.0), BurstLoad(32, 20, 25.0),
+)  # fmt: skip
 
 
 def main() -> int:
@@ -76,6 +97,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     parser.add_argument("--plot", type=Path, help="also draw the results (.svg)")
     parser.add_argument("--itl-ms", type=float, help="inter-token delay of the SSE upstream")
+    parser.add_argument(
+        "--bursts-only", action="store_true", help="only the synchronised and cadence modes"
+    )
     args = parser.parse_args()
     if args.plot and args.plot.suffix != ".svg":
         parser.error("--plot writes SVG (no plotting library is installed): use a .svg name")
@@ -88,7 +112,7 @@ def main() -> int:
         plan = plan.with_itl(args.itl_ms)
     load_before = os.getloadavg()
     started = time.monotonic()
-    points = measure(plan)
+    points = measure(plan, args.bursts_only)
     print(render(points))
     errors = warn(points)
     if args.json:
@@ -106,16 +130,20 @@ def main() -> int:
     return 1 if errors else 0
 
 
-def measure(plan: Plan) -> list[Point]:
-    """Non-streaming against nginx's static answer, then streams against the SSE upstream."""
+def measure(plan: Plan, bursts_only: bool = False) -> list[Point]:
+    """Non-streaming against nginx's static answer, then streams against the SSE upstream,
+    then streams in engine steps."""
     points: list[Point] = []
     with tempfile.TemporaryDirectory(prefix="overhead-") as name, ExitStack() as stack:
         tmp = Path(name)
-        upstream = start_nginx(stack, _dir(tmp / "upstream"), LOAD_CORE)
-        points += http_paths(plan, tmp, upstream)
-        points += shadow_and_workers(plan, tmp, upstream)
-        sse = start_sse_upstream(stack, tmp, LOAD_CORE, plan.itl_ms).url
-        points += stream_paths(plan, tmp, sse)
+        if not bursts_only:
+            upstream = start_nginx(stack, _dir(tmp / "upstream"), LOAD_CORE)
+            points += http_paths(plan, tmp, upstream)
+            points += shadow_and_workers(plan, tmp, upstream)
+            sse = start_sse_upstream(stack, tmp, LOAD_CORE, plan.itl_ms).url
+            points += stream_paths(plan, tmp, sse)
+        points += burst_paths(SYNCHRONISED, plan.synchronised, tmp, plan.retries)
+        points += burst_paths(CADENCE, plan.cadence, tmp, plan.retries)
     return points
 
 
@@ -203,6 +231,35 @@ def stream_paths(plan: Plan, tmp: Path, sse: str) -> list[Point]:
     return points
 
 
+def burst_paths(scenario: str, load: BurstLoad, tmp: Path, retries: int) -> list[Point]:
+    """Streams in engine steps through each path; the gateway also with every stream shadowed
+    to a second ticked upstream (on the load core, as the primary)."""
+    home = _dir(tmp / scenario)
+    with ExitStack() as stack:
+        sse = start_sse_upstream(stack, home / "primary", LOAD_CORE, 0.0, load.tick_ms).url
+        points = [_burst(scenario, "direct", sse, load, None, retries)]
+        with ExitStack() as inner:
+            nginx = start_nginx_proxy(inner, home / "nginx", GATEWAY_CORE, sse)
+            points.append(_burst(scenario, "nginx", nginx.url, load, nginx.pid, retries))
+        with ExitStack() as inner:
+            floor = start_floor_proxy(inner, home / "floor", GATEWAY_CORE, sse)
+            points.append(_burst(scenario, PYTHON_FLOOR, floor.url, load, floor.pid, retries))
+        with ExitStack() as inner:
+            gw_home = _dir(home / "gw")
+            env = burst_settings(sse, gw_home)
+            gw = start_gateway(inner, gw_home, str(GATEWAY_CORE), env, "gw")
+            points.append(_burst(scenario, "gateway", gw.url, load, gw.pid, retries))
+        with ExitStack() as inner:
+            candidate = start_sse_upstream(inner, home / "candidate", LOAD_CORE, 0.0, load.tick_ms)
+            gw_home = _dir(home / "gw-shadow")
+            env = burst_settings(sse, gw_home, candidate.url)
+            gw = start_gateway(inner, gw_home, str(GATEWAY_CORE), env, "gw-shadow")
+            shadowed = _burst(scenario, SHADOWED, gw.url, load, gw.pid, retries)
+            shadowed.extra = shadow_counts(gw.url)
+            points.append(shadowed)
+    return points
+
+
 def shadow_counts(url: str) -> dict[str, float]:
     """How many requests were sampled, shadowed to completion, dropped, and pairs stored."""
     names = {
@@ -220,6 +277,12 @@ def _http(plan: Plan, scenario: str, path: str, url: str, c: int, pid: int | Non
 
 def _stream(plan: Plan, path: str, url: str, load: StreamLoad, pid: int | None) -> Point:
     return accounted(lambda: stream_point(path, url, load, pid), pid, plan.retries)
+
+
+def _burst(
+    scenario: str, path: str, url: str, load: BurstLoad, pid: int | None, retries: int
+) -> Point:
+    return accounted(lambda: burst_point(scenario, path, url, load, pid), pid, retries)
 
 
 def _dir(path: Path) -> Path:

@@ -1,6 +1,6 @@
 """A zero-work OpenAI upstream that streams N chat chunks at a fixed inter-token delay.
 
-Usage: ``python sse_upstream.py [--port P] [--chunks N] [--delay-ms D]``
+Usage: ``python sse_upstream.py [--port P] [--chunks N] [--delay-ms D] [--tick-ms T]``
 
 nginx cannot pace a response (``return`` sends everything at once), so this is a raw asyncio
 protocol on uvloop with httptools' C parser: no framework, every byte pre-built, one timer per
@@ -9,6 +9,10 @@ first chunk at once, then one every ``delay`` (vLLM's shape: one event per token
 transfer encoding), then ``[DONE]``; N is the request's ``max_tokens``, else ``--chunks``. A
 POST without ``"stream":true`` gets a static completion; ``GET /health`` and ``GET /v1/models``
 answer what the gateway's health check reads.
+
+With ``--tick-ms T`` the streams run in engine steps instead (``ticks.py``): after its first
+chunk, every open stream gets its next one on the same tick, every T ms, and each chunk carries
+its index and its send time, for ``burst_client.py`` to measure each chunk's delay.
 """
 
 import argparse
@@ -18,10 +22,12 @@ from typing import cast
 
 import httptools
 import uvloop
+from ticks import TickedStream, Ticker
 
 MODEL = "phi-3-mini-4k-instruct"
 STREAM_FLAG = re.compile(rb'"stream"\s*:\s*true')
 MAX_TOKENS = re.compile(rb'"max_tokens"\s*:\s*(\d+)')
+TOKEN_IDS_FLAG = re.compile(rb'"return_token_ids"\s*:\s*true')  # a shadowed request asks
 CHUNK = (
     b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1763700000,'
     b'"model":"' + MODEL.encode() + b'","choices":[{"index":0,"delta":{"content":" ok"},'
@@ -90,14 +96,15 @@ class Stream:
 class Upstream(asyncio.Protocol):
     """One keep-alive connection; httptools calls ``on_url``/``on_body``/``on_message_complete``."""
 
-    def __init__(self, chunks: int, delay: float) -> None:
+    def __init__(self, chunks: int, delay: float, ticker: Ticker | None) -> None:
         self.chunks = chunks
         self.delay = delay
+        self.ticker = ticker
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
         self.body = b""
-        self.stream: Stream | None = None
+        self.stream: Stream | TickedStream | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -129,15 +136,20 @@ class Upstream(asyncio.Protocol):
         elif STREAM_FLAG.search(self.body):
             asked = MAX_TOKENS.search(self.body)
             chunks = int(asked[1]) if asked else self.chunks
-            self.stream = Stream(self.transport, chunks, self.delay)
+            if self.ticker is not None:
+                ids = TOKEN_IDS_FLAG.search(self.body) is not None
+                self.stream = self.ticker.open(self.transport, SSE_HEAD, chunks, ids)
+            else:
+                self.stream = Stream(self.transport, chunks, self.delay)
         else:
             self.transport.write(json_response(COMPLETION))
 
 
-async def serve(port: int, chunks: int, delay: float) -> None:
+async def serve(port: int, chunks: int, delay: float, tick: float) -> None:
     loop = asyncio.get_running_loop()
+    ticker = Ticker(tick, MODEL) if tick > 0 else None
     server = await loop.create_server(
-        lambda: Upstream(chunks, delay), "127.0.0.1", port, backlog=4096
+        lambda: Upstream(chunks, delay, ticker), "127.0.0.1", port, backlog=4096
     )
     bound = server.sockets[0].getsockname()[1]
     print(f"listening on {bound}", flush=True)  # procs.start_script reads the port here
@@ -149,8 +161,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0: the kernel picks (printed)")
     parser.add_argument("--chunks", type=int, default=20, help="events without max_tokens")
     parser.add_argument("--delay-ms", type=float, default=50.0, help="inter-token delay")
+    parser.add_argument("--tick-ms", type=float, default=0.0, help="engine steps (0: paced)")
     args = parser.parse_args()
-    uvloop.run(serve(args.port, max(args.chunks, 1), args.delay_ms / 1000.0))
+    uvloop.run(serve(args.port, max(args.chunks, 1), args.delay_ms / 1000.0, args.tick_ms / 1000))
 
 
 if __name__ == "__main__":

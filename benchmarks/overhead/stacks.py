@@ -72,10 +72,12 @@ RULES: list[Rule] = [
                                             or f.function.startswith("ClientResponse."))),
     ("aiohttp: send the request (session, connector, writer, timers)",
      lambda f, s: "aiohttp/" in f.file),
-    ("upstream client (backends/http1*.py: pool, socket write, httptools parse, timers)",
-     lambda f, s: f.file.startswith("backends/http1")),
+    ("upstream client (backends/transport/: pool, socket write, httptools parse, timers)",
+     lambda f, s: f.file.startswith("backends/transport/")),
+    ("stream relay (gateway/proxy/relay.py, the guard's stream wrapper)",
+     lambda f, s: f.file == "gateway/proxy/relay.py" or f.function == "Guarded._relay"),
     ("orjson parse of the request (parse_body)", lambda f, s: f.function == "parse_body"),
-    ("backend adapter (openai_http: answer check, model rename)",
+    ("backend adapter (openai_http: answer check, SSE events, model rename)",
      lambda f, s: f.file.startswith("backends/")),
     ("uvicorn + httptools: parse, new request, start the ASGI task",
      lambda f, s: f.function.startswith("HttpToolsProtocol.")),
@@ -132,10 +134,11 @@ def breakdown(samples: Iterable[tuple[list[Frame], int]]) -> Counter[str]:
     return counts
 
 
-def render(counts: Counter[str], us_per_request: float) -> str:
-    """Markdown table, biggest step first: share of busy samples and microseconds per request."""
+def render(counts: Counter[str], us_per_request: float, unit: str = "request") -> str:
+    """Markdown table, biggest step first: share of busy samples and microseconds per request
+    (or per relayed chunk: ``unit``)."""
     total = sum(counts.values()) or 1
-    lines = ["| step | share of gateway CPU | µs per request |", "|---|---|---|"]
+    lines = [f"| step | share of gateway CPU | µs per {unit} |", "|---|---|---|"]
     for step, count in counts.most_common():
         share = count / total
         lines.append(f"| {step} | {share:.1%} | {share * us_per_request:.1f} |")

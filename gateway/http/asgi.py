@@ -6,7 +6,7 @@ import asyncio
 import random
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from backends.errors import BodyTooLarge
 
@@ -120,6 +120,27 @@ async def _watching_receive(work: Awaitable[T], receive: Receive, task: asyncio.
         timer.cancel()
         if state["watcher"] is not None:
             state["watcher"].cancel()
+
+
+class BodyWriter(Protocol):
+    """The server's own way to write a started response's body, piece by piece, without an
+    ASGI message each (`gateway.http.cycle.Cycle`)."""
+
+    def write_body(self, body: bytes) -> bool:
+        """Writes `body` now; False when the client can take no more for now."""
+        ...
+
+    async def writable(self) -> None:
+        """Returns once the client can take more; raises `ClientDisconnected` if it left."""
+        ...
+
+
+def body_writer(send: Send) -> BodyWriter | None:
+    """The writer behind `send` when the server is the gateway's own (`gateway.http.server`), so
+    a relay can write each event from a socket's callback (`backends.piping`); None under any
+    other server, where every piece goes through `send`."""
+    cycle = getattr(send, "__self__", None)  # `send` of gateway.http.cycle.Cycle
+    return cycle if callable(getattr(cycle, "write_body", None)) else None
 
 
 def json_headers(length: int, extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -178,6 +178,24 @@ class Cycle:
         else:
             raise RuntimeError(f"ASGI message '{kind}' sent after the response was complete")
 
+    def write_body(self, body: bytes) -> bool:
+        """A piece of a started response's body, written at once, without an ASGI message: a
+        relay's path for each event (`gateway.http.asgi.body_writer`). False when the client can
+        take no more now, its socket full or the client gone: await `writable` then."""
+        if self.disconnected:
+            return False
+        if not self.response_started or self.response_complete:
+            raise RuntimeError("write_body outside a started response")
+        self._body(body, True)
+        return not self.conn.write_paused
+
+    async def writable(self) -> None:
+        """Returns once the client can take more; raises `ClientDisconnected` if it left."""
+        if self.conn.write_paused and not self.disconnected:
+            await self.conn.drain()
+        if self.disconnected:
+            raise ClientDisconnected
+
     def _start(self, status: int, headers: Any) -> None:
         lines = [STATUS_LINES.get(status) or status_line(status), self.conn.default_head()]
         length: int | None = None

@@ -27,7 +27,7 @@ from backends.errors import (
     GatewayError,
     Overloaded,
 )
-from backends.openai_shapes import Events
+from backends.piping import Deliver, pipe
 from backends.sampling import Sampling
 
 # Errors that say the engine is unwell (not that the request was bad).
@@ -161,7 +161,7 @@ class Guarded:
             else:
                 self.circuit.abandon()
             raise
-        return Events(self._relay(events), events.ids)
+        return _Held(self, events)
 
     def sampling(self, request: UpstreamRequest) -> Sampling:
         return self.inner.sampling(request)
@@ -245,19 +245,64 @@ class Guarded:
             headers={"Retry-After": "1"},
         )
 
-    async def _relay(self, events: EventStream) -> AsyncGenerator[bytes, None]:
-        """Holds the slot until the stream ends; a failure mid-stream counts against the engine."""
+
+class _Held:
+    """An engine's stream holding its slot until it ends, pulled or piped (`backends.piping`):
+    a failure mid-stream counts against the engine, a client leaving is no verdict on it."""
+
+    def __init__(self, guard: Guarded, events: EventStream) -> None:
+        self._guard = guard
+        self._events = events
+        self.ids = events.ids
+        self._open = True  # the slot is held, the verdict not given
+        self._pulled: AsyncGenerator[bytes, None] | None = None
+
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        if self._pulled is None:
+            self._pulled = self._pull()
+        return self._pulled
+
+    async def pipe(self, deliver: Deliver) -> bool:
+        circuit = self._guard.circuit
         try:
-            async for chunk in events:
+            ended = await pipe(self._events, deliver)
+        except ENGINE_FAILURES:
+            self._end(circuit.failed)
+            raise
+        except BaseException:  # the client left (or a request error): no verdict on the engine
+            self._end(circuit.abandon)
+            raise
+        if ended:
+            self._end(circuit.succeeded)
+        return ended
+
+    async def aclose(self) -> None:
+        try:
+            if self._pulled is not None:
+                await self._pulled.aclose()
+        finally:
+            self._end(self._guard.circuit.abandon)  # never read to its end (or done already)
+            await self._events.aclose()
+
+    async def _pull(self) -> AsyncGenerator[bytes, None]:
+        circuit = self._guard.circuit
+        try:
+            async for chunk in self._events:
                 yield chunk
         except ENGINE_FAILURES:
-            self.circuit.failed()
+            self._end(circuit.failed)
             raise
-        except BaseException:  # the client left mid-stream: no verdict on the engine
-            self.circuit.abandon()
+        except BaseException:
+            self._end(circuit.abandon)
             raise
         else:
-            self.circuit.succeeded()
+            self._end(circuit.succeeded)
         finally:
-            self._release()
-            await events.aclose()
+            await self._events.aclose()
+
+    def _end(self, verdict: Callable[[], None]) -> None:
+        """Gives the circuit its verdict and frees the slot, once."""
+        if self._open:
+            self._open = False
+            verdict()
+            self._guard._release()

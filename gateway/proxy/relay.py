@@ -11,7 +11,8 @@ from typing import Any
 
 from backends.base import EventStream, Route
 from backends.errors import GatewayError
-from gateway.http.asgi import ClientDisconnected, Send, json_headers
+from backends.piping import pipe
+from gateway.http.asgi import BodyWriter, ClientDisconnected, Send, body_writer, json_headers
 from gateway.logs import frames
 from gateway.ratelimit.limiter import Grant
 from gateway.shadow.leg import Mirror
@@ -61,8 +62,12 @@ class Exchange:
 class Relay:
     """Sends each event as it arrives; an error mid-stream becomes an SSE error event.
 
-    Time spent waiting for the upstream's next event is added to the exchange's upstream wait
-    as it passes, so the gateway's overhead excludes generation even for a cut stream.
+    Under the gateway's own server each event is written from the upstream socket's callback
+    (`backends.piping`): no task wakes per event, which kept the relay of streams stepped at
+    once far behind its floor (benchmarks/README.md, "Streams in engine steps"). Under another
+    server each event goes through ASGI `send`. Time spent waiting for the upstream's next event
+    is added to the exchange's upstream wait as it passes, so the gateway's overhead excludes
+    generation even for a cut stream.
     """
 
     def __init__(self, exchange: Exchange) -> None:
@@ -74,24 +79,12 @@ class Relay:
     ) -> None:
         """`capture` keeps (arrival time, chunk) of a shadowed request, read off the hot path."""
         error: GatewayError | None = None
-        upstream = aiter(events)
-        exchange = self._exchange
         try:
-            while True:
-                asked = perf_counter()  # inlined, not a helper coroutine: this runs per event
-                try:
-                    chunk = await anext(upstream, None)
-                finally:
-                    exchange.upstream_wait += perf_counter() - asked
-                if chunk is None:
-                    break
-                if capture is not None:
-                    capture.append((perf_counter(), chunk))
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if chunk.endswith(DONE_EVENT):
-                    # The client has its whole answer: an SDK may hang up now, before the
-                    # engine's last bytes (the end of its chunked body) have been read.
-                    self.delivered = True
+            writer = body_writer(send)
+            if writer is None:
+                await self._pull(events, send, capture)
+            else:
+                await self._pipe(events, writer, capture)
         except GatewayError as exc:
             error = exc
         except ClientDisconnected:
@@ -106,6 +99,62 @@ class Relay:
             await send({"type": "http.response.body", "body": body, "more_body": True})
         self.delivered = self.delivered or error is None
         await send({"type": "http.response.body", "body": b""})
+
+    async def _pipe(
+        self, events: EventStream, writer: BodyWriter, capture: list[tuple[float, bytes]] | None
+    ) -> None:
+        exchange = self._exchange
+        own = 0.0  # seconds spent on the events handed over: the gateway's, not the upstream's
+        bugs: list[Exception] = []
+
+        def deliver(chunk: bytes) -> bool:
+            nonlocal own
+            began = perf_counter()
+            try:
+                if capture is not None:
+                    capture.append((began, chunk))
+                more = writer.write_body(chunk)
+                if chunk.endswith(DONE_EVENT):
+                    # The client has its whole answer: an SDK may hang up now, before the
+                    # engine's last bytes (the end of its chunked body) have been read.
+                    self.delivered = True
+            except Exception as exc:  # raised in the socket's callback, it would blame the engine
+                bugs.append(exc)
+                return False
+            own += perf_counter() - began
+            return more
+
+        while True:
+            asked = perf_counter()
+            try:
+                ended = await pipe(events, deliver)
+            finally:
+                exchange.upstream_wait += perf_counter() - asked - own
+                own = 0.0
+            if bugs:
+                raise bugs[0]
+            if ended:
+                return
+            await writer.writable()  # the client's socket is full, or it left
+
+    async def _pull(
+        self, events: EventStream, send: Send, capture: list[tuple[float, bytes]] | None
+    ) -> None:
+        upstream = aiter(events)
+        exchange = self._exchange
+        while True:
+            asked = perf_counter()  # inlined, not a helper coroutine: this runs per event
+            try:
+                chunk = await anext(upstream, None)
+            finally:
+                exchange.upstream_wait += perf_counter() - asked
+            if chunk is None:
+                return
+            if capture is not None:
+                capture.append((perf_counter(), chunk))
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if chunk.endswith(DONE_EVENT):
+                self.delivered = True  # as in `_pipe`
 
 
 async def send_error(send: Send, exchange: Exchange, exc: GatewayError) -> None:

@@ -23,12 +23,14 @@ from typing import Any, Protocol
 
 from backends.base import Backend, TokenIds, UpstreamRequest
 from backends.errors import GatewayError
+from backends.piping import pipe
 from gateway.metrics import ShadowCounts
 from gateway.shadow import legs
 from gateway.shadow.compare import agrees, failed
 from gateway.shadow.legs import Parser
 from gateway.shadow.pairing import PrimaryOutcome, pair_of, params_of, primary_leg
 from gateway.shadow.pairs import Leg, PairKind, PairRecord, Params
+from gateway.shadow.turns import OnePerTurn
 
 log = logging.getLogger("gateway.shadow.leg")
 SWEEPS_PER_TIMEOUT = 4  # `ShadowLeg._sweep` runs every quarter of a shadow timeout
@@ -100,6 +102,7 @@ class ShadowLeg:
         self._waiting: set[Mirror] = set()  # calls done, the primary's outcome not yet in
         self._sweeper: asyncio.TimerHandle | None = None
         self._closing = False
+        self._turns = OnePerTurn()  # streamed legs are read and paired one per loop turn
 
     def mirror(
         self,
@@ -170,6 +173,8 @@ class ShadowLeg:
             finally:
                 self._release(mirror)
             outcome = await self._primary_outcome(mirror)
+            if mirror.stream:  # streams end together at an engine's step: one pair per turn
+                await self._turns.next()
         except (TimeoutError, asyncio.CancelledError):
             if not self._closing:
                 self._counts.dropped("primary_unfinished").inc()
@@ -283,13 +288,19 @@ class ShadowLeg:
                 leg = legs.from_body(backend.name, body, _ms(started), parse, answer)
                 return leg, completion.ids
             chunks: list[tuple[float, bytes]] = []
+
+            def keep(chunk: bytes) -> bool:
+                chunks.append((perf_counter(), chunk))
+                return True
+
             events = await backend.stream(request)
             try:
-                async for chunk in events:
-                    chunks.append((perf_counter(), chunk))
+                await pipe(events, keep)  # from the socket's callback: no task wake per event
             finally:
                 await events.aclose()
-            leg = legs.from_events(backend.name, chunks, started, perf_counter(), parse)
+            ended = perf_counter()
+            await self._turns.next()  # read when the other streams ending now have been relayed
+            leg = legs.from_events(backend.name, chunks, started, ended, parse)
             return leg, events.ids
         except GatewayError as exc:
             return legs.failed(backend.name, exc.status_code, exc.message, _ms(started)), None

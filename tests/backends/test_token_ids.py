@@ -65,3 +65,10 @@ def test_only_the_first_choice_counts_and_bodies_without_ids_pass_untouched() ->
     assert take_ids(two, ids) == two.replace(b"[1]", b"null").replace(b"[2]", b"null")
     assert ids.output == [1]
     assert take_ids(WITHOUT_IDS, TokenIds()) is WITHOUT_IDS
+
+
+def test_other_keys_ending_in_token_ids_are_left_alone() -> None:
+    body = b'{"my_token_ids":[1,2],"choices":[{"index":0,"token_ids":[3]}],"x":"token_ids\\":[4]"}'
+    ids = TokenIds()
+    assert take_ids(body, ids) == body.replace(b'"token_ids":[3]', b'"token_ids":null')
+    assert (ids.prompt, ids.output) == (None, [3])

@@ -86,11 +86,19 @@ def test_overhead(tmp_path: Path) -> None:
         ("shadow", "gateway, shadow 100%", 64),
         ("workers", "gateway, 2 workers on cores 0+1", 64),
     ]
+    bursts = ("direct", "nginx", "Python floor", "gateway", "gateway, shadow 100%")
+    expected += [("synchronised", path, 100) for path in bursts]
+    expected += [("cadence", path, 32) for path in bursts]
     assert sorted(rows) == sorted(expected)
     for key in expected:
         row = rows[key]
         assert row["errors"] == 0, key
-        if key[0] == "stream":
+        if key[0] in ("synchronised", "cadence"):
+            assert row["counted"] > 0, key
+            assert row["short_streams"] == 0, key
+            assert numbers(row, "delay_p50_ms", "delay_p99_ms", "gap_p99_ms"), key
+            assert (row["cpu_us_per_chunk"] is None) == (key[1] == "direct"), key
+        elif key[0] == "stream":
             assert row["streams"] > 0, key
             assert row["short_streams"] == 0, key
             assert numbers(row, "ttft_p50_ms", "gap_p50_ms", "gap_p99_ms", "client_cpu_pct"), key
@@ -108,6 +116,16 @@ def test_overhead(tmp_path: Path) -> None:
         ("same, busy poll off", "-"),
         ("same, busy poll off", "-"),
     ]
+    shadowed = rows[("synchronised", "gateway, shadow 100%", 100)]["extra"]
+    assert shadowed["completed"] == shadowed["sampled"] == 100  # every stream, none dropped
+    burst_targets = report["summary"]["burst_targets"]
+    assert [t["name"] for t in burst_targets] == [
+        "synchronised, 100 streams: added chunk delay p99", "same, every stream shadowed",
+        "gateway RSS, synchronised", "cadence, 32 streams: added gap p99",
+        "same, every stream shadowed", "chunks coalesced or reordered",
+        "chunks coalesced or reordered, shadowed", "gateway RSS, cadence",
+    ]  # fmt: skip
+    assert all(t["measured"] is not None for t in burst_targets)
     assert report["machine"]["nproc"] >= 1
     assert ET.fromstring(plot.read_text()).tag.endswith("svg")  # noqa: S314  (our own file)
 
@@ -197,6 +215,35 @@ def test_stream_point(streams: str) -> None:
     assert fields["errors"] == "0"
     assert float(fields["ttft_p50"]) > 0
     assert float(fields["gap_p99"]) > 0
+
+
+@pytest.mark.usefixtures("load_tools")
+def test_burst_point() -> None:
+    fields = point("burst_point.py", "cadence", "quick", "floor")
+    assert fields["errors"] == "0"
+    assert float(fields["cpu_per_chunk"]) > 0
+    assert float(fields["delay_p99"]) > 0
+    assert fields["coalesced"] == "0"
+
+
+def test_burst_client_counts_each_chunk() -> None:
+    from benchmarks.overhead.burst_stats import Arrival, Stream, summarise
+    from benchmarks.overhead.ticks import event, stamps
+
+    sent, read = [10.0, 10.5, 11.0, 11.5], [10.001, 10.502, 11.004, 11.504]
+    batches = [1, 2, 3, 3]  # the last two read at once: the last one was coalesced
+    arrivals = [Arrival(i, *times) for i, times in enumerate(zip(sent, read, batches, strict=True))]
+    swapped = [arrivals[0], arrivals[2], arrivals[1], arrivals[3]]
+    streams = [Stream(9.9, arrivals, complete=True), Stream(9.9, swapped, complete=True)]
+    got = summarise(streams, chunks=4, counted_from=10.2)  # chunk 0 of each: not counted
+    assert got["counted"] == 6
+    assert got["coalesced"] == 1
+    assert got["reordered"] == 3  # 0 -> 2, 2 -> 1, 1 -> 3
+    assert got["delay_p50_ms"] == pytest.approx(4.0, abs=1e-6)
+    data = event(b"m", 7, 1234.5, last=True, ids=True)
+    assert [(s.index, s.sent) for s in stamps(data)] == [(7, 1234.5)]
+    assert b'"finish_reason":"length"' in data
+    assert b'"token_ids":[1007]' in data
 
 
 @pytest.mark.usefixtures("load_tools")

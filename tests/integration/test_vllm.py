@@ -110,6 +110,11 @@ def test_streamed_chat_equals_direct_and_keeps_usage(
     text = "".join(c.choices[0].delta.content or "" for c in their_chunks if c.choices)
     assert text == "".join(c.choices[0].delta.content or "" for c in mine_chunks if c.choices)
     assert len(their_chunks) == len(mine_chunks) > 3
+    reasons = [
+        [c.choices[0].finish_reason for c in cs if c.choices] for cs in (mine_chunks, their_chunks)
+    ]
+    assert reasons[1] == reasons[0]
+    assert reasons[1][-1] in ("stop", "length")
     assert their_chunks[-1].usage is not None
     assert their_chunks[-1].usage == mine_chunks[-1].usage
 

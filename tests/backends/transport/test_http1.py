@@ -571,3 +571,153 @@ def test_a_backend_stream_closed_before_its_first_event_stops_the_generation(
         await backend.close()
 
     run(scenario())
+
+
+def into(received: list[bytes]) -> Callable[[bytes], bool]:
+    """A sink that takes every piece."""
+
+    def sink(piece: bytes) -> bool:
+        received.append(piece)
+        return True
+
+    return sink
+
+
+def test_a_piped_stream_hands_each_piece_on_as_it_arrives(run: Run) -> None:
+    pieces = [b"data: %d\n\n" % index for index in range(5)]
+
+    async def scenario() -> None:
+        # The first piece comes with the headers, so it is read before the pipe starts.
+        script = send(CHUNKED + chunk(pieces[0]), *map(chunk, pieces[1:]), END, pause=0.02)
+        async with Scripted(script, send(OK)) as server:
+            pool = pool_for(server.url)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            received: list[bytes] = []
+            assert await response.pipe(into(received))
+            assert received == pieces
+            response.close()
+            assert (await pool.fetch(pool.head("POST", "/"), b"{}")).status == 200
+            await pool.close()
+        assert server.connections == 1  # read to its end: the connection was kept
+
+    run(scenario())
+
+
+def test_a_refusing_sink_pauses_reading_loses_nothing_and_never_times_out(run: Run) -> None:
+    pieces = [bytes([65 + index % 26]) * 16_384 for index in range(4 * HIGH_WATER // 16_384)]
+
+    async def scenario() -> None:
+        async with Scripted(send(CHUNKED, *map(chunk, pieces), END, pause=0.01)) as server:
+            pool = pool_for(server.url, read_timeout=0.2)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            transport = response._conn.transport if response._conn else None
+            assert transport is not None
+            received: list[bytes] = []
+
+            def sink(piece: bytes) -> bool:
+                received.append(piece)
+                return len(received) % 3 != 0  # every third piece: no more for now
+
+            assert not await response.pipe(sink)
+            assert not transport.is_reading()  # held: the server's bytes wait in its socket
+            rounds = 1
+            while not await response.pipe(sink):
+                rounds += 1
+                await asyncio.sleep(0.3)  # longer than the read timeout: the reader is slow
+            assert rounds >= 3
+            assert b"".join(received) == b"".join(pieces)
+            response.close()
+            await pool.close()
+
+    run(scenario())
+
+
+def test_a_pipe_raises_what_reading_would_after_the_pieces_before(run: Run) -> None:
+    async def scenario() -> None:
+        async with Scripted(send(CHUNKED + chunk(b"data: 1\n\n"), b"zz\r\n", keep=False)) as server:
+            pool = pool_for(server.url)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            received: list[bytes] = []
+            with pytest.raises(ProtocolError):
+                await response.pipe(into(received))
+            assert received == [b"data: 1\n\n"]
+            response.close()
+            await pool.close()
+
+    run(scenario())
+
+
+FIRST = CHUNKED + chunk(b"data: 0\n\n")
+
+
+@pytest.mark.parametrize(
+    ("step", "error"),
+    [
+        (stall(FIRST, chunk(b"data: 1\n\n")), ReadTimeout),
+        (send(FIRST, *[chunk(b"data: 1\n\n")] * 50, pause=0.05), TotalTimeout),
+        (send(FIRST, chunk(b"data: 1\n\n"), keep=False), ProtocolError),
+    ],
+    ids=["silent", "trickle", "cut"],
+)
+def test_a_piped_stream_times_out_or_fails_as_a_read_one_would(
+    run: Run, step: Step, error: type[Exception]
+) -> None:
+    # A piped reader is never paused here (the sink takes all), so a silent server is silent.
+    async def scenario() -> None:
+        async with Scripted(step) as server:
+            pool = pool_for(server.url, read_timeout=0.2, total_timeout=0.6)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            received: list[bytes] = []
+            started = time.monotonic()
+            with pytest.raises(error):
+                await response.pipe(into(received))
+            assert time.monotonic() - started < 1.0
+            assert received[:2] == [b"data: 0\n\n", b"data: 1\n\n"]
+            response.close()
+            await eventually(lambda: server.ended == 1)  # the connection is dropped
+            await pool.close()
+
+    run(scenario())
+
+
+def test_a_cancelled_pipe_hands_on_nothing_more_and_its_connection_is_closed(run: Run) -> None:
+    async def scenario() -> None:
+        script = send(CHUNKED + chunk(b"data: 0\n\n"), *[chunk(b"data: 1\n\n")] * 20, pause=0.02)
+        async with Scripted(script, send(OK)) as server:
+            pool = pool_for(server.url)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            received: list[bytes] = []
+            piping = asyncio.ensure_future(response.pipe(into(received)))
+            await eventually(lambda: len(received) >= 3)
+            piping.cancel()  # as a client's disconnect cancels the relay's task
+            with pytest.raises(asyncio.CancelledError):
+                await piping
+            kept = len(received)
+            await asyncio.sleep(0.1)  # the server goes on sending meanwhile
+            assert len(received) == kept
+            response.close()
+            await eventually(lambda: server.ended == 1)
+            assert (await pool.fetch(pool.head("POST", "/"), b"{}")).status == 200
+            await pool.close()
+        assert server.connections == 2  # not read to its end: never reused
+
+    run(scenario())
+
+
+def test_a_stream_can_be_read_piece_by_piece_then_piped(run: Run) -> None:
+    pieces = [b"data: %d\n\n" % index for index in range(6)]
+
+    async def scenario() -> None:
+        script = send(CHUNKED, *map(chunk, pieces), END, pause=0.02)
+        async with Scripted(script) as server:
+            pool = pool_for(server.url)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            received = [await response.next_chunk() or b"", await response.next_chunk() or b""]
+            await asyncio.sleep(0.05)  # more pieces wait in the answer's buffer meanwhile
+            assert await response.pipe(into(received))
+            assert received == pieces
+            assert await response.next_chunk() is None
+            response.close()
+            await pool.close()
+
+    run(scenario())

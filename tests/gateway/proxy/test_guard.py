@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import orjson
 import pytest
 import uvloop
 
+from backends import vllm
 from backends.base import Completion, EventStream, Health, Route, UpstreamRequest
-from backends.errors import Overloaded
+from backends.errors import BackendProtocolError, Overloaded
+from backends.piping import pipe
 from backends.sampling import OPENAI_DEFAULTS, Sampling, resolve
 from backends.vllm import VllmSettings
 from gateway.app import create_app
@@ -407,3 +410,78 @@ def test_after_any_mix_of_completions_timeouts_and_cancels_no_slot_is_busy(
         uvloop.run(scenario())
     else:
         asyncio.run(scenario())
+
+
+# --- A stream holds its slot until it ends, piped or pulled, whatever ends it ---
+
+
+def vllm_guarded(url: str, failures: int = 1000) -> Guarded:
+    backend = vllm.create("main", VllmSettings(url=url, model=MODEL, read_timeout=5.0))
+    return Guarded(backend, 1, 0.1, Circuit(failures=failures, cooldown=60), max_queue=0)
+
+
+def streamed(cue: str) -> UpstreamRequest:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": cue}], "stream": True}
+    return UpstreamRequest(Route.CHAT, orjson.dumps(body), body, MODEL, "id", True)
+
+
+async def read_all(events: EventStream) -> bool:
+    async for _ in events:
+        pass
+    return True
+
+
+def test_a_piped_stream_holds_its_slot_until_its_end(fake_upstream: Fake) -> None:
+    async def scenario() -> None:
+        guarded = vllm_guarded(fake_upstream[1].url)
+        events = await guarded.stream(streamed("long:3"))
+        got: list[bytes] = []
+
+        def deliver(chunk: bytes) -> bool:
+            got.append(chunk)
+            assert guarded.busy == 1  # held while its events pass
+            return True
+
+        assert await pipe(events, deliver)
+        assert guarded.busy == 0
+        assert guarded.circuit.state == "closed"
+        assert got[-1].endswith(b"data: [DONE]\n\n")
+        assert b"".join(got).count(b"data: {") == 6  # three words, three dots
+        await events.aclose()
+        await guarded.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("piped", [True, False], ids=["piped", "pulled"])
+def test_a_stream_cut_mid_way_counts_against_the_engine(fake_upstream: Fake, piped: bool) -> None:
+    async def scenario() -> None:
+        guarded = vllm_guarded(fake_upstream[1].url, failures=1)
+        events = await guarded.stream(streamed("reset-mid-stream"))
+        with pytest.raises(BackendProtocolError):
+            await (pipe(events, lambda chunk: True) if piped else read_all(events))
+        assert guarded.busy == 0
+        assert guarded.circuit.state == "open"
+        await events.aclose()
+        await guarded.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_closed_unread_frees_its_slot_and_stops_the_engine(fake_upstream: Fake) -> None:
+    async def scenario() -> None:
+        fake = fake_upstream[0]
+        cancelled = fake.cancelled
+        guarded = vllm_guarded(fake_upstream[1].url)
+        events = await guarded.stream(streamed("long:500"))
+        await events.aclose()  # the client left before its first event was relayed
+        assert guarded.busy == 0
+        assert guarded.circuit.state == "closed"  # no verdict on the engine
+        for _ in range(100):
+            if fake.cancelled > cancelled:
+                break
+            await asyncio.sleep(0.02)
+        assert fake.cancelled == cancelled + 1
+        await guarded.close()
+
+    asyncio.run(scenario())

@@ -331,3 +331,96 @@ def overhead(server: ThreadedServer) -> tuple[float, float]:
 def sample(metrics: str, series: str) -> float:
     line = next(line for line in metrics.splitlines() if line.startswith(series + " "))
     return float(line.rsplit(" ", 1)[1])
+
+
+class FloodUpstream(FakeUpstream):
+    """The fake upstream, plus `flood`: `FLOOD` numbered events of 16 KiB, sent back to back;
+    `sent` counts those its server has taken."""
+
+    FLOOD = 1280  # 20 MiB: more than the sockets between the engine and the client hold
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+
+    async def _behave(self, cue: str, stream: bool, receive: Any, send: Any) -> None:
+        if cue != "flood":
+            await super()._behave(cue, stream, receive, send)
+            return
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for index in range(self.FLOOD):
+            event = flood_event(index)
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            self.sent += 1
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+def flood_event(index: int) -> bytes:
+    return b'data: {"index":%d,"pad":"%s"}\n\n' % (index, b"x" * 16_350)
+
+
+def test_a_client_that_stops_reading_a_stream_pauses_the_engine_and_loses_nothing() -> None:
+    upstream = FloodUpstream()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "flood"}], "stream": True}
+    url = "/v1/chat/completions"
+    with (
+        ThreadedServer(upstream) as engine,
+        gateway_for(engine.url) as server,
+        httpx.stream("POST", server.url + url, json=body) as response,
+    ):
+        time.sleep(1.0)  # the client reads nothing: the gateway stops reading the engine
+        assert upstream.sent < FloodUpstream.FLOOD // 2
+        data = b"".join(response.iter_bytes())
+    expected = b"".join(flood_event(index) for index in range(FloodUpstream.FLOOD))
+    assert data == expected + b"data: [DONE]\n\n"
+
+
+@pytest.fixture(scope="module")
+def stock_client(fake_upstream: Fake) -> Iterator[openai.OpenAI]:
+    """The gateway under uvicorn's own httptools protocol: no `write_body`, so the relay pulls
+    each event and sends it through ASGI (`gateway.proxy.relay.Relay._pull`)."""
+    backend = VllmSettings(url=fake_upstream[1].url, read_timeout=1.0, circuit_failures=1000)
+    settings = Settings(backends={"vllm": backend}, primary="vllm")
+    with (
+        ThreadedServer(create_app(settings), http="httptools") as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0) as client,
+    ):
+        yield client
+
+
+def test_under_another_asgi_server_a_stream_is_relayed_event_by_event(
+    stock_client: openai.OpenAI,
+) -> None:
+    stream = ask(stock_client, "long:5", stream=True)
+    pieces = [chunk.choices[0].delta.content for chunk in stream]  # type: ignore[attr-defined]
+    assert pieces == ["hello", " from", " fake", *["."] * 5]
+
+
+@pytest.mark.parametrize(
+    ("cue", "message"),
+    [("malformed-sse", "mid-event"), ("reset-mid-stream", "broke the connection")],
+)
+def test_under_another_asgi_server_a_failure_mid_stream_is_an_sse_error(
+    stock_client: openai.OpenAI, cue: str, message: str
+) -> None:
+    stream = ask(stock_client, cue, stream=True)
+    with pytest.raises(openai.APIError) as caught:
+        list(stream)  # type: ignore[call-overload]
+    assert message in caught.value.message
+
+
+def test_under_another_asgi_server_a_client_disconnect_stops_the_upstream_stream(
+    stock_client: openai.OpenAI, fake_upstream: Fake
+) -> None:
+    app = fake_upstream[0]
+    before = app.cancelled
+    stream = ask(stock_client, "long:500", stream=True)
+    for index, _ in enumerate(cast("Iterable[object]", stream)):
+        if index == 3:
+            break
+    stream.close()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 3
+    while app.cancelled == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert app.cancelled == before + 1

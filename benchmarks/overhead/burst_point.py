@@ -1,0 +1,78 @@
+"""Streams in engine steps through one gateway, for comparing commits: delay and CPU per chunk.
+
+Usage: ``python benchmarks/overhead/burst_point.py synchronised|cadence [quick] [shadow]
+[direct] [floor] [poll-off] [by-index]``
+
+``quick``: the overhead run's ``--quick`` loads; ``shadow``: every stream shadowed to a second
+ticked upstream; ``direct`` and ``floor``: the upstream without a proxy and the Python floor,
+measured first, in the same run; ``poll-off``: the
+gateway with ``GATEWAY_BUSY_POLL_US=0``; ``by-index``: also the delay p99 of each chunk index.
+
+Starts the ticked SSE upstream (core 0) and ``python -m gateway serve`` (core 1) from whatever
+``gateway`` package Python imports, so ``PYTHONPATH=<a worktree of another commit>`` measures that
+commit, as ``stream_point.py`` does for staggered streams. The CPU time per chunk (from /proc,
+after every stream opened) barely moves with other processes on the machine, where the delays
+do: it is the figure to compare on a shared machine.
+"""
+
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
+
+from loads import BurstLoad, BurstResult, Point, burst_point
+from procs import (
+    GATEWAY_CORE,
+    LOAD_CORE,
+    burst_settings,
+    start_floor_proxy,
+    start_gateway,
+    start_sse_upstream,
+)
+from run import FULL, QUICK
+
+
+def main() -> int:
+    mode, flags = sys.argv[1], set(sys.argv[2:])
+    plan = QUICK if "quick" in flags else FULL
+    load: BurstLoad = plan.synchronised if mode == "synchronised" else plan.cadence
+    by_index = "by-index" in flags
+    points = []
+    with tempfile.TemporaryDirectory(prefix="burst-point-") as name, ExitStack() as stack:
+        tmp = Path(name)
+        sse = start_sse_upstream(stack, tmp / "primary", LOAD_CORE, 0.0, load.tick_ms).url
+        if "direct" in flags:
+            points.append(burst_point(mode, "direct", sse, load, None, by_index))
+        if "floor" in flags:
+            with ExitStack() as inner:
+                floor = start_floor_proxy(inner, tmp / "floor", GATEWAY_CORE, sse)
+                points.append(burst_point(mode, "floor", floor.url, load, floor.pid, by_index))
+        candidate = None
+        if "shadow" in flags:
+            candidate = start_sse_upstream(stack, tmp / "cand", LOAD_CORE, 0.0, load.tick_ms).url
+        settings = burst_settings(sse, tmp, candidate)
+        if "poll-off" in flags:
+            settings["GATEWAY_BUSY_POLL_US"] = "0"
+        gateway = start_gateway(stack, tmp, str(GATEWAY_CORE), settings, "gateway")
+        points.append(burst_point(mode, "gateway", gateway.url, load, gateway.pid, by_index))
+    for point in points:
+        show(point)
+    return 1 if any(point.result.errors for point in points) else 0
+
+
+def show(point: Point) -> None:
+    got = point.result
+    assert isinstance(got, BurstResult)
+    print(f"path={point.path} streams={got.streams} counted={got.counted} "
+          f"cpu_per_chunk={got.cpu_us_per_chunk} user={got.user_us_per_chunk} "
+          f"delay_p50={got.delay_p50_ms} "
+          f"delay_p99={got.delay_p99_ms} gap_p99={got.gap_p99_ms} coalesced={got.coalesced} "
+          f"reordered={got.reordered} errors={got.errors} rss={point.rss_mb}")  # fmt: skip
+    if got.delay_p99_ms_by_index:
+        print("  delay p99 by index:", got.delay_p99_ms_by_index)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
