@@ -1,7 +1,7 @@
 """Work that comes in bursts, spread over the event loop's turns: one waiter goes per turn.
 
 An engine steps all its streams at once, so a thousand shadowed streams end at the same step,
-and each then has its legs read and its pair built (about 100 µs). Done back to back, that held
+and each then has its legs read and its pair built. Done back to back, that held
 up the last chunks of every other stream ending at that step (benchmarks/README.md, "Streams in
 engine steps"). Let through one per turn of the loop, the pairs wait instead: between two of
 them, the loop reads its sockets and the relay hands on what came.
