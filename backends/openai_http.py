@@ -280,6 +280,7 @@ class _Stream:
         self._events = events
         self._response = response
         self.ids = ids
+        self.endpoint: str | None = None
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self._events

@@ -30,6 +30,7 @@ from gateway.admin import build_admin
 from gateway.http.asgi import Message, Receive, Scope, Send, request_id_from
 from gateway.logs import frames
 from gateway.metrics import Metrics
+from gateway.numbers import LocalNumbers, Numbers, SharedNumbers
 from gateway.probes import Conformance, conform
 from gateway.proxy.auth import KeyCheck
 from gateway.proxy.guard import Circuit, Guarded
@@ -57,12 +58,15 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = Metrics(numbers_for(settings))
         self.keys = KeyCheck(settings.key_digests())
         self.tasks = enabled_tasks(settings)
         self.admin = build_admin(self)
-        self.recorder = Recorder(open_store(settings.records_url), settings.recorder_options())
-        self.metrics.watch_records(self.recorder)
+        self.recorder = Recorder(
+            open_store(settings.records_url),
+            settings.recorder_options(),
+            counts=self.metrics.records,
+        )
         self.conformance = Conformance()
         self.metrics.watch_conformance(self.conformance)
         self._runtime: Runtime | None = None
@@ -153,7 +157,7 @@ class Gateway:
         backends: dict[str, Guarded] = {}
         try:
             for name, config in settings.backends.items():
-                backends[name] = _guarded(name, config)
+                backends[name] = _guarded(name, config, self.metrics)
             return await self._assemble(settings, keys, tasks, backends)
         except Exception as exc:
             for backend in backends.values():
@@ -283,9 +287,17 @@ def _with_gateway_headers(scope: Scope, send: Send) -> Send:
     return wrapped
 
 
-def _guarded(name: str, config: BackendSettings) -> Guarded:
+def numbers_for(settings: Settings) -> Numbers:
+    """Where the metrics' numbers live: shared by the group's workers when there are several
+    (`gateway serve` made the folder and emptied it), else this process's own."""
+    if settings.workers > 1 and settings.metrics_dir is not None:
+        return SharedNumbers(settings.metrics_dir)
+    return LocalNumbers()
+
+
+def _guarded(name: str, config: BackendSettings, metrics: Metrics) -> Guarded:
     return Guarded(
-        registry.create(name, config),
+        registry.create(name, config, metrics),
         config.max_concurrency,
         config.queue_timeout,
         Circuit(config.circuit_failures, config.circuit_cooldown),

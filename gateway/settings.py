@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `gateway serve` binds.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port `gateway serve` binds.")
     workers: int = Field(default=1, ge=1, description="Worker processes (one per core).")
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="With several workers: the folder where each keeps its metrics' numbers, "
+        "which a scrape adds up; unset: a new temporary folder. Emptied at start.",
+    )
     busy_poll_us: int | Literal["auto"] = Field(
         default="auto",
         description="Longest µs a worker polls its sockets after a write instead of sleeping, "

@@ -161,7 +161,7 @@ class Guarded:
             else:
                 self.circuit.abandon()
             raise
-        return Events(self._relay(events), events.ids)
+        return Events(self._relay(events), events.ids, events.endpoint)
 
     def sampling(self, request: UpstreamRequest) -> Sampling:
         return self.inner.sampling(request)

@@ -28,6 +28,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from gateway.metrics import Count, RecordCounts
+from gateway.numbers import LocalNumbers
 from gateway.records.base import RecordStore, StoreError
 from gateway.records.redaction import redact
 from gateway.records.sqlite import SqliteStore
@@ -109,11 +111,11 @@ class Recorder:
         flush_interval: float = 0.2,
         attempts: int = 4,
         max_backoff: float = 2.0,
+        counts: RecordCounts | None = None,
     ) -> None:
         self.store = store
-        self.written = 0
-        self.dropped = 0
-        self.failed = 0
+        # The metrics' numbers (summed over a group's workers), or plain ones of its own.
+        self.counts = counts if counts is not None else RecordCounts(_local_count)
         self._capacity = options.queue
         self._batch = options.batch
         self._prepare = _as_is if options.keep_text else redact
@@ -129,12 +131,28 @@ class Recorder:
     def pending(self) -> int:
         return len(self._queue)
 
+    @property
+    def written(self) -> int:
+        return int(self.counts.written.value)
+
+    @property
+    def dropped(self) -> int:
+        return int(self.counts.dropped.value)
+
+    @property
+    def failed(self) -> int:
+        return int(self.counts.failed.value)
+
+    def _queued(self) -> None:
+        self.counts.pending.set(len(self._queue))
+
     def record(self, pair: PairRecord) -> None:
         """Accepts `pair` for writing, or drops and counts it. Call from the event loop."""
         if self._closing or len(self._queue) >= self._capacity:
-            self.dropped += 1
+            self.counts.dropped.inc()
             return
         self._queue.append(pair)
+        self._queued()
         if self._task is None:
             with contextlib.suppress(RuntimeError):  # no loop running here: close() drains
                 self._task = asyncio.get_running_loop().create_task(self._run())
@@ -170,7 +188,9 @@ class Recorder:
                         await self._wake.wait()  # set early by a full batch or by close()
                 continue
             count = min(self._batch, len(self._queue))
-            stored = await self._write([self._queue.popleft() for _ in range(count)])
+            taken = [self._queue.popleft() for _ in range(count)]
+            self._queued()
+            stored = await self._write(taken)
             if not stored and self._closing:
                 self._give_up()
             if count < self._batch:
@@ -181,8 +201,9 @@ class Recorder:
         # outlast any grace period, so they are counted lost at once.
         lost = len(self._queue)
         self._queue.clear()
+        self._queued()
         if lost:
-            self.failed += lost
+            self.counts.failed.inc(lost)
             log.warning("records: store down at shutdown, %d more lost", lost)
 
     async def _write(self, batch: list[PairRecord]) -> bool:
@@ -198,12 +219,16 @@ class Recorder:
                 with attempt:
                     await self.store.write_batch(prepared)
         except StoreError as exc:
-            self.failed += len(batch)
+            self.counts.failed.inc(len(batch))
             log.warning("records: lost %d after %d attempts: %s", len(batch), self._attempts, exc)
             return False
         except Exception as exc:  # a bug must not stop the writer; the content is never logged
-            self.failed += len(batch)
+            self.counts.failed.inc(len(batch))
             log.error("records: lost %d: %s", len(batch), type(exc).__name__)
             return True  # the store itself may be fine
-        self.written += len(batch)
+        self.counts.written.inc(len(batch))
         return True
+
+
+def _local_count(*key: str) -> Count:
+    return Count(LocalNumbers().cells(key, 1))

@@ -221,3 +221,23 @@ class DroppingUpstream:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+class SilentUpstream(DroppingUpstream):
+    """Accepts every connection and never answers a byte: a hung engine (a wedged process, a
+    full accept queue behind a live socket). `connections` counts what it held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections = 0
+
+    def __enter__(self) -> SilentUpstream:
+        super().__enter__()
+        return self
+
+    async def _drop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass  # read and ignore until the client gives up
+        writer.close()
