@@ -86,7 +86,7 @@ class BackendSettingsBase(BaseModel):
         default=512, ge=16, description="Characters of the prompt that make its prefix key."
     )
     affinity_max_load: float = Field(
-        default=1.5,
+        default=1.25,
         ge=1.0,
         description="An endpoint keeps its affinity while its requests in flight stay under "
         "this times (the pool's mean plus one); beyond, the next in the key's order.",
@@ -136,6 +136,12 @@ class HTTPBackendSettings(BackendSettingsBase):
 
     url: str = Field(description="Base URL of the engine's server, without /v1.")
     api_key: SecretStr | None = Field(default=None, description="Bearer key the engine expects.")
+    health_path: str = Field(
+        default="/health",
+        pattern=r"^/[^\s?#]*$",
+        description="What the readiness probe asks (GET, 200 is ready): /health for vLLM, "
+        "/readiness for SMG, whose /health answers 200 with no worker.",
+    )
 
     @field_validator("url")
     @classmethod

@@ -51,6 +51,7 @@ HOT_ROUTES = {route.path: route for route in Route}
 # gaps. Not higher: a flood's refused requests leave exceptions in cycles, and the process grew
 # for no better gaps (benchmarks/README.md, "The collector"; tests/gateway/proxy/test_flood.py).
 GC_THRESHOLDS = (10_000, 10, 10)
+PROBE_TIMEOUT = 10.0  # seconds; the adapters bound their own probes below this
 
 
 class Gateway:
@@ -339,12 +340,15 @@ def create_app(settings: Settings | None = None) -> Gateway:
 
 async def _probe(backends: dict[str, Guarded], router: Router, interval: float) -> None:
     """Readiness probes: a failing one opens the backend's circuit, a passing one closes it,
-    and a route still learning its name takes it from its primary's answer."""
+    and a route still learning its name takes it from its primary's answer. A probe gets at
+    least `PROBE_TIMEOUT`: a replica pool probes each endpoint within its own bound and is
+    ready while one is, so a slow endpoint must not open the whole pool's circuit."""
     while True:
         await asyncio.sleep(interval)
         for backend in backends.values():
             try:
-                health = await asyncio.wait_for(backend.health(), timeout=interval)
+                timeout = max(interval, PROBE_TIMEOUT)
+                health = await asyncio.wait_for(backend.health(), timeout=timeout)
                 router.note_health(backend.name, health)
             except TimeoutError:
                 backend.circuit.trip()

@@ -56,7 +56,7 @@ class Endpoint:
 @dataclass(frozen=True, slots=True)
 class Rules:
     balance: Balance = "p2c"
-    affinity_max_load: float = 1.5
+    affinity_max_load: float = 1.25
     eject_failures: int = 3
     eject_cooldown: float = 10.0
     max_ejected_percent: int = 50
