@@ -41,8 +41,14 @@ def main() -> int:
     rows: dict[str, dict[str, float]] = {}
     for name, (balance, affinity) in POLICIES.items():
         runs = [
-            simulate(arrivals(rate, count, workload, seed), args.replicas, balance, affinity,
-                     seed, args.affinity_max_load)  # fmt: skip
+            simulate(
+                arrivals(rate, count, workload, seed),
+                args.replicas,
+                balance,
+                affinity,
+                seed,
+                args.affinity_max_load,
+            )
             for seed in range(1, seeds + 1)
         ]
         rows[name] = {key: sum(run[key] for run in runs) / len(runs) for key in runs[0]}
