@@ -11,9 +11,11 @@ import os
 import re
 import string
 import sys
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.upstream_client.interference import tree_ticks
 from benchmarks.upstream_client.servers import (
@@ -137,11 +139,18 @@ def shadowed_settings(stack: ExitStack, primary: str, home: Path) -> dict[str, s
 
 
 def gateway_settings(
-    primary: str, home: Path, shadow: str | None = None, busy_poll_us: int | str = "auto"
+    primary: str,
+    home: Path,
+    shadow: str | None = None,
+    busy_poll_us: int | str = "auto",
+    pool: Sequence[str] = (),
 ) -> dict[str, str]:
-    """The gateway's environment: one backend per upstream; records (if any) under ``home``."""
-    backend = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}  # >= 1,000 streams
-    backends = {"primary": {**backend, "url": primary}}
+    """The gateway's environment: one backend per upstream; records (if any) under ``home``.
+    With ``pool``, the primary is a replica pool of ``primary`` and those endpoints."""
+    backend: dict[str, Any] = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}
+    backends = {"primary": {**backend, "url": primary}}  # max_concurrency: >= 1,000 streams
+    if pool:
+        backends = {"primary": {**backend, "urls": [primary, *pool]}}
     env = {
         "GATEWAY_PRIMARY": "primary",
         "GATEWAY_WORKERS": "1",

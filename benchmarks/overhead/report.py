@@ -20,6 +20,7 @@ Row = list[str]
 BUSY_POLL_US = 1000
 BUSY_POLL = f"busy poll {BUSY_POLL_US} µs"
 POLL_OFF = "busy poll off"  # the gateway rows with GATEWAY_BUSY_POLL_US=0
+POOL = "gateway, pool of 3"  # the gateway whose backend is a replica pool of three upstreams
 REFERENCE = "(reference)"  # the limit of a row shown beside a target, judged by none
 
 
@@ -56,15 +57,16 @@ def added(points: Sequence[Point], point: Point | None, field: str) -> float | N
     return None if mine is None or base is None else round(mine - base, 4)
 
 
-def targets(points: Sequence[Point]) -> list[Target]:
-    """The targets of issue 6, measured on the gateway rows (one process, one core)."""
-    c1 = find(points, "http", "gateway", 1)
+def targets(points: Sequence[Point], path: str = "gateway") -> list[Target]:
+    """The targets of issue 6, measured on the gateway rows (one process, one core), or on
+    the rows of `path` (the pool of three), where the shadow and polling rows do not apply."""
+    c1 = find(points, "http", path, 1)
     c1_sleeping = find(points, "http", f"gateway, {POLL_OFF}", 1)
     one_sleeping = find(points, "stream", f"gateway, {POLL_OFF}", 1)
-    c64 = find(points, "http", "gateway", 64)
+    c64 = find(points, "http", path, 64)
     shadow = find(points, "shadow", "gateway, shadow 100%", 64)
-    one = find(points, "stream", "gateway", 1)
-    gateway_streams = [p for p in points if p.scenario == "stream" and p.path == "gateway"]
+    one = find(points, "stream", path, 1)
+    gateway_streams = [p for p in points if p.scenario == "stream" and p.path == path]
     many = max(gateway_streams, key=lambda p: p.concurrency, default=None)
     n = many.concurrency if many else 0
     rows = [
@@ -83,6 +85,8 @@ def targets(points: Sequence[Point]) -> list[Target]:
         ),
         (f"gateway RSS, {n} streams", "<= 200 MB", many.rss_mb if many else None, "MiB"),
     ]
+    if path != "gateway":
+        rows = [row for row in rows if row[1] != REFERENCE and "shadowed" not in row[0]]
     return [
         Target(name, limit, value, unit, _meets(limit, value)) for name, limit, value, unit in rows
     ]
@@ -124,6 +128,11 @@ def render(points: Sequence[Point]) -> str:
         _table(["target (issue 6)", "limit", "measured", "verdict"],
                [[t.name, t.limit, _num(t.measured, t.unit), t.verdict] for t in targets(points)]),
     ]  # fmt: skip
+    if any(p.path == POOL for p in points):
+        pooled = targets(points, POOL)
+        parts.append(_table([f"target (issue 6), {POOL}", "limit", "measured", "verdict"],
+                            [[t.name, t.limit, _num(t.measured, t.unit), t.verdict]
+                             for t in pooled]))  # fmt: skip
     if any(p.noisy for p in points):
         parts.append("† other processes used more than 10 % of a core during this point.")
     return "\n\n".join(parts)
@@ -171,6 +180,7 @@ def summary(points: Sequence[Point]) -> dict[str, Any]:
     return {
         "max_rps": max_rps(points),
         "targets": [{**vars(t), "verdict": t.verdict} for t in targets(points)],
+        "pool_targets": [{**vars(t), "verdict": t.verdict} for t in targets(points, POOL)],
     }
 
 

@@ -37,7 +37,7 @@ from procs import (
     start_nginx_proxy,
     start_sse_upstream,
 )
-from report import BUSY_POLL, BUSY_POLL_US, POLL_OFF, render, summary
+from report import BUSY_POLL, BUSY_POLL_US, POLL_OFF, POOL, render, summary
 
 from benchmarks.upstream_client.servers import run_main, start_nginx, start_proxy
 
@@ -76,6 +76,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     parser.add_argument("--plot", type=Path, help="also draw the results (.svg)")
     parser.add_argument("--itl-ms", type=float, help="inter-token delay of the SSE upstream")
+    parser.add_argument(
+        "--pool-only", action="store_true",
+        help="direct, the gateway and the gateway with a pool of three endpoints, nothing else",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.plot and args.plot.suffix != ".svg":
         parser.error("--plot writes SVG (no plotting library is installed): use a .svg name")
@@ -88,7 +92,7 @@ def main() -> int:
         plan = plan.with_itl(args.itl_ms)
     load_before = os.getloadavg()
     started = time.monotonic()
-    points = measure(plan)
+    points = measure(plan, pool_only=args.pool_only)
     print(render(points))
     errors = warn(points)
     if args.json:
@@ -106,16 +110,74 @@ def main() -> int:
     return 1 if errors else 0
 
 
-def measure(plan: Plan) -> list[Point]:
-    """Non-streaming against nginx's static answer, then streams against the SSE upstream."""
+def measure(plan: Plan, pool_only: bool = False) -> list[Point]:
+    """Non-streaming against nginx's static answer, then streams against the SSE upstream;
+    each also through a replica pool of three such upstreams. `pool_only`: direct, the
+    gateway and the pool alone, at c=1 and 64 and the two stream loads."""
     points: list[Point] = []
     with tempfile.TemporaryDirectory(prefix="overhead-") as name, ExitStack() as stack:
         tmp = Path(name)
         upstream = start_nginx(stack, _dir(tmp / "upstream"), LOAD_CORE)
-        points += http_paths(plan, tmp, upstream)
-        points += shadow_and_workers(plan, tmp, upstream)
-        sse = start_sse_upstream(stack, tmp, LOAD_CORE, plan.itl_ms).url
-        points += stream_paths(plan, tmp, sse)
+        more = [start_nginx(stack, _dir(tmp / f"upstream-{n}"), LOAD_CORE) for n in (2, 3)]
+        if pool_only:
+            points += [_http(plan, "http", "direct", upstream, c, None) for c in POOL_LOADS]
+        else:
+            points += http_paths(plan, tmp, upstream)
+            points += shadow_and_workers(plan, tmp, upstream)
+        points += pool_http(plan, tmp, upstream, more, with_single=pool_only)
+        sse = start_sse_upstream(stack, _dir(tmp / "sse-1"), LOAD_CORE, plan.itl_ms).url
+        sse_more = [
+            start_sse_upstream(stack, _dir(tmp / f"sse-{n}"), LOAD_CORE, plan.itl_ms).url
+            for n in (2, 3)
+        ]
+        if pool_only:
+            loads = (plan.one, plan.many)
+            points += [_stream(plan, "direct", sse, load, None) for load in loads]
+        else:
+            points += stream_paths(plan, tmp, sse)
+        points += pool_streams(plan, tmp, sse, sse_more, with_single=pool_only)
+    return points
+
+
+POOL_LOADS = (1, 64)
+
+
+def pool_http(
+    plan: Plan, tmp: Path, upstream: str, more: list[str], with_single: bool
+) -> list[Point]:
+    """The gateway with a replica pool of three upstreams (balanced by power of two
+    choices), at c=1 and 64; `with_single`: the one-endpoint gateway too, in the same run."""
+    points = []
+    if with_single:
+        with ExitStack() as stack:
+            home = _dir(tmp / "gw-single")
+            env = gateway_settings(upstream, home)
+            gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-single")
+            points += [_http(plan, "http", "gateway", gw.url, c, gw.pid) for c in POOL_LOADS]
+    with ExitStack() as stack:
+        home = _dir(tmp / "gw-pool")
+        env = gateway_settings(upstream, home, pool=more)
+        gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-pool")
+        points += [_http(plan, "http", POOL, gw.url, c, gw.pid) for c in POOL_LOADS]
+    return points
+
+
+def pool_streams(
+    plan: Plan, tmp: Path, sse: str, more: list[str], with_single: bool
+) -> list[Point]:
+    """One stream and many, through a pool of three SSE upstreams."""
+    loads, points = (plan.one, plan.many), []
+    if with_single:
+        with ExitStack() as stack:
+            home = _dir(tmp / "gw-sse-single")
+            env = gateway_settings(sse, home)
+            gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-sse-single")
+            points += [_stream(plan, "gateway", gw.url, load, gw.pid) for load in loads]
+    with ExitStack() as stack:
+        home = _dir(tmp / "gw-sse-pool")
+        env = gateway_settings(sse, home, pool=more)
+        gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-sse-pool")
+        points += [_stream(plan, POOL, gw.url, load, gw.pid) for load in loads]
     return points
 
 

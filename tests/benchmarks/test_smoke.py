@@ -84,6 +84,8 @@ def test_overhead(tmp_path: Path) -> None:
         ("shadow", "gateway, shadow 100%", 64),
         ("workers", "gateway, 2 workers on cores 0+1", 64),
     ]
+    pool = "gateway, pool of 3"  # a replica pool of three upstreams
+    expected += [("http", pool, c) for c in (1, 64)] + [("stream", pool, n) for n in (1, 100)]
     assert sorted(rows) == sorted(expected)
     for key in expected:
         row = rows[key]
@@ -103,6 +105,11 @@ def test_overhead(tmp_path: Path) -> None:
         ("same, busy poll off", "-"),
         ("same, busy poll off", "-"),
     ]
+    pooled = report["summary"]["pool_targets"]
+    assert [t["name"] for t in pooled] == [
+        t["name"] for t in targets if t["limit"] != "(reference)" and "shadowed" not in t["name"]
+    ]
+    assert all(t["measured"] is not None for t in pooled)
     assert report["machine"]["nproc"] >= 1
     assert ET.fromstring(plot.read_text()).tag.endswith("svg")  # noqa: S314  (our own file)
 
