@@ -41,6 +41,7 @@ Factory = Callable[[str, Any], Backend]
 # Errors that say the endpoint is unwell, not that the request was bad.
 ENGINE_FAILURES = (BackendUnavailable, BackendTimeout, BackendProtocolError)
 BACKOFF = 0.05  # seconds: the scale of the jittered wait before a retry on a tried endpoint
+PROBE_TIMEOUT = 2.5  # seconds: the longest one endpoint's readiness probe may take
 log = logging.getLogger("backends.pool")
 
 
@@ -61,8 +62,8 @@ class PooledBackend:
         )  # fmt: skip
         self._leaving: list[Endpoint] = []
         # The probe of one endpoint ends in this, answered or not: a hanging endpoint must not
-        # hold up the pool's readiness (the adapters' own probes take at most connect + 3 s).
-        self._probe_timeout = settings.connect_timeout + 4.0
+        # hold up the pool's readiness, which `/ready` waits 3 s for.
+        self._probe_timeout = min(settings.connect_timeout + 1.0, PROBE_TIMEOUT)
         self._template = factory(name, self._settings_for(settings.url))  # `sampling`, always
         self._resolved = asyncio.Event()
         self._discovering: asyncio.Task[None] | None = None
