@@ -1,6 +1,7 @@
 """Overhead benchmark: what the gateway adds in front of a zero-cost upstream, next to nginx.
 
-Usage: ``python benchmarks/overhead/run.py [--duration S] [--quick] [--json OUT] [--plot OUT.svg]``
+Usage: ``python benchmarks/overhead/run.py [--duration S] [--quick] [--retries N] [--pool-only]
+[--json OUT] [--plot OUT.svg]``
 
 Upstreams and load generators share core 0; the proxy under test (the gateway, one process, or
 nginx, one worker) runs alone on core 1. Every path is measured in the same run, so "added" is
@@ -76,6 +77,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     parser.add_argument("--plot", type=Path, help="also draw the results (.svg)")
     parser.add_argument("--itl-ms", type=float, help="inter-token delay of the SSE upstream")
+    parser.add_argument("--retries", type=int, help="repeats of a disturbed point (default 2)")
     parser.add_argument(
         "--pool-only", action="store_true",
         help="direct, the gateway and the gateway with a pool of three endpoints, nothing else",
@@ -90,6 +92,10 @@ def main() -> int:
         plan = replace(plan, duration=args.duration)
     if args.itl_ms is not None:
         plan = plan.with_itl(args.itl_ms)
+    if args.retries is not None:
+        if args.retries < 0:
+            parser.error("--retries is a count of repeats: use 0 or more")
+        plan = replace(plan, retries=args.retries)
     load_before = os.getloadavg()
     started = time.monotonic()
     points = measure(plan, pool_only=args.pool_only)
