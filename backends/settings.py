@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -111,10 +111,19 @@ class BackendSettingsBase(BaseModel):
             raise ValueError(f"{value} is not a folder")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _url_from_urls(cls, data: Any) -> Any:
+        """`urls` stands in for `url`: its first endpoint fills `url`, which kinds without a
+        default require and which a single listed endpoint is served from."""
+        if isinstance(data, dict) and isinstance(data.get("urls"), list) and data["urls"]:
+            if "url" in data:
+                raise ValueError("set url (one endpoint, or a name to resolve) or urls, not both")
+            data = {**data, "url": data["urls"][0]}
+        return data
+
     @model_validator(mode="after")
     def _one_way_to_name_endpoints(self) -> BackendSettingsBase:
-        if self.urls and "url" in self.model_fields_set:
-            raise ValueError("set url (one endpoint, or a name to resolve) or urls, not both")
         if len(set(self.urls)) != len(self.urls):
             raise ValueError("urls lists an endpoint twice")
         if self.discovery == "dns" and self.urls:

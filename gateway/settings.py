@@ -332,7 +332,7 @@ def describe_errors(error: ValidationError) -> str:
     lines = []
     for problem in error.errors(include_url=False, include_input=False):
         parts = [str(part) for part in problem["loc"]]
-        if parts[:1] == ["backends"] and len(parts) > 3 and parts[2] in KINDS:
+        if parts[:1] == ["backends"] and len(parts) >= 3 and parts[2] in KINDS:
             del parts[2]  # the union's tag, which is not part of the env var name
         message = problem["msg"].removeprefix("Value error, ")
         name = f"GATEWAY_{'__'.join(parts).upper()}: " if parts else ""
