@@ -31,6 +31,7 @@ from tests.engines.procfs import cpu_ticks as own_ticks
 from tests.engines.vllm_engine import sum_samples
 
 HERE = Path(__file__).resolve().parent
+CHECKOUT = HERE.parents[1]  # the gateway under test is this checkout's
 LISTENING = re.compile(r"listening on (\d+)")
 MODEL = "phi-3-mini-4k-instruct"  # what post.lua and sse_client.py send
 SHADOW_IN_FLIGHT = 64  # the shadow points' concurrency
@@ -114,6 +115,9 @@ def start_gateway(
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
     env.update(settings, GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port))
+    # From tmpdir, `-m gateway` would import the gateway the interpreter has installed, which
+    # in a git worktree sharing another checkout's venv is that other checkout's.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
     command = ["taskset", "-c", cores, "env", "-C", str(tmpdir), sys.executable]
     log = tmpdir / f"{name}.log"
     child = spawn(stack, [*command, "-m", "gateway", "serve"], log, env)
