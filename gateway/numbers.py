@@ -39,7 +39,7 @@ class Cells(Protocol):
     def __setitem__(self, index: int, value: float, /) -> None: ...
 
 
-CHUNK = 8192  # doubles per mapped file (64 KiB): far more than one histogram's 17
+CHUNK = 8192  # doubles per mapped file: far more than the 17 of one histogram
 FILE_SUFFIXES = (".idx", ".bin")
 
 
