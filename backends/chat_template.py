@@ -117,6 +117,18 @@ class ChatTemplate:
         return prompt.startswith(self.bos_token)
 
 
+def template_variables(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The variables a chat request gives its template, as vLLM gives them: its
+    `chat_template_kwargs` (Qwen3's `enable_thinking`), and `add_generation_prompt` when the
+    request turns it off. Every kind that renders for an engine uses this, so none drops them."""
+    variables = payload.get("chat_template_kwargs") or {}
+    if not isinstance(variables, Mapping):
+        raise InvalidRequest("chat_template_kwargs must be an object", param="chat_template_kwargs")
+    if payload.get("add_generation_prompt") is False:
+        return {**variables, "add_generation_prompt": False}
+    return dict(variables)
+
+
 def _template_source(directory: Path, config: Mapping[str, Any]) -> str:
     jinja_file = directory / "chat_template.jinja"
     if jinja_file.is_file():

@@ -33,6 +33,18 @@ class Constraint:
     field: str  # the request field it came from, for error messages
 
 
+def constraint_field(payload: Mapping[str, Any]) -> str | None:
+    """The field through which a request asks for a structured output, or None. Cheap: it
+    reads two keys and validates nothing."""
+    response_format = payload.get("response_format")
+    if isinstance(response_format, Mapping) and response_format.get("type", "text") != "text":
+        return "response_format"
+    structured = payload.get("structured_outputs")
+    if isinstance(structured, Mapping) and any(v is not None for v in structured.values()):
+        return "structured_outputs"
+    return None
+
+
 def constraint_of(payload: Mapping[str, Any]) -> Constraint | None:
     """The request's constraint, or None; `UnsupportedParameter` for one no engine here takes."""
     response_format = payload.get("response_format") or {}

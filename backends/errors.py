@@ -10,6 +10,7 @@
     ├── NotFound (404: unknown model or route)
     ├── UpstreamRejected (the upstream's own 4xx, passed through)
     ├── Overloaded (429: a backend's concurrency limit and wait are exhausted)
+    │   └── RateLimited (429: a client's own limit, per key or route, is reached)
     ├── BackendUnavailable (503: unreachable, not ready, circuit open)
     ├── BackendTimeout (504)
     └── BackendProtocolError (502: the upstream answered something unusable)
@@ -140,6 +141,13 @@ class Overloaded(GatewayError):
     status = 429
     default_type = "rate_limit_error"
     default_code = "overloaded"
+
+
+class RateLimited(Overloaded):
+    """A client used its requests, tokens or slots (`gateway.ratelimit`); its `type` names
+    which, as OpenAI's does (`requests`, `tokens`)."""
+
+    default_code = "rate_limit_exceeded"
 
 
 class BackendUnavailable(GatewayError):

@@ -31,6 +31,7 @@ from backends.errors import (
 )
 from backends.sampling import Sampling
 from backends.settings import HTTPBackendSettings
+from backends.stop_cut import DONE, StreamCut, cut_answer
 from backends.token_ids import take_ids
 from backends.transport import http1
 from backends.values import value_class
@@ -47,6 +48,11 @@ class Dialect(Protocol):
     `backends.trtllm_serve`): the body it must get, and the sampling it runs with."""
 
     def sampling(self, request: UpstreamRequest) -> Sampling: ...
+
+    def stops(self, request: UpstreamRequest) -> tuple[str, ...]:
+        """The stop strings the gateway must apply itself (`backends.stop_cut`): none where
+        the engine applies them as vLLM does."""
+        ...
 
     def payload(self, request: UpstreamRequest) -> Outgoing:
         """The request as this engine must get it; `changed` None when the client's bytes go
@@ -106,6 +112,9 @@ class OpenAIHTTPBackend:
         except orjson.JSONDecodeError:
             message = f"backend '{self.name}' answered with invalid JSON"
             raise BackendProtocolError(message) from None
+        stops = self._dialect.stops(request)
+        if stops and isinstance(answer, dict) and cut_answer(answer, stops, request.route):
+            data = orjson.dumps(answer)
         ids = None
         if request.token_ids:
             ids = TokenIds(outgoing.prompt_ids)
@@ -123,7 +132,9 @@ class OpenAIHTTPBackend:
         except GatewayError as failure:
             response = await self._retried(failure, lambda: self._open_stream(request, body))
         ids = TokenIds(outgoing.prompt_ids) if request.token_ids else None
-        events = self._events(response, served, request.public_model, ids)
+        stops = self._dialect.stops(request)
+        cut = StreamCut(stops, request.route) if stops else None
+        events = self._events(response, served, request.public_model, ids, cut)
         return _Stream(events, response, ids)
 
     async def _post_and_read(self, request: UpstreamRequest, body: bytes) -> bytes:
@@ -217,7 +228,12 @@ class OpenAIHTTPBackend:
         return request.raw if changed is None else orjson.dumps(changed)
 
     async def _events(
-        self, response: http1.Response, served: str, public: str, ids: TokenIds | None
+        self,
+        response: http1.Response,
+        served: str,
+        public: str,
+        ids: TokenIds | None,
+        stops: StreamCut | None,
     ) -> AsyncGenerator[bytes, None]:
         """Relays whole SSE events as soon as they arrive; closing it drops the upstream call."""
         pending = b""
@@ -230,7 +246,14 @@ class OpenAIHTTPBackend:
                 events, pending = pending[: cut + 2], pending[cut + 2 :]
                 if ids is not None:
                     events = take_ids(events, ids)
-                yield _rename_model(events, served, public)
+                if stops is not None:
+                    events = stops.events(events)
+                    if stops.done and DONE not in events:
+                        # Cut at a stop the engine missed: it would generate on, unread.
+                        yield _rename_model(events + DONE, served, public)
+                        return
+                if events:
+                    yield _rename_model(events, served, public)
             if pending.strip():
                 raise BackendProtocolError(f"backend '{self.name}' ended a stream mid-event")
         except http1.HTTPError as exc:

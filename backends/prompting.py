@@ -20,8 +20,8 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from backends.base import Route
-from backends.chat_template import ChatTemplate
-from backends.errors import InvalidRequest, UnsupportedParameter
+from backends.chat_template import ChatTemplate, template_variables
+from backends.errors import UnsupportedParameter
 
 
 class Prompter:
@@ -41,11 +41,7 @@ class Prompter:
     def prompt_ids(self, route: Route, payload: Mapping[str, Any]) -> list[int]:
         """The token ids vLLM reads for this request."""
         if route is Route.CHAT:
-            variables = payload.get("chat_template_kwargs") or {}
-            if not isinstance(variables, Mapping):
-                raise InvalidRequest("chat_template_kwargs must be an object", param="messages")
-            if payload.get("add_generation_prompt") is False:
-                variables = {**variables, "add_generation_prompt": False}
+            variables = template_variables(payload)
             text = self.template.render(payload["messages"], strip_bos=False, variables=variables)
             return self.encode(text, special=False)
         prompt = payload.get("prompt")

@@ -4,7 +4,11 @@ field it lacks (backends/TENSORRT_LLM.md, A).
 The gateway makes it run what vLLM would run:
 - fields it does not know are left out when they carry no value, refused with 400 when they do
   (dropping a meaningful field would silently change the answer);
-- vLLM's `structured_outputs` become its `response_format` (a choice becomes a regex);
+- vLLM's `structured_outputs` become its `response_format` (a choice becomes a regex), and an
+  OpenAI `json_schema` its own `json` type, which every build enforces (facts A.3);
+- stop strings are also applied by the gateway (`backends.stop_cut`): trtllm-serve matches them
+  on token ids only, so it misses one spelled with other tokens, and streams a stop's first
+  tokens before the last one matches;
 - sampling fields a request leaves out get the model's generation_config.json defaults, sent
   explicitly: trtllm-serve's own defaults (temperature 1.0, top_p 1.0, top_k 0) otherwise apply;
 - with `model_dir`, the gateway renders and tokenises the prompt as vLLM does and sends the ids
@@ -69,12 +73,22 @@ class TrtllmServeDialect:
     def sampling(self, request: UpstreamRequest) -> Sampling:
         return resolve(request.payload, self._defaults, OPENAI_DEFAULTS)
 
+    def stops(self, request: UpstreamRequest) -> tuple[str, ...]:
+        """Its executor matches stops on token ids only (facts C, `result.py`): the gateway
+        cuts the text as vLLM does."""
+        stop = request.payload.get("stop") or ()
+        return (stop,) if isinstance(stop, str) else tuple(str(s) for s in stop if s)
+
     def payload(self, request: UpstreamRequest) -> Outgoing:
         body = keep_known_fields(request.route, request.payload)
         constraint = constraint_of(request.payload)
-        if constraint is not None and constraint.field == "structured_outputs":
+        # An OpenAI json_schema goes as trtllm-serve's own `json` type: builds before the
+        # wrapper fix (1.2.1) took `{"name", "schema"}` for the schema and enforced nothing.
+        if constraint is not None and (
+            constraint.field == "structured_outputs" or constraint.kind == "json_schema"
+        ):
             body = body if body is not None else dict(request.payload)
-            del body["structured_outputs"]
+            body.pop("structured_outputs", None)
             body["response_format"] = response_format(constraint)
         omitted = {
             name: self._defaults[name]

@@ -33,6 +33,9 @@ class VllmDialect:
     def sampling(self, request: UpstreamRequest) -> Sampling:
         return resolve(request.payload, self._defaults, OPENAI_DEFAULTS)
 
+    def stops(self, request: UpstreamRequest) -> tuple[str, ...]:
+        return ()  # vLLM matches them on the text itself
+
     def payload(self, request: UpstreamRequest) -> Outgoing:
         if not request.token_ids:
             return AS_SENT

@@ -28,11 +28,11 @@ cpu_count() {
     echo "$n"
 }
 
-# The compose stack keeps the stage's settings in .env in the working directory; without it
+# The compose stack keeps the gateway's settings in .env in the working directory; without it
 # the gateway would start on its defaults, so there it is required.
 if [ "${PIKA_REQUIRE_ENV_FILE:-0}" = 1 ] && [ ! -r .env ]; then
     echo "gateway-entrypoint: no readable .env in $(pwd)" \
-        "(compose: ln -s stage1.env compose/env/.env)" >&2
+        "(compose: ln -s gateway.env env/.env)" >&2
     exit 2
 fi
 

@@ -17,10 +17,12 @@ COPY pyproject.toml README.md ./
 COPY compose/gateway-requirements.lock ./
 COPY gateway/ gateway/
 COPY backends/ backends/
-# Extras: `triton` (Triton's gRPC client, tokenizer) and `records-postgres` (shadow pairs in
-# PostgreSQL, for several replicas). Never the engines or the test tools. Every dependency
-# version comes from the lock, so two builds of one commit install the same packages.
-ARG GATEWAY_EXTRAS=triton,records-postgres
+# Extras: one per backend kind that needs one, so the image serves every kind
+# (`trtllm-serve`: tokenizer and chat template for its model_dir; `trtllm-grpc`: its generated
+# stubs; `triton`: Triton's gRPC client), and `records-postgres` (shadow pairs in PostgreSQL,
+# for several replicas). Never the engines or the test tools. Every dependency version comes
+# from the lock, so two builds of one commit install the same packages.
+ARG GATEWAY_EXTRAS=trtllm-serve,trtllm-grpc,triton,records-postgres
 RUN python -m venv /opt/gateway \
     && /opt/gateway/bin/pip install --no-cache-dir \
         --constraint gateway-requirements.lock ".[${GATEWAY_EXTRAS}]"

@@ -24,7 +24,7 @@ from backends.errors import (
 from gateway import __version__
 from gateway.records.base import StoreError
 from gateway.report.command import parse_since
-from gateway.report.routes import render_routes, summarize_routes
+from gateway.report.routes import UnknownRoute, render_routes, summarize_routes
 from gateway.runtime import Served
 
 HEALTH_TIMEOUT = 3.0
@@ -84,10 +84,9 @@ def build_admin(gateway: Served) -> FastAPI:
             for route in router.routes
         }
         serving = any(route["ready"] for route in routes.values())
-        return JSONResponse(
-            {"status": "ready" if serving else "not_ready", "backends": backends, "routes": routes},
-            status_code=200 if serving else 503,
-        )
+        body = {"status": "ready" if serving else "not_ready", "backends": backends}
+        body |= {"routes": routes, "rate_limits": gateway.rate_limiter.status()}
+        return JSONResponse(body, status_code=200 if serving else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -136,9 +135,13 @@ def build_admin(gateway: Served) -> FastAPI:
         except StoreError as exc:
             raise BackendUnavailable("the records store cannot be read", code="records") from exc
         rules, rule = settings.route_rules(), settings.gate_rule()
-        reports = await asyncio.to_thread(
-            summarize_routes, pairs, rules, rule, since, probes, route
-        )
+        try:
+            reports = await asyncio.to_thread(
+                summarize_routes, pairs, rules, rule, since, probes, route,
+                settings.shadowing_routes(),
+            )  # fmt: skip
+        except UnknownRoute as exc:
+            raise NotFound(str(exc), param="route", code="route_not_found") from None
         body = render_routes(reports, fmt)
         return Response(body, media_type=MEDIA_TYPES[fmt], headers={"cache-control": "no-store"})
 

@@ -28,6 +28,7 @@ from backends.transport.busy_poll import BusyPoll, usable_cpus, window_for
 from backends.transport.write_batch import batch_of
 from gateway.admin import build_admin
 from gateway.http.asgi import Message, Receive, Scope, Send, request_id_from
+from gateway.http.limits import STATE_KEY, ConnectionGuard
 from gateway.logs import frames
 from gateway.metrics import Metrics
 from gateway.numbers import LocalNumbers, Numbers, SharedNumbers
@@ -37,6 +38,7 @@ from gateway.proxy.guard import Circuit, Guarded
 from gateway.proxy.handler import Proxy
 from gateway.proxy.relay import Exchange, send_error
 from gateway.proxy.routing import Router
+from gateway.ratelimit.limiter import RateLimiter, RatePolicy
 from gateway.records.store import Recorder, open_store
 from gateway.runtime import Runtime, build_router
 from gateway.settings import Settings, describe_errors
@@ -60,6 +62,14 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics(numbers_for(settings))
+        # Both count in the metrics' numbers, which a scrape adds up over a worker group.
+        self.connections = ConnectionGuard(
+            settings.connection_limits(), numbers=self.metrics.numbers
+        )
+        # Counts of client use outlive reloads; each configuration brings its own limits.
+        self.rate_limiter = RateLimiter(
+            settings.rate_limit_url, settings.lease_ttl(), numbers=self.metrics.numbers
+        )
         self.keys = KeyCheck(settings.key_digests())
         self.tasks = enabled_tasks(settings)
         self.admin = build_admin(self)
@@ -90,7 +100,7 @@ class Gateway:
                 return
             await self.admin(scope, receive, _with_gateway_headers(scope, send))
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
 
@@ -121,6 +131,7 @@ class Gateway:
             await self._retire(self._runtime, wait_idle=False)
             self._runtime = None
         await self.recorder.close()
+        await self.rate_limiter.close()
 
     async def reload(self) -> None:
         """Re-reads the configuration (environment and .env) and swaps it in without dropping
@@ -186,8 +197,20 @@ class Gateway:
         ):
             router.note_health(name, health)
             log.info("backend %s: %s", name, "ready" if health.ready else health.detail)
+        for route in router.routes:
+            if route.name is None:
+                log.warning(
+                    "backend %s has not said which model it serves: until a readiness probe "
+                    "learns it (GATEWAY_PROBE_INTERVAL), its requests get %s; GATEWAY_MODELS "
+                    "names the route from the start",
+                    route.primary.name,
+                    "the fallback" if route.fallback else "a fast 503",
+                )
         served = {alias: task for alias, task in tasks.items() if alias in router.tasks}
-        proxy = Proxy(router, keys, self.metrics, settings.max_body_bytes, served, self.conformance)
+        limits = RatePolicy(self.rate_limiter, settings.rate_limits, settings.route_rate_limits())
+        proxy = Proxy(
+            router, keys, self.metrics, settings.max_body_bytes, served, self.conformance, limits
+        )
         runtime = Runtime(
             settings, backends, router, proxy, keys, self.metrics, int(time.time()), shadows
         )
@@ -214,7 +237,9 @@ class Gateway:
         for backend in runtime.backends.values():
             await backend.close()
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The server's connections take their limits from here (gateway/http/limits.py).
+        scope.setdefault("state", {})[STATE_KEY] = self.connections
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":

@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import signal
 import sys
@@ -74,13 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         shown = settings.model_dump(mode="json")
         shown["records_url"] = without_password(settings.records_url)
+        if settings.rate_limit_url is not None:
+            shown["rate_limit_url"] = without_password(settings.rate_limit_url)
         print(json.dumps(shown, indent=2))
         return 0
     if args.command == "purge":
         return purge_records(settings, args.days)
     if args.command == "report":
-        rules = settings.route_rules()
-        return report_command.run(args, settings.gate_rule(), settings.records_url, rules)
+        rules, shadowing = settings.route_rules(), settings.shadowing_routes()
+        return report_command.run(
+            args, settings.gate_rule(), settings.records_url, rules, shadowing
+        )
     overrides = {
         key: value
         for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers))
@@ -156,12 +161,14 @@ def purge_records(settings: Settings, days: int | None) -> int:
 # uvicorn runs the server (sockets, workers, signals, lifespan); the gateway's own protocol
 # handles each connection, for less CPU per request (gateway/http/server.py).
 HTTP_PROTOCOL = "gateway.http.server:HTTPProtocol"
+OTHER_FILES = 256  # descriptors besides connections: the listener, the records store, logs
 
 
 def serve_forever(settings: Settings) -> int:
     import uvicorn
 
     configure_logging(settings.log_level)
+    open_files_for(settings.max_connections)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
     # that was there before it started; a no-op one lets `gateway serve` exit 0 once drained.
     # Requests still running `shutdown_timeout` seconds after SIGTERM are cut (every worker).
@@ -225,6 +232,23 @@ def metrics_folder(configured: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as made:
         yield Path(made)
+
+
+def open_files_for(connections: int) -> None:
+    """Each client connection is a descriptor, and may hold one to an engine: the soft limit
+    of open files (often 1,024) is raised towards what `connections` need, for the workers
+    too, which inherit it; a hard limit too low for them is said at start."""
+    from gateway.http.limits import raise_open_files
+
+    needed = 2 * connections + OTHER_FILES
+    soft, _ = raise_open_files(needed)
+    if soft < needed:
+        logging.getLogger("gateway").warning(
+            "open files are limited to %d per process, fewer than the %d that "
+            "GATEWAY_MAX_CONNECTIONS=%d may need: raise the hard limit (ulimit -Hn, "
+            "LimitNOFILE, the container's nofile) or lower GATEWAY_MAX_CONNECTIONS",
+            soft, needed, connections,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

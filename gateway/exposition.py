@@ -48,6 +48,8 @@ class Families(Collector):
         yield from _shadow(by_kind)
         yield from _records(by_kind)
         yield from _endpoints(by_kind)
+        yield from _clients(by_kind)
+        yield from _rate_limits(by_kind)
 
 
 def _served(series: list[tuple[Key, Total]]) -> Iterator[Metric]:
@@ -139,6 +141,13 @@ def _records(by_kind: Mapping[str, list[tuple[Key, Total]]]) -> Iterator[Metric]
     yield GaugeMetricFamily(
         "gateway_shadow_records_pending", "Pairs waiting to be written.", value=pending
     )
+    down = max((total.peak[0] for _, total in by_kind.get("records_store_down", [])), default=0)
+    yield GaugeMetricFamily(
+        "gateway_shadow_records_store_up",
+        "1 while the records store takes writes; 0 while it is unavailable (pairs wait) to "
+        "any worker.",
+        value=1 - down,
+    )
 
 
 def _endpoints(by_kind: Mapping[str, list[tuple[Key, Total]]]) -> Iterator[Metric]:
@@ -174,6 +183,51 @@ def _endpoints(by_kind: Mapping[str, list[tuple[Key, Total]]]) -> Iterator[Metri
         for names, total in by_kind.get(kind, []):
             family.add_metric(list(names), pick(total))
     yield from (in_flight, out, ejections, calls, retries)
+
+
+def _clients(by_kind: Mapping[str, list[tuple[Key, Total]]]) -> Iterator[Metric]:
+    """The client connections' counts (gateway/http/limits.py), once a guard counts them."""
+    if "client_connections" not in by_kind:
+        return
+    yield GaugeMetricFamily(
+        "gateway_client_connections", "Client connections open, over the group's workers.",
+        value=sum(total.live[0] for _, total in by_kind["client_connections"]),
+    )  # fmt: skip
+    yield CounterMetricFamily(
+        "gateway_client_connections_refused",
+        "Client connections closed on arrival: their worker was at GATEWAY_MAX_CONNECTIONS.",
+        value=sum(total.all[0] for _, total in by_kind.get("client_connections_refused", [])),
+    )
+    timed_out = CounterMetricFamily(
+        "gateway_client_timeouts",
+        "Requests refused with 408 for arriving too slowly, by phase: head, body_read "
+        "(a silence in the body) or body (GATEWAY_CLIENT_*_TIMEOUT).",
+        labels=["phase"],
+    )
+    for names, total in by_kind.get("client_timeouts", []):
+        timed_out.add_metric(list(names), total.all[0])
+    yield timed_out
+
+
+def _rate_limits(by_kind: Mapping[str, list[tuple[Key, Total]]]) -> Iterator[Metric]:
+    """The client limits' refusals, and where they are counted (gateway/ratelimit)."""
+    refused = CounterMetricFamily(
+        "gateway_rate_limited",
+        "Requests refused with 429 for a client's own limits, by route and limit "
+        "(requests, tokens, concurrent).",
+        labels=["route", "limit"],
+    )
+    for names, total in by_kind.get("rate_limited", []):
+        refused.add_metric(list(names), total.all[0])
+    yield refused
+    down = by_kind.get("rate_limit_shared_down")
+    if down:  # only when limits are meant to be shared (GATEWAY_RATE_LIMIT_URL)
+        yield GaugeMetricFamily(
+            "gateway_rate_limit_shared",
+            "1 while limits are counted in Redis (GATEWAY_RATE_LIMIT_URL); 0 while Redis "
+            "is unreachable to any worker, which then counts alone.",
+            value=1 - max(total.peak[0] for _, total in down),
+        )
 
 
 def _all(total: Total) -> float:

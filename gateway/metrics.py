@@ -3,7 +3,10 @@
 Every number lives in a `gateway.numbers` store: plain lists in one process, or memory-mapped
 files that every worker of a `gateway serve --workers N` group writes its own of, and that a
 scrape, in whichever worker it lands, adds up. So one scrape gives the whole group's counters
-and histograms, and its gauges summed over the live workers.
+and histograms, and its gauges summed over the live workers. The connection guard
+(gateway/http/limits.py) and the rate limiter (gateway/ratelimit) count in the same store,
+handed `Metrics.numbers`; a store's or Redis's state is kept as "down", so a scrape says "up"
+only while no live worker finds it down.
 """
 
 from __future__ import annotations
@@ -179,3 +182,5 @@ class RecordCounts:
     def __init__(self, count: Callable[..., Count]) -> None:
         self.written, self.dropped, self.failed = (count("records", r) for r in RECORD_RESULTS)
         self.pending = count("records_pending")
+        # 1 while the store is unavailable: a scrape says "up" only if no live worker is down.
+        self.store_down = count("records_store_down")

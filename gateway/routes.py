@@ -2,10 +2,10 @@
 
 A route names the backends (from the shared, named pool) that serve its model: the primary,
 and optionally a shadow with its rate and noise rate, a canary with its share of users, a
-fallback, the task aliases that run on it, a cap on its requests in flight, and the gate's
-thresholds it is judged by. Routes come from a TOML file (`GATEWAY_ROUTES_FILE`), or JSON
-(`GATEWAY_ROUTES`); without either, today's single-model variables (`GATEWAY_PRIMARY`, ...)
-make one route (`Settings.route_table`).
+fallback, the task aliases that run on it, a cap on its requests in flight, each client key's
+limits on it, and the gate's thresholds it is judged by. Routes come from a TOML file
+(`GATEWAY_ROUTES_FILE`), or JSON (`GATEWAY_ROUTES`); without either, today's single-model
+variables (`GATEWAY_PRIMARY`, ...) make one route (`Settings.route_table`).
 
 Example, `routes.toml`::
 
@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.gate_rule import GateRule, Metric
+from gateway.ratelimit.config import RateLimits
 
 
 class GateOverrides(BaseModel):
@@ -85,6 +86,10 @@ class RouteSettings(BaseModel):
         default=None, ge=1, description="Requests in flight on this route; beyond, 429."
     )
     gate: GateOverrides = Field(default_factory=GateOverrides)
+    rate_limits: RateLimits = Field(
+        default_factory=RateLimits,
+        description="Each API key's limits on this route, besides GATEWAY_RATE_LIMITS.",
+    )
 
     def backend_names(self) -> dict[str, str]:
         """Each role and the backend it names."""
@@ -125,24 +130,42 @@ class RouteSpec:
 
     def field(self, name: str) -> str:
         """How a message names one of this route's fields."""
-        return f"GATEWAY_{name.upper()}" if self.shorthand else f"route {self.name!r} {name}"
+        if self.shorthand:
+            return "GATEWAY_MODELS" if name in ("name", "aliases") else f"GATEWAY_{name.upper()}"
+        return f"route {self.name!r} {name}"
+
+
+_AS = {"name": "the name of", "aliases": "an alias of", "tasks": "a task on"}
 
 
 def check_routes(specs: list[RouteSpec], backends: Iterable[str]) -> None:
     """ValueError naming the route and field of the first contradiction: a backend that is not
-    configured, a shadow that is its route's primary, a model name or task on two routes."""
+    configured, a shadow or canary that is its route's primary, an empty name, a model name or
+    task on two routes. (A fallback may be the primary: it serves while the canary's circuit
+    is open.)"""
     known = sorted(backends)
     seen: dict[str, str] = {}
     for spec in specs:
-        for role, backend in spec.settings.backend_names().items():
-            if backend not in known:
-                raise ValueError(
-                    f"{spec.field(role)}={backend!r} is not one of GATEWAY_BACKENDS "
-                    f"({', '.join(known)})"
-                )
-        if spec.settings.shadow == spec.settings.primary:
-            raise ValueError(f"{spec.field('shadow')} must differ from {spec.field('primary')}")
-        for name in (*spec.names, *spec.settings.tasks):
+        _check_backends(spec, known)
+        named = [("name", spec.name)] if spec.name is not None else []
+        named += [("aliases", alias) for alias in spec.settings.aliases]
+        named += [("tasks", task) for task in spec.settings.tasks]
+        for field, name in named:
+            if not name.strip():
+                raise ValueError(f"{spec.field(field)}: a model name cannot be empty")
             if name in seen:
-                raise ValueError(f"{spec.field('name')}: {name!r} is also {seen[name]}")
-            seen[name] = f"on route {spec.name!r}" if spec.name else "a configured name"
+                raise ValueError(f"{spec.field(field)}: {name!r} is also {seen[name]}")
+            seen[name] = f"{_AS[field]} route {spec.name!r}"
+
+
+def _check_backends(spec: RouteSpec, known: list[str]) -> None:
+    roles = spec.settings.backend_names()
+    for role, backend in roles.items():
+        if backend not in known:
+            raise ValueError(
+                f"{spec.field(role)}={backend!r} is not one of GATEWAY_BACKENDS "
+                f"({', '.join(known)})"
+            )
+    for role in ("shadow", "canary"):  # the primary compared with, or sharing with, itself
+        if roles.get(role) == roles["primary"]:
+            raise ValueError(f"{spec.field(role)} must differ from {spec.field('primary')}")

@@ -16,6 +16,7 @@ from gateway.proxy.auth import KeyCheck
 from gateway.proxy.guard import Guarded
 from gateway.proxy.handler import Proxy
 from gateway.proxy.routing import ModelRoute, Router
+from gateway.ratelimit.limiter import RateLimiter
 from gateway.records.store import Recorder
 from gateway.routes import RouteSpec
 from gateway.settings import Settings
@@ -53,6 +54,9 @@ class Served(Protocol):
 
     @property
     def conformance(self) -> Conformance: ...
+
+    @property
+    def rate_limiter(self) -> RateLimiter: ...
 
     def runtime(self) -> Runtime: ...
 

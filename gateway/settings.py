@@ -7,6 +7,7 @@ nothing else in the gateway reads the environment.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,8 @@ from backends import registry
 from backends.registry import KINDS, BackendSettings
 from backends.vllm import VllmSettings
 from gateway.gate_rule import GateRule, Metric
+from gateway.http.limits import ConnectionLimits
+from gateway.ratelimit.config import RateLimits
 from gateway.records.base import StoreError
 from gateway.records.store import RecorderOptions, check_url, open_store
 from gateway.routes import RouteSettings, RouteSpec, check_routes, load_routes_file
@@ -27,6 +30,7 @@ SHORTHAND = ("primary", "models", "shadow", "shadow_rate", "noise_rate", "canary
              "canary_percent", "fallback")  # fmt: skip
 MAX_BUSY_POLL_US = 10_000  # a longer wait is not one a wake-up's tens of µs matter to
 _GATE = GateRule()  # the gate's defaults, which `GATEWAY_GATE_*` override
+_LIMITS = ConnectionLimits()  # what a worker allows its clients by default
 
 
 def _default_backends() -> dict[str, BackendSettings]:
@@ -87,6 +91,27 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="Largest request body accepted."
+    )
+    # Slow and surplus clients (gateway/http/limits.py): read at start, not on reload.
+    client_head_timeout: float = Field(
+        default=_LIMITS.head_timeout,
+        gt=0,
+        description="Seconds from a request's first byte to the end of its head; then 408.",
+    )
+    client_body_read_timeout: float = Field(
+        default=_LIMITS.body_read_timeout,
+        gt=0,
+        description="Longest silence, in seconds, while a request body arrives; then 408.",
+    )
+    client_body_timeout: float = Field(
+        default=_LIMITS.body_timeout,
+        gt=0,
+        description="Seconds from the end of a request's head to the end of its body; then 408.",
+    )
+    max_connections: int = Field(
+        default=_LIMITS.max_connections,
+        ge=1,
+        description="Open client connections per worker; beyond, new ones are closed at once.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level; request text and keys are never logged."
@@ -210,11 +235,29 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token for /admin/*; unset: those routes answer 404."
     )
+    # Per-client limits (gateway/ratelimit): each API key's budget on every route; routes add
+    # their own (`rate_limits` in a route's table).
+    rate_limits: RateLimits = Field(
+        default_factory=RateLimits,
+        description="Each API key's requests/tokens per minute and requests in flight.",
+    )
+    rate_limit_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db: limits shared by every process and replica; unset: "
+        "counted in each process. Read at start.",
+    )
 
     @field_validator("records_url")
     @classmethod
     def _records_url_names_a_store(cls, url: str) -> str:
         check_url(url)
+        return url
+
+    @field_validator("rate_limit_url")
+    @classmethod
+    def _rate_limit_url_is_redis(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be redis://[:password@]host:port/db, rediss://... or unix://")
         return url
 
     @field_validator("busy_poll_us", mode="before")
@@ -264,8 +307,9 @@ class Settings(BaseSettings):
         return self
 
     def route_table(self) -> list[RouteSpec]:
-        """The routes to serve: those configured, or the one the single-model variables make
-        (named by GATEWAY_MODELS, else by the name its primary's engine serves)."""
+        """The routes to serve: those configured, or the one the single-model variables make,
+        named by GATEWAY_MODELS, else by its primary's `model` setting, else (None) by the name
+        its primary's engine serves, which the readiness probes learn."""
         if self.routes:
             return [RouteSpec(name, route) for name, route in self.routes.items()]
         route = RouteSettings(
@@ -273,7 +317,9 @@ class Settings(BaseSettings):
             shadow_rate=self.shadow_rate, noise_rate=self.noise_rate, canary=self.canary,
             canary_percent=self.canary_percent, fallback=self.fallback,
         )  # fmt: skip
-        return [RouteSpec(self.models[0] if self.models else None, route, shorthand=True)]
+        primary = self.backends.get(self.primary)
+        name = self.models[0] if self.models else primary.model if primary else None
+        return [RouteSpec(name, route, shorthand=True)]
 
     def missing_extras(self) -> list[str]:
         """One line for each configured part this install cannot run: a backend kind or a
@@ -283,7 +329,33 @@ class Settings(BaseSettings):
             open_store(self.records_url)  # imports the store's driver; connects to nothing
         except StoreError as exc:
             problems.append(f"GATEWAY_RECORDS_URL: {exc}")
+        if self.rate_limit_url is not None and importlib.util.find_spec("redis") is None:
+            problems.append(
+                "GATEWAY_RATE_LIMIT_URL: shared limits need the Redis client: "
+                "pip install 'pika-gateway[rate-limit-redis]'"
+            )
         return problems
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            head_timeout=self.client_head_timeout,
+            body_read_timeout=self.client_body_read_timeout,
+            body_timeout=self.client_body_timeout,
+            max_connections=self.max_connections,
+        )
+
+    def route_rate_limits(self) -> dict[str, RateLimits]:
+        """Each named route's own limits per key (a route learning its name has none)."""
+        return {
+            spec.name: spec.settings.rate_limits
+            for spec in self.route_table()
+            if spec.name is not None
+        }
+
+    def lease_ttl(self) -> float:
+        """How long a request in flight may hold a shared slot: the longest a backend lets one
+        take, and a minute more."""
+        return max(backend.total_timeout for backend in self.backends.values()) + 60.0
 
     def recorder_options(self) -> RecorderOptions:
         return RecorderOptions(
@@ -291,13 +363,23 @@ class Settings(BaseSettings):
         )
 
     def route_rules(self) -> dict[str, GateRule]:
-        """Each shadowing route's gate: `GATEWAY_GATE_*` with the route's own thresholds."""
+        """Each named route's gate: `GATEWAY_GATE_*` with the route's own thresholds. Every
+        route, not only those shadowing now: pairs a route took before its shadow was
+        removed are still judged by its own gate."""
         rule = self.gate_rule()
         return {
             spec.name: spec.settings.gate.over(rule)
             for spec in self.route_table()
-            if spec.name is not None and spec.settings.shadow is not None
+            if spec.name is not None
         }
+
+    def shadowing_routes(self) -> list[str]:
+        """The named routes that shadow: the report judges each, pairs or none."""
+        return [
+            spec.name
+            for spec in self.route_table()
+            if spec.name is not None and spec.settings.shadow is not None
+        ]
 
     def gate_rule(self) -> GateRule:
         """The cutover gate as configured (`GATEWAY_GATE_*`)."""
@@ -335,6 +417,14 @@ def describe_errors(error: ValidationError) -> str:
         if parts[:1] == ["backends"] and len(parts) >= 3 and parts[2] in KINDS:
             del parts[2]  # the union's tag, which is not part of the env var name
         message = problem["msg"].removeprefix("Value error, ")
-        name = f"GATEWAY_{'__'.join(parts).upper()}: " if parts else ""
-        lines.append(f"{name}{message}")
+        lines.append(f"{_named(parts)}{message}")
     return "\n".join(lines)
+
+
+def _named(parts: list[str]) -> str:
+    """Where a problem is: the env var, or a route and its field. Model names keep their case,
+    and a routes file has no env var names."""
+    if parts[:1] == ["routes"] and len(parts) > 1:
+        field = ".".join(parts[2:])
+        return f"route {parts[1]!r}{' ' + field if field else ''}: "
+    return f"GATEWAY_{'__'.join(parts).upper()}: " if parts else ""

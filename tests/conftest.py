@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pytest
 
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from tests.engines.trtllm_grpc_engine import TrtllmGrpcEngine
     from tests.engines.trtllm_serve_engine import TrtllmServeEngine
     from tests.engines.vllm_engine import VllmEngine
+    from tests.support.redis import RedisServer
+
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 TINY_MODEL = "tiny-phi3"
@@ -39,6 +41,15 @@ def fake_upstream() -> Iterator[tuple[FakeUpstream, ThreadedServer]]:
     app = FakeUpstream()
     with ThreadedServer(app) as server:
         yield app, server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server (Debian's package), for limits shared between processes."""
+    from tests.support.redis import RedisServer
+
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -148,6 +159,63 @@ def trtllm_grpc_engine(tiny_model_dir: Path) -> Iterator[TrtllmGrpcEngine]:
         engine.stop()
 
 
+@pytest.fixture(scope="session")
+def trtllm_serve_guided_engine(tiny_model_dir: Path) -> Iterator[TrtllmServeEngine]:
+    """The trtllm-serve stand-in as stage 2 should run it: a guided-decoding backend
+    (xgrammar) configured, so `response_format` is enforced."""
+    from tests.engines.trtllm_serve_engine import TrtllmServeEngine
+
+    log = CACHE / "trtllm-serve-guided.log"
+    yield from running(TrtllmServeEngine(tiny_model_dir, guided_decoding=True, log_path=log))
+
+
+@pytest.fixture(scope="session")
+def trtllm_serve_qwen3_engine(tiny_qwen3_dir: Path) -> Iterator[TrtllmServeEngine]:
+    """The trtllm-serve stand-in on the tiny Qwen3, guided decoding configured, served under
+    the team's name for its model."""
+    from tests.engines.trtllm_serve_engine import TrtllmServeEngine
+
+    engine = TrtllmServeEngine(
+        tiny_qwen3_dir, guided_decoding=True, served_name=QWEN3_MODEL,
+        log_path=CACHE / "trtllm-serve-qwen3.log",
+    )  # fmt: skip
+    yield from running(engine)
+
+
+@pytest.fixture(scope="session")
+def trtllm_grpc_qwen3_engine(tiny_qwen3_dir: Path) -> Iterator[TrtllmGrpcEngine]:
+    """The `trtllm-serve --grpc` stand-in on the tiny Qwen3, with guided decoding."""
+    from tests.engines.trtllm_grpc_engine import TrtllmGrpcEngine
+
+    yield from running(TrtllmGrpcEngine(tiny_qwen3_dir, log_path=CACHE / "trtllm-grpc-qwen3.log"))
+
+
+@pytest.fixture(scope="session")
+def triton_qwen3_engine(tiny_qwen3_dir: Path) -> Iterator[TritonEngine]:
+    """Real Triton hosting the three TensorRT-LLM models on the tiny Qwen3."""
+    from tests.engines.triton_engine import TritonEngine
+
+    yield from running(TritonEngine(tiny_qwen3_dir, log_path=CACHE / "triton-qwen3.log"))
+
+
+class _Startable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+Engine = TypeVar("Engine", bound=_Startable)
+
+
+def running(engine: Engine) -> Iterator[Engine]:
+    """Starts a test engine, hands it out, and stops it when its fixture ends."""
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
 @pytest.fixture
 def run_summary(pytestconfig: pytest.Config) -> list[str]:
     """Lines a test reports to whoever reads the run's output (pytest captures `print`)."""
@@ -163,8 +231,13 @@ SLOW_FIXTURES = {
     "triton_engine",
     "trtllm_serve_engine",
     "trtllm_grpc_engine",
+    "trtllm_serve_guided_engine",
+    "trtllm_serve_qwen3_engine",
+    "trtllm_grpc_qwen3_engine",
+    "triton_qwen3_engine",
     "tiny_model_dir",
     "tiny_qwen3_dir",
+    "redis_server",
 }
 
 

@@ -7,6 +7,7 @@ Every import counts, wherever it stands: at the top, inside a function, or under
     gateway.report, gateway.eval                 read records and pairs; never serve
     gateway.proxy                                the hot path
     gateway.records                              stores pairs
+    gateway.ratelimit                            counts clients' use against their limits
     gateway.shadow                               mirrors and pairs answers
     gateway.http                                 serves HTTP/1.1 to clients
     backends                                     engines' adapters, errors, the Backend protocol
@@ -49,6 +50,10 @@ FORBIDDEN = [
     ),
     ("gateway.shadow", (*TOP, *READERS, "gateway.proxy", "gateway.records")),
     ("gateway.records", (*TOP, *READERS, "gateway.proxy")),
+    (
+        "gateway.ratelimit",
+        (*TOP, *READERS, "gateway.proxy", "gateway.shadow", "gateway.records", "gateway.http"),
+    ),
     ("gateway.proxy", (*READERS, "gateway.app", "gateway.admin", "gateway.cli")),
     ("gateway.report", ("gateway.proxy", "gateway.app", "gateway.admin", "gateway.cli")),
     ("gateway.eval", ("gateway.proxy", "gateway.shadow", "gateway.records", "gateway.app")),

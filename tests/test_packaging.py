@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -30,11 +31,14 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["
 # Modules only a backend kind or a store with an extra loads, and that extra.
 OPTIONAL = {
     "backends/chat_template.py": "triton",
+    "backends/prompting.py": "trtllm-serve",
+    "backends/trtllm_grpc/adapter.py": "trtllm-grpc",
     "backends/triton/adapter.py": "triton",
     "backends/triton/answer.py": "triton",
     "backends/triton/interface.py": "triton",
     "backends/triton/request.py": "triton",
     "gateway/records/postgres.py": "records-postgres",
+    "gateway/ratelimit/shared.py": "rate-limit-redis",
 }
 # Installed for the runtime, imported by no module of it: the event loop uvicorn runs on.
 NOT_IMPORTED = {"uvloop"}
@@ -59,6 +63,8 @@ def third_party_imports(path: Path) -> set[str]:
         for module in modules:
             top = module.split(".")[0]
             if top in sys.stdlib_module_names or top in ("gateway", "backends", "__future__"):
+                continue
+            if top == "_typeshed":  # the standard library's type stubs, for annotations only
                 continue
             found.update(canonicalize_name(name) for name in providers.get(top, [top]))
     return found
@@ -214,25 +220,36 @@ def test_a_store_whose_extra_is_missing_stops_the_gateway_in_one_line(base_insta
 
 
 def test_the_image_install_step_gives_every_extra_at_its_locked_version(
-    tmp_path: Path,
+    tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     """What compose/gateway.Dockerfile runs, here without Docker: the project's sources as the
-    image copies them, installed with its extras under the lock's constraints."""
+    image copies them, installed with its extras under the lock's constraints; a backend of
+    every kind then passes check-config, which imports each adapter."""
     source = tmp_path / "src"
     source.mkdir()
     for part in ("pyproject.toml", "README.md", "gateway", "backends"):
         subprocess.run(["cp", "-r", str(ROOT / part), str(source)], check=True)
     lock = ROOT / "compose" / "gateway-requirements.lock"
+    dockerfile = (ROOT / "compose" / "gateway.Dockerfile").read_text(encoding="utf-8")
+    extras = re.search(r"^ARG GATEWAY_EXTRAS=(\S+)$", dockerfile, re.MULTILINE)
+    assert extras is not None
     bin_dir = fresh_venv(
-        tmp_path / "venv", "--constraint", str(lock), f"{source}[triton,records-postgres]"
+        tmp_path / "venv", "--constraint", str(lock), f"{source}[{extras.group(1)}]"
     )
+    model = str(tiny_model_dir)
     env = gateway_env(
-        {"trt": {"kind": "triton", "url": "127.0.0.1:1", "chat_template": "phi3"}},
+        {
+            "trt": {"kind": "triton", "url": "127.0.0.1:1", "chat_template": "phi3"},
+            "serve": {"kind": "trtllm-serve", "url": "http://127.0.0.1:1", "model_dir": model},
+            "grpc": {"kind": "trtllm-grpc", "url": "127.0.0.1:1", "model_dir": model},
+            "vllm": {"kind": "vllm", "url": "http://127.0.0.1:1"},
+        },
         GATEWAY_PRIMARY="trt",
         GATEWAY_RECORDS_URL="postgresql://gateway@127.0.0.1/records",
     )
     done = run_gateway(bin_dir, env, "check-config")
     assert done.returncode == 0, done.stderr
+    assert {"serve", "grpc", "trt", "vllm"} <= set(json.loads(done.stdout)["backends"])
     frozen = subprocess.run(
         [bin_dir / "python", "-m", "pip", "freeze"], capture_output=True, text=True, check=True
     ).stdout.split()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from backends.base import Route
-from backends.chat_template import ChatTemplate
+from backends.chat_template import ChatTemplate, template_variables
 from backends.constraints import constraint_of
 from backends.errors import InvalidRequest, UnsupportedParameter
 from backends.fields import SAMPLING_FIELDS, refuse_unhonoured
@@ -93,7 +93,11 @@ class Tokenizing:
         """The prompt text to send, so that the engine's tokenizer reads vLLM's token ids."""
         prompt = prompt_of(route, payload)
         if prompt is None:
-            return template.render(payload["messages"], strip_bos=self.strips_template_bos)
+            return template.render(
+                payload["messages"],
+                strip_bos=self.strips_template_bos,
+                variables=template_variables(payload),
+            )
         # A special token's text encodes to its id, so the BOS can go as text.
         return prompt if self.add_special_tokens else self.bos + prompt
 

@@ -55,17 +55,36 @@ class Answer:
     """One answer as its token ids arrive: the text so far, cut at the request's stops."""
 
     prompter: Prompter
-    stops: StopStrings
+    stops: list[str]
     ids: list[int] = field(default_factory=list)
-    cumulative: CumulativeText = field(default_factory=CumulativeText)
+    sent: str = ""  # the text given out so far
     finish_reason: str = "stop"
     usage: Usage | None = None
+    cumulative: CumulativeText = field(default_factory=CumulativeText)
+    streamed: StopStrings = field(init=False)
 
-    def feed(self, ids: list[int], final: bool = False) -> str:
+    def __post_init__(self) -> None:
+        self.streamed = StopStrings(self.stops)
+
+    def feed(self, ids: list[int]) -> str:
+        """A streamed chunk's new ids: the new text that cannot be the start of a stop."""
         self.ids.extend(ids)
-        new = self.cumulative.delta(self.prompter.decode(self.ids), final=final)
-        text = self.stops.feed(new)
-        return text + self.stops.flush() if final else text
+        text = self.streamed.feed(self.cumulative.delta(self.prompter.decode(self.ids)))
+        self.sent += text
+        return text
+
+    def finish(self, complete: Any) -> str:
+        """The final message, whose ids are the whole answer with the engine's stop cut made
+        (the chunks may have carried a stop string's first tokens): the text not given yet."""
+        self.ids[:] = complete.output_token_ids
+        cut = StopStrings(self.stops)  # also as text: a stop can span tokens other ways
+        whole = cut.feed(self.prompter.decode(self.ids)) + cut.flush()
+        ended = cut.stopped or complete.finish_reason != "length"
+        self.finish_reason = "stop" if ended else "length"
+        self.usage = Usage(complete.prompt_tokens, complete.completion_tokens)
+        rest = whole[len(self.sent) :] if whole.startswith(self.sent) else ""
+        self.sent += rest
+        return rest
 
 
 class TrtllmGrpcBackend:
@@ -88,10 +107,10 @@ class TrtllmGrpcBackend:
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         generate, answer = await self._plan(request, streaming=False)
+        text = ""
         async for message in self._call(generate):
             if message.HasField("complete"):
-                self._finish(answer, message.complete)
-        text = answer.feed([], final=True)
+                text = answer.finish(message.complete)
         shapes = Shapes(request.route, request.request_id, request.public_model)
         body = shapes.completion(text, answer.finish_reason, answer.usage)
         ids = TokenIds(tuple(generate.tokenized.input_token_ids), answer.ids)
@@ -163,7 +182,7 @@ class TrtllmGrpcBackend:
             generate.guided_decoding.CopyFrom(
                 pb.GuidedDecodingParams(guide_type=GUIDES[constraint.kind], guide=guide)
             )
-        return generate, Answer(self._prompter, StopStrings(stops))
+        return generate, Answer(self._prompter, stops)
 
     async def _call(self, generate: Any) -> AsyncGenerator[Any, None]:
         """The server's messages for one request; closing this cancels the call, and the
@@ -199,8 +218,7 @@ class TrtllmGrpcBackend:
                 if message.HasField("chunk"):
                     text = answer.feed(list(message.chunk.token_ids))
                 else:
-                    self._finish(answer, message.complete)
-                    text = answer.feed([], final=True)
+                    text = answer.finish(message.complete)
                 if text:
                     yield shapes.chunk(text)
                 message = await anext(messages, None)
@@ -210,13 +228,6 @@ class TrtllmGrpcBackend:
             yield DONE
         finally:
             await messages.aclose()  # type: ignore[attr-defined]
-
-    def _finish(self, answer: Answer, complete: Any) -> None:
-        """The final message: every generated id (the chunks carried them too when streamed)."""
-        if not answer.ids:
-            answer.ids.extend(complete.output_token_ids)
-        answer.finish_reason = "length" if complete.finish_reason == "length" else "stop"
-        answer.usage = Usage(complete.prompt_tokens, complete.completion_tokens)
 
     def _error(self, exc: grpc.aio.AioRpcError) -> GatewayError:
         """The server's status code as the client's error (it sends no error messages)."""

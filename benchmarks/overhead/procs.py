@@ -31,7 +31,7 @@ from tests.engines.procfs import cpu_ticks as own_ticks
 from tests.engines.vllm_engine import sum_samples
 
 HERE = Path(__file__).resolve().parent
-CHECKOUT = HERE.parents[1]  # the gateway under test is this checkout's
+CHECKOUT = HERE.parents[1]  # the gateway measured is this checkout's, whatever is installed
 LISTENING = re.compile(r"listening on (\d+)")
 MODEL = "phi-3-mini-4k-instruct"  # what post.lua and sse_client.py send
 SHADOW_IN_FLIGHT = 64  # the shadow points' concurrency
@@ -147,10 +147,13 @@ def gateway_settings(
     home: Path,
     shadow: str | None = None,
     busy_poll_us: int | str = "auto",
+    routes: int = 1,
     pool: Sequence[str] = (),
 ) -> dict[str, str]:
     """The gateway's environment: one backend per upstream; records (if any) under ``home``.
-    With ``pool``, the primary is a replica pool of ``primary`` and those endpoints."""
+    With ``routes`` > 1, that many routes, each with a backend of its own on ``primary``; the
+    load's model is one of them. With ``pool``, the primary is a replica pool of ``primary``
+    and those endpoints."""
     backend: dict[str, Any] = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}
     backends = {"primary": {**backend, "url": primary}}  # max_concurrency: >= 1,000 streams
     if pool:
@@ -161,6 +164,9 @@ def gateway_settings(
         "GATEWAY_LOG_LEVEL": "warning",
         "GATEWAY_RECORDS_URL": f"sqlite:///{home / 'records' / 'pairs.db'}",
         "GATEWAY_BUSY_POLL_US": str(busy_poll_us),
+        # The upstreams answer one canned body whatever is asked, so they fail the conformance
+        # probes, and the gateway would then refuse the load's `response_format` with a 400.
+        "GATEWAY_PROBE_CONFORMANCE_INTERVAL": "0",
     }
     if shadow is not None:
         backends["candidate"] = {**backend, "url": shadow}
@@ -169,6 +175,13 @@ def gateway_settings(
         # c=64 a third of the sampled requests were dropped, and the point measured that.
         env |= {"GATEWAY_SHADOW_MAX_IN_FLIGHT": str(SHADOW_IN_FLIGHT)}
         env |= {"GATEWAY_RECORDS_TEXT": "hashes"}
+    if routes > 1:
+        del env["GATEWAY_PRIMARY"]  # the single-model shorthand; routes name their primaries
+        names = [f"model-{n}" for n in range(routes - 1)]
+        names.insert(len(names) // 2, MODEL)  # neither first nor last: a dict has no order cost
+        backends = {f"engine-{n}": {**backend, "url": primary} for n in range(routes)}
+        table = {name: {"primary": f"engine-{n}"} for n, name in enumerate(names)}
+        env["GATEWAY_ROUTES"] = json.dumps(table)
     return {**env, "GATEWAY_BACKENDS": json.dumps(backends)}
 
 

@@ -22,11 +22,13 @@ BUSY_POLL = f"busy poll {BUSY_POLL_US} µs"
 POLL_OFF = "busy poll off"  # the gateway rows with GATEWAY_BUSY_POLL_US=0
 POOL = "gateway, pool of 3"  # the gateway whose backend is a replica pool of three upstreams
 REFERENCE = "(reference)"  # the limit of a row shown beside a target, judged by none
+ROUTES = 10  # routes configured in the many-routes rows (issue 21: lookup stays O(1))
+ROUTED = f"gateway, {ROUTES} routes"
 
 
 @dataclass(frozen=True)
 class Target:
-    """One target of issue 6; ``measured`` is None when its point is missing."""
+    """One target of issues 6 and 21; ``measured`` is None when its point is missing."""
 
     name: str
     limit: str
@@ -58,12 +60,14 @@ def added(points: Sequence[Point], point: Point | None, field: str) -> float | N
 
 
 def targets(points: Sequence[Point], path: str = "gateway") -> list[Target]:
-    """The targets of issue 6, measured on the gateway rows (one process, one core), or on
-    the rows of `path` (the pool of three), where the shadow and polling rows do not apply."""
+    """The targets of issue 6, measured on the gateway rows (one process, one core), and the
+    first three again with ROUTES routes configured (issue 21); or on the rows of `path` (the
+    pool of three), where the shadow, polling and routes rows do not apply."""
     c1 = find(points, "http", path, 1)
     c1_sleeping = find(points, "http", f"gateway, {POLL_OFF}", 1)
     one_sleeping = find(points, "stream", f"gateway, {POLL_OFF}", 1)
     c64 = find(points, "http", path, 64)
+    routed_c1, routed_c64 = (find(points, "http", ROUTED, c) for c in (1, 64))
     shadow = find(points, "shadow", "gateway, shadow 100%", 64)
     one = find(points, "stream", path, 1)
     gateway_streams = [p for p in points if p.scenario == "stream" and p.path == path]
@@ -75,6 +79,12 @@ def targets(points: Sequence[Point], path: str = "gateway") -> list[Target]:
         ("requests/s at c=64", ">= 6,000", value_of(c64, "rps"), "req/s"),
         ("p99 at c=64", "<= 25 ms", value_of(c64, "p99_ms"), "ms"),
         ("requests/s at c=64, all shadowed", ">= 3,000", value_of(shadow, "rps"), "req/s"),
+        # The same targets with ROUTES routes configured (issue 21).
+        (f"added latency at c=1, p50, {ROUTES} routes", "<= 0.30 ms",
+         added(points, routed_c1, "p50_ms"), "ms"),
+        (f"requests/s at c=64, {ROUTES} routes", ">= 6,000", value_of(routed_c64, "rps"),
+         "req/s"),
+        (f"p99 at c=64, {ROUTES} routes", "<= 25 ms", value_of(routed_c64, "p99_ms"), "ms"),
         ("added TTFT p50, 1 stream", "<= 0.5 ms", added(points, one, "ttft_p50_ms"), "ms"),
         (f"same, {POLL_OFF}", REFERENCE, added(points, one_sleeping, "ttft_p50_ms"), "ms"),
         (
@@ -84,9 +94,13 @@ def targets(points: Sequence[Point], path: str = "gateway") -> list[Target]:
             "ms",
         ),
         (f"gateway RSS, {n} streams", "<= 200 MB", many.rss_mb if many else None, "MiB"),
-    ]
+    ]  # fmt: skip
     if path != "gateway":
-        rows = [row for row in rows if row[1] != REFERENCE and "shadowed" not in row[0]]
+        rows = [
+            row
+            for row in rows
+            if row[1] != REFERENCE and "shadowed" not in row[0] and f"{ROUTES} routes" not in row[0]
+        ]
     return [
         Target(name, limit, value, unit, _meets(limit, value)) for name, limit, value, unit in rows
     ]
@@ -125,7 +139,7 @@ def render(points: Sequence[Point]) -> str:
                [_stream_row(points, p) for p in streams]),
         _table(["gateway at c=64", "req/s", "p50", "p99", "added p50", "gateway CPU",
                 "others' CPU", "note"], [_extra_row(points, p) for p in extra]),
-        _table(["target (issue 6)", "limit", "measured", "verdict"],
+        _table(["target (issues 6, 21)", "limit", "measured", "verdict"],
                [[t.name, t.limit, _num(t.measured, t.unit), t.verdict] for t in targets(points)]),
     ]  # fmt: skip
     if any(p.path == POOL for p in points):

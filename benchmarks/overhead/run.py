@@ -38,7 +38,7 @@ from procs import (
     start_nginx_proxy,
     start_sse_upstream,
 )
-from report import BUSY_POLL, BUSY_POLL_US, POLL_OFF, POOL, render, summary
+from report import BUSY_POLL, BUSY_POLL_US, POLL_OFF, POOL, ROUTED, ROUTES, render, summary
 
 from benchmarks.upstream_client.servers import run_main, start_nginx, start_proxy
 
@@ -203,7 +203,16 @@ def http_paths(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
         home = _dir(tmp / "gw")
         gw = start_gateway(stack, home, str(GATEWAY_CORE), gateway_settings(upstream, home), "gw")
         points += [_http(plan, "http", "gateway", gw.url, c, gw.pid) for c in CONNECTIONS]
-    return points + busy_polled(plan, tmp, upstream)
+    return points + many_routes(plan, tmp, upstream) + busy_polled(plan, tmp, upstream)
+
+
+def many_routes(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
+    """The gateway with ROUTES routes configured (each its own backend), the load on one."""
+    with ExitStack() as stack:
+        home = _dir(tmp / "gw-routes")
+        env = gateway_settings(upstream, home, routes=ROUTES)
+        gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-routes")
+        return [_http(plan, "http", ROUTED, gw.url, c, gw.pid) for c in (1, 64)]
 
 
 def busy_polled(plan: Plan, tmp: Path, upstream: str) -> list[Point]:

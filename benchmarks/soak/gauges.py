@@ -2,7 +2,8 @@
 
 Read from /proc for the gateway's whole process tree (its pid and live descendants): VmRSS,
 the entries of /proc/<pid>/fd, and those of its sockets found in /proc/net/tcp{,6}; and from
-its own /metrics, the ``gateway_in_flight_requests`` gauge. Each sample also says how much CPU
+its own /metrics, the ``gateway_in_flight_requests`` gauge, the client connections it holds,
+and whether its rate limits are shared (Redis reachable). Each sample also says how much CPU
 other processes on the machine took since the previous one (``interference.py``).
 """
 
@@ -10,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.overhead.procs import Server, metric, rss_mb
+from benchmarks.overhead.procs import Server, metrics, rss_mb
 from benchmarks.upstream_client.interference import (
     Snapshot,
     other_cpu_percent,
@@ -19,6 +20,11 @@ from benchmarks.upstream_client.interference import (
 )
 
 LISTEN, CLOSE_WAIT = "0A", "08"  # states in /proc/net/tcp (hex)
+GATEWAY_GAUGES: dict[str, tuple[str, dict[str, str]]] = {
+    "in_flight": ("gateway_in_flight_requests", {}),
+    "client_connections": ("gateway_client_connections", {}),
+    "limits_shared": ("gateway_rate_limit_shared", {}),
+}
 
 
 @dataclass(frozen=True)
@@ -28,10 +34,13 @@ class Sample:
     at: float
     rss_mb: float
     fds: int
+    non_socket_fds: int  # of those, files, pipes and the like: what a leak of them would grow
     tcp: int
     tcp_upstream: int  # of those, connections to the upstream (its pool)
     close_wait: int  # peers closed, the gateway did not: a leak if it keeps growing
     in_flight: float
+    client_connections: float  # the gateway's own count (gateway_client_connections)
+    limits_shared: float  # 1 while the rate limits are counted in Redis, 0 while alone
     others_cpu_pct: float
 
 
@@ -46,25 +55,32 @@ class Gauges:
     def sample(self, at: float) -> Sample:
         """Blocking (/proc and one HTTP GET): call it in a thread from the event loop."""
         pids = [self._gateway.pid, *tree_ticks(self._gateway.pid)]
-        fds, sockets = open_fds(pids)
-        states = [(state, remote) for inode, state, remote in tcp_table() if inode in sockets]
+        fds, sockets, not_sockets = open_fds(pids)
+        # By inode: a socket can be listed twice while the table changes under the reader.
+        rows = {inode: (state, remote) for inode, state, remote in tcp_table() if inode in sockets}
+        states = list(rows.values())
         now = snapshot(os.getpid())
         others, self._last = other_cpu_percent(self._last, now), now
+        scraped = metrics(self._gateway.url, GATEWAY_GAUGES)
         return Sample(
             at=at,
             rss_mb=round(rss_mb(self._gateway.pid), 1),
             fds=fds,
+            non_socket_fds=not_sockets,
             tcp=sum(state != LISTEN for state, _ in states),
             tcp_upstream=sum(remote == self._upstream_port for _, remote in states),
             close_wait=sum(state == CLOSE_WAIT for state, _ in states),
-            in_flight=metric(self._gateway.url, "gateway_in_flight_requests"),
+            in_flight=scraped["in_flight"],
+            client_connections=scraped["client_connections"],
+            limits_shared=scraped["limits_shared"],
             others_cpu_pct=others,
         )
 
 
-def open_fds(pids: list[int]) -> tuple[int, set[str]]:
-    """How many descriptors ``pids`` hold, and the inodes of their sockets."""
-    count, sockets = 0, set()
+def open_fds(pids: list[int]) -> tuple[int, set[str], int]:
+    """How many descriptors ``pids`` hold, the inodes of their sockets, and how many are not
+    sockets (files, pipes, the loop's own): exact, where a socket count races the churn."""
+    count, sockets, others = 0, set(), 0
     for pid in pids:
         try:
             entries = list(Path(f"/proc/{pid}/fd").iterdir())
@@ -78,7 +94,9 @@ def open_fds(pids: list[int]) -> tuple[int, set[str]]:
                 continue
             if target.startswith("socket:["):
                 sockets.add(target[8:-1])
-    return count, sockets
+            else:
+                others += 1
+    return count, sockets, others
 
 
 def tcp_table() -> list[tuple[str, str, int]]:

@@ -2,7 +2,10 @@
 
 A request's fault is chosen by the client and named in its last message, the cue that
 ``tests/support/fake_upstream.py`` acts on; so every answer can be checked against the answer
-that fault should get. The upstream outage is a process-level fault: see ``upstream.py``.
+that fault should get. The process-level faults run beside the load: the upstream's outage
+(``upstream.py``), Redis restarting under the shared rate limits (``redis.py``), a reload of
+the configuration every ``reload_every`` seconds (``chores.py``), and slow clients that hold
+``slow_clients`` connections trickling a byte a second (``slow.py``).
 """
 
 import random
@@ -49,6 +52,13 @@ class Plan:
     outage_at: float  # share of the run after which the upstream is killed
     outage: float  # how long it stays down before it is started again
     drain: float  # longest wait for in-flight to return to 0 once the load stopped
+    slow_clients: int  # connections always open, sending a head or a body a byte a second
+    head_timeout: float  # the gateway's client timeouts: short, so the slow clients cycle
+    body_read_timeout: float
+    body_timeout: float
+    reload_every: float  # seconds between reloads of the configuration (POST /admin/reload)
+    redis_outage_at: float  # share of the run after which Redis (the rate limits) is stopped
+    redis_outage: float  # how long it stays down before it is started again
     seed: int = 7
 
     @property
@@ -61,8 +71,8 @@ class Plan:
         return self.total_timeout + 5.0
 
 
-FULL = Plan(180.0, 200.0, 10.0, 2.0, 10.0, 0.45, 10.0, 10.0)
-QUICK = Plan(8.0, 100.0, 1.0, 1.0, 4.0, 0.45, 1.5, 5.0)
+FULL = Plan(180.0, 200.0, 10.0, 2.0, 10.0, 0.45, 10.0, 10.0, 200, 5.0, 2.5, 8.0, 30.0, 0.7, 10.0)
+QUICK = Plan(8.0, 100.0, 1.0, 1.0, 4.0, 0.45, 1.5, 5.0, 40, 2.0, 2.5, 3.0, 2.0, 0.7, 1.5)
 
 
 def schedule(plan: Plan) -> list[Fault]:

@@ -18,10 +18,15 @@ WINDOW_COLUMNS = (
     ("max ms", "max_ms"),
     ("RSS MB", "rss_mb"),
     ("fds", "fds"),
+    ("non-socket fds", "non_socket_fds"),
     ("tcp", "tcp"),
     ("to upstream", "tcp_upstream"),
     ("close-wait", "close_wait"),
     ("in-flight", "in_flight"),
+    ("client conns", "client_connections"),
+    ("slow 408s", "slow_408"),
+    ("reloads", "reloads"),
+    ("limits shared", "limits_shared"),
     ("send lag p99 ms", "send_lag_p99_ms"),
     ("others' CPU %", "others_cpu_pct"),
 )
@@ -34,8 +39,12 @@ def render(report: dict[str, Any]) -> str:
 
 
 def windows_table(rows: Sequence[dict[str, Any]]) -> str:
-    head = [title for title, _ in WINDOW_COLUMNS] + ["upstream"]
-    body = [[_cell(row[key]) for _, key in WINDOW_COLUMNS] + [_state(row)] for row in rows]
+    head = [title for title, _ in WINDOW_COLUMNS] + ["upstream", "redis"]
+    body = [
+        [_cell(row[key]) for _, key in WINDOW_COLUMNS]
+        + [_state(row, "upstream_down"), _state(row, "redis_down")]
+        for row in rows
+    ]
     return _table(head, body)
 
 
@@ -54,15 +63,27 @@ def faults_table(faults: dict[str, dict[str, Any]]) -> str:
 def verdict(report: dict[str, Any]) -> str:
     v = report["verdict"]
     before, after = v["before_load"], v["after_load"]
+    checks = v["checks"]
+    answered = f"{v['requests']} sent, {v['answered']} answered"
+    flat = "" if v["flat_judged"] else " (not judged: a quick run is mostly warm-up)"
     lines = [
         ("requests", f"{v['requests']} ({_outcomes(v['outcomes'])})"),
+        ("sent = answered", _check(checks["sent_equals_answered"], answered)),
         ("RSS, first -> last quarter", _growth(v, "rss_first_quarter_mb", "rss_last_quarter_mb")),
         ("RSS peak", f"{v['rss_peak_mb']} MB (before load {before['rss_mb']} MB)"),
         ("fds, first -> last quarter", _fds(v)),
         ("non-TCP fds, first -> last quarter", _non_tcp(v)),
+        ("non-socket fds, first -> last quarter", _not_sockets(v)),
+        (
+            "RSS and descriptors flat",
+            _check(checks["flat"], "yes" if checks["flat"] else "no") + flat,
+        ),
         ("before load -> after", _left(before, after)),
         ("in-flight after the load", _check(after["in_flight"] == 0, f"{after['in_flight']:g}")),
         ("upstream outages", _outages(report["outages"])),
+        ("Redis restarts", _restarts(report["redis_outages"], v)),
+        ("slow clients", _check(checks["slow_clients_timed_out"], _slow(v["slow_clients"]))),
+        ("reloads", _check(checks["reloads_accepted"], _reloads(v["reloads"]))),
         ("stuck requests (timeouts)", _check(v["stuck_requests"] == 0, v["stuck_requests"])),
         ("dropped client connections", str(v["dropped_connections"])),
         ("unexpected exceptions in the gateway log", str(v["gateway_log_unexpected"])),
@@ -77,6 +98,10 @@ def _growth(v: dict[str, Any], first: str, last: str) -> str:
 
 def _fds(v: dict[str, Any]) -> str:
     return f"{v['fds_first_quarter']} -> {v['fds_last_quarter']} ({v['fd_growth']:+})"
+
+
+def _not_sockets(v: dict[str, Any]) -> str:
+    return f"{v['non_socket_fds_first_quarter']:g} -> {v['non_socket_fds_last_quarter']:g}"
 
 
 def _non_tcp(v: dict[str, Any]) -> str:
@@ -102,8 +127,25 @@ def _check(ok: bool, value: object) -> str:
     return f"{value} ({'ok' if ok else 'FAIL'})"
 
 
-def _state(row: dict[str, Any]) -> str:
-    return "down" if row["upstream_down"] else "up"
+def _state(row: dict[str, Any], key: str) -> str:
+    return "down" if row[key] else "up"
+
+
+def _restarts(outages: list[dict[str, float | None]], v: dict[str, Any]) -> str:
+    spans = "; ".join(f"down {o['down']}-{o['up']} s" for o in outages) or "none"
+    shared = v["limits_shared_after_load"]
+    return f"{spans}; limits shared after the load: {shared:g} ({'ok' if shared == 1 else 'FAIL'})"
+
+
+def _slow(slow: dict[str, int]) -> str:
+    return (
+        f"{slow['opened']} opened: {slow['408']} got 408 at their timeout, {slow['late']} late, "
+        f"{slow['other']} another answer, {slow['open']} still in time at the end"
+    )
+
+
+def _reloads(reloads: dict[int, int]) -> str:
+    return ", ".join(f"{count} answered {status}" for status, count in reloads.items()) or "none"
 
 
 def _cell(value: object) -> str:

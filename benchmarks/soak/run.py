@@ -32,11 +32,14 @@ from benchmarks.overhead.procs import (
     gateway_settings,
     start_gateway,
 )
+from benchmarks.soak import redis
+from benchmarks.soak.chores import ADMIN_TOKEN, reloads
 from benchmarks.soak.gauges import Gauges, Sample
 from benchmarks.soak.load import MODEL, drive
 from benchmarks.soak.plan import FULL, QUICK, Plan, schedule
 from benchmarks.soak.report import render
-from benchmarks.soak.summary import faults, recoveries, verdict, windows
+from benchmarks.soak.slow import lag, slowloris
+from benchmarks.soak.summary import Chores, faults, recoveries, verdict, windows
 from benchmarks.soak.upstream import FakeUpstreamProcess, outage
 from benchmarks.upstream_client.servers import run_main
 
@@ -72,9 +75,10 @@ def soak(plan: Plan) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="soak-") as name, ExitStack() as stack:
         tmp = Path(name)
         upstream = FakeUpstreamProcess(stack, tmp).start()
-        env = settings(plan, upstream.url, tmp)
+        limits = redis.RedisProcess(stack, tmp).start()
+        env = settings(plan, upstream.url, tmp, limits.url)
         gateway = start_gateway(stack, tmp, CORES, env, "gateway")
-        report = uvloop.run(measure(plan, gateway, upstream))
+        report = uvloop.run(measure(plan, gateway, upstream, limits))
         report["verdict"]["gateway_log_unexpected"] = unexpected(tmp / "gateway.log")
     header = {
         "command": shlex.join(["python", *sys.argv]),
@@ -87,28 +91,39 @@ def soak(plan: Plan) -> dict[str, Any]:
     return header | report
 
 
-async def measure(plan: Plan, gateway: Server, upstream: FakeUpstreamProcess) -> dict[str, Any]:
-    """Load, sample each window, crash and restart the upstream mid-run, then drain."""
+async def measure(
+    plan: Plan, gateway: Server, upstream: FakeUpstreamProcess, limits: redis.RedisProcess
+) -> dict[str, Any]:
+    """Load, sample each window, crash and restart the upstream mid-run, restart Redis, reload
+    the configuration, keep slow clients connected, then drain."""
     gauges = Gauges(gateway, upstream.port)
     before = await asyncio.to_thread(gauges.sample, time.monotonic())
     start = time.monotonic() + 0.2
+    end = start + plan.duration
     count = round(plan.duration / plan.window)
     sampler = asyncio.ensure_future(sample_windows(gauges, start, plan.window, count))
     crash_at = start + plan.duration * plan.outage_at
     crash = asyncio.ensure_future(outage(upstream, crash_at, plan.outage))
+    restart_at = start + plan.duration * plan.redis_outage_at
+    restart = asyncio.ensure_future(redis.outage(limits, restart_at, plan.redis_outage))
+    slow = asyncio.ensure_future(slowloris(gateway.url, plan.slow_clients, end))
+    late = asyncio.ensure_future(lag(end))
+    reloading = asyncio.ensure_future(reloads(gateway.url, plan.reload_every, start, end))
     url = gateway.url + "/v1/chat/completions"
     results = await drive(url, plan, schedule(plan), start)
-    await crash
+    await asyncio.gather(crash, restart)
+    chores = Chores(await slow, await reloading, limits.outages, timeouts(plan), end, await late)
     ends = await sampler
     after, drained_s = await drain(gauges, plan.drain)
-    rows = windows(results, ends, start, plan.window, upstream.outages)
-    summary = verdict(results, rows, before, after)
+    rows = windows(results, ends, start, plan.window, upstream.outages, chores)
+    summary = verdict(results, rows, before, after, chores, judged=plan.duration >= 60)
     summary["drained_after_s"] = drained_s
     spans = recoveries(results, upstream.outages)
     times = zip(upstream.outages, spans, strict=True)
     outages = [_since(start, down=a, up=b, recovered=c) for (a, b), (_, c) in times]
     return {
         "outages": outages,
+        "redis_outages": [_since(start, down=a, up=b) for a, b in limits.outages],
         "windows": rows,
         "faults": faults(results, spans),
         "verdict": summary,
@@ -140,8 +155,15 @@ async def drain(gauges: Gauges, limit: float) -> tuple[Sample, float]:
         await asyncio.sleep(0.1)
 
 
-def settings(plan: Plan, upstream: str, home: Path) -> dict[str, str]:
-    """The overhead benchmark's gateway, with the soak's timeouts and breaker."""
+def timeouts(plan: Plan) -> dict[str, float]:
+    """Each slow client's timeout, by what it trickles."""
+    return {"head": plan.head_timeout, "body": plan.body_timeout}
+
+
+def settings(plan: Plan, upstream: str, home: Path, redis_url: str) -> dict[str, str]:
+    """The overhead benchmark's gateway, with the soak's timeouts and breaker, its client
+    timeouts, rate limits shared in Redis (high enough never to refuse the load: they are
+    there to be counted, and to lose Redis), and the admin token its reloads need."""
     backend = {
         "kind": "vllm",
         "url": upstream,
@@ -156,6 +178,14 @@ def settings(plan: Plan, upstream: str, home: Path) -> dict[str, str]:
         "circuit_cooldown": 2.0,
     }
     env = gateway_settings(upstream, home) | {"GATEWAY_PROBE_INTERVAL": "1"}
+    env |= {
+        "GATEWAY_CLIENT_HEAD_TIMEOUT": str(plan.head_timeout),
+        "GATEWAY_CLIENT_BODY_READ_TIMEOUT": str(plan.body_read_timeout),
+        "GATEWAY_CLIENT_BODY_TIMEOUT": str(plan.body_timeout),
+        "GATEWAY_RATE_LIMITS": json.dumps({"requests_per_minute": round(plan.rate * 6000)}),
+        "GATEWAY_RATE_LIMIT_URL": redis_url,
+        "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
     return env | {"GATEWAY_BACKENDS": json.dumps({"primary": backend})}
 
 

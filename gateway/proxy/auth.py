@@ -18,9 +18,11 @@ class KeyCheck:
     def enabled(self) -> bool:
         return bool(self._digests)
 
-    def verify(self, authorization: bytes | None) -> None:
+    def verify(self, authorization: bytes | None) -> bytes:
+        """The presented key's SHA-256 digest (b"" when no key is required): who is asking,
+        for per-key limits. Raises `AuthenticationFailed` for a missing or unknown key."""
         if not self._digests:
-            return
+            return b""
         if authorization is None or not authorization[:7].lower() == b"bearer ":
             raise AuthenticationFailed("an API key is required: send 'Authorization: Bearer <key>'")
         presented = hashlib.sha256(authorization[7:].strip()).digest()
@@ -30,3 +32,4 @@ class KeyCheck:
             matched |= hmac.compare_digest(digest, presented)
         if not matched:
             raise AuthenticationFailed("the API key is not valid")
+        return presented

@@ -16,7 +16,13 @@ from typing import Any
 import orjson
 
 from backends.base import Backend, Route, UpstreamRequest
-from backends.errors import BackendUnavailable, GatewayError, InvalidRequest
+from backends.constraints import constraint_field
+from backends.errors import (
+    BackendUnavailable,
+    GatewayError,
+    InvalidRequest,
+    UnsupportedParameter,
+)
 from gateway.http.asgi import (
     ClientDisconnected,
     Receive,
@@ -42,6 +48,8 @@ from gateway.proxy.relay import (
     user_of,
 )
 from gateway.proxy.routing import ModelRoute, Router
+from gateway.ratelimit.limiter import RatePolicy
+from gateway.ratelimit.usage import completed, streamed
 from gateway.shadow.pairing import PrimaryOutcome
 from gateway.tasks.task import PROMPT_VERSION_HEADER, Task
 
@@ -59,6 +67,7 @@ class Proxy:
         max_body: int,
         tasks: Mapping[str, Task] | None = None,
         conformance: Conformance | None = None,
+        limits: RatePolicy | None = None,
     ) -> None:
         self._router = router
         self._keys = keys
@@ -66,6 +75,7 @@ class Proxy:
         self._max_body = max_body
         self._tasks = tasks or {}  # the task aliases; `router.tasks` says which route each runs on
         self._conformance = conformance or Conformance()
+        self._limits = limits if limits is not None and limits.enabled else None
         self.active = 0  # requests being served, so a reload knows when this proxy is idle
 
     async def __call__(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,6 +108,8 @@ class Proxy:
             status = 500
             await self._try_send_error(send, exchange, GatewayError("internal gateway error"))
         finally:
+            if exchange.grant is not None and self._limits is not None:
+                await self._limits.release(exchange.grant, exchange.tokens)
             self.active -= 1
             if exchange.mirror is not None:  # a no-op when the relay already handed it over
                 exchange.mirror.finish(PrimaryOutcome(status, exchange.started, perf_counter()))
@@ -115,7 +127,7 @@ class Proxy:
         self, exchange: Exchange, authorization: bytes | None, receive: Receive, send: Send
     ) -> int:
         try:
-            self._keys.verify(authorization)
+            key = self._keys.verify(authorization)
             raw = await read_body(receive, self._max_body)
             parsed = parse_body(exchange.route, raw)
             payload = parsed.payload
@@ -124,6 +136,8 @@ class Proxy:
             if task is not None:
                 chosen = self._router.tasks[task.alias]
                 exchange.model_route = chosen.label
+                if self._limits is not None:  # 429 for a client past its own limits
+                    exchange.grant = await self._limits.admit(key, chosen.label)
                 chosen.admit()  # 429 on this route alone when it is at its cap
                 try:
                     return await self._serve_task(task, chosen, payload, exchange, receive, send)
@@ -135,6 +149,8 @@ class Proxy:
             upstream = UpstreamRequest(
                 exchange.route, raw, payload, parsed.model, exchange.request_id, parsed.stream
             )
+            if self._limits is not None:
+                exchange.grant = await self._limits.admit(key, chosen.label)
             chosen.admit()
             try:
                 return await self._relay(chosen, upstream, exchange, receive, send)
@@ -158,6 +174,7 @@ class Proxy:
         send: Send,
     ) -> int:
         backend = self._pick(chosen, upstream.payload, exchange)
+        self._refuse_ignored_constraint(backend, upstream.payload)
         shadow = chosen.shadow
         if shadow is not None and backend is shadow.primary:
             exchange.mirror = shadow.mirror(upstream)
@@ -179,6 +196,22 @@ class Proxy:
             exchange.fallback_for = chosen.primary.name
             self._metrics.fallback_for(backend.name).inc()
         return backend
+
+    def _refuse_ignored_constraint(self, backend: Guarded, payload: Mapping[str, Any]) -> None:
+        """A 400 rather than an unconstrained answer: the conformance probe saw this backend
+        accept a constraint and answer outside it (trtllm-serve without a guided-decoding
+        backend drops `response_format` and answers 200)."""
+        ignored = self._conformance.ignores_constraints(backend.name)
+        if ignored is None:
+            return
+        field = constraint_field(payload)
+        if field is not None:
+            raise UnsupportedParameter(
+                f"backend '{backend.name}' accepts structured outputs and ignores them "
+                f"(conformance probe: {ignored.detail}), so it cannot honour '{field}'",
+                param=field,
+                code="constraint_ignored",
+            )
 
     async def _serve_task(
         self,
@@ -233,6 +266,8 @@ class Proxy:
                     ids=completion.ids, endpoint=completion.endpoint,
                 )
             )  # fmt: skip
+        if exchange.grant is not None:
+            exchange.tokens = completed(completion.answer, completion.body)
         result = task.result(completion.body)
         answer = result.body(include_raw=exchange.debug == b"raw")
         headers = [*exchange.headers(), (PROMPT_VERSION_HEADER.encode(), task.version.encode())]
@@ -263,6 +298,8 @@ class Proxy:
             outcome.ids = completion.ids
             outcome.endpoint = completion.endpoint
             exchange.mirror.finish(outcome)
+        if exchange.grant is not None:
+            exchange.tokens = completed(completion.answer, body)
         await send(
             {
                 "type": "http.response.start",
@@ -284,7 +321,8 @@ class Proxy:
         waited = perf_counter()
         events = await until_disconnect(backend.stream(upstream), receive)
         exchange.upstream_wait = perf_counter() - waited
-        chunks: list[tuple[float, bytes]] | None = [] if exchange.mirror is not None else None
+        counted = exchange.mirror is not None or exchange.grant is not None
+        chunks: list[tuple[float, bytes]] | None = [] if counted else None
         relay = Relay(exchange)
         try:  # from here on, whatever happens closes the upstream stream
             headers = SSE_HEADERS + exchange.headers()
@@ -296,6 +334,8 @@ class Proxy:
                 raise
         finally:
             await events.aclose()
+            if exchange.grant is not None and chunks is not None:
+                exchange.tokens = streamed([chunk for _, chunk in chunks], upstream.raw)
             if exchange.mirror is not None and chunks is not None:
                 done = 200 if relay.delivered else CLIENT_CLOSED
                 outcome = PrimaryOutcome(done, waited, perf_counter(), chunks=chunks)

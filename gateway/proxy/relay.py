@@ -13,6 +13,7 @@ from backends.base import EventStream, Route
 from backends.errors import GatewayError
 from gateway.http.asgi import ClientDisconnected, Send, json_headers
 from gateway.logs import frames
+from gateway.ratelimit.limiter import Grant
 from gateway.shadow.leg import Mirror
 
 log = logging.getLogger("gateway.proxy.handler")
@@ -40,6 +41,8 @@ class Exchange:
     mirror: Mirror | None = None  # set when this request is shadowed
     fallback_for: str | None = None  # the backend whose open circuit sent this to the fallback
     model_route: str = ""  # the route (model) that took the request, for metrics
+    grant: Grant | None = None  # admitted by client limits: released with the tokens used
+    tokens: int = 0  # prompt plus completion, for tokens-per-minute limits
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         overhead_ms = (perf_counter() - self.started - self.upstream_wait) * 1000.0
@@ -50,6 +53,8 @@ class Exchange:
         ]
         if self.fallback_for is not None:
             headers.append((b"x-gateway-fallback-for", self.fallback_for.encode()))
+        if self.grant is not None:
+            headers += self.grant.headers
         return headers
 
 

@@ -49,7 +49,10 @@ class ModelRoute:
 
     def serving(self, user: str | None) -> Guarded:
         """The primary, or the canary for its share of users (the same user, the same side);
-        the fallback while the chosen backend's circuit is open."""
+        the fallback while the chosen backend's circuit is open. A route still learning its
+        name never waits on its primary: the fallback serves, or a fast 503."""
+        if self.name is None:
+            return self._while_unlearnt()
         chosen = self.primary
         share = self._canary_share
         if self.canary is not None and share > 0.0 and canary_bucket(user, self._draw) < share:
@@ -57,6 +60,16 @@ class ModelRoute:
         if self.fallback is not None and not chosen.available():
             return self.fallback
         return chosen
+
+    def _while_unlearnt(self) -> Guarded:
+        # Its primary did not answer its health check at start, so the fallback serves
+        # whatever the circuit's state: a request let through would wait out its timeout.
+        if self.fallback is not None:
+            return self.fallback
+        raise BackendUnavailable(
+            f"backend '{self.primary.name}' has not said which model it serves yet",
+            headers={"Retry-After": UNLEARNT_RETRY_AFTER},
+        )
 
     def admit(self) -> None:
         """Counts a request in; 429 on this route only when it is at its cap."""
@@ -83,17 +96,8 @@ class Router:
         if route is not None:
             return route
         if self._unlearnt:  # the shorthand route whose engine has not said its name yet
-            return self._while_unlearnt(self._unlearnt[0])
+            return self._unlearnt[0]  # it serves with its fallback, or answers a fast 503
         raise NotFound(f"the model '{model}' does not exist", param="model", code="model_not_found")
-
-    def _while_unlearnt(self, route: ModelRoute) -> ModelRoute:
-        """Its fallback serves (the primary's circuit is open), else a fast 503."""
-        if route.fallback is not None and not route.primary.available():
-            return route
-        raise BackendUnavailable(
-            f"backend '{route.primary.name}' has not said which model it serves yet",
-            headers={"Retry-After": UNLEARNT_RETRY_AFTER},
-        )
 
     def note_health(self, name: str, health: Health) -> None:
         """A readiness probe's answer: a route still learning its name takes its primary's."""

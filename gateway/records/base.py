@@ -14,6 +14,11 @@ class StoreError(Exception):
     """A store could not read or write."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or has no room (a database down or restarting, a disk
+    full): the same write may succeed later, unlike one the store refused."""
+
+
 class RecordStore(Protocol):
     """Durable storage for pairs. Implementations: `sqlite`, `postgres`."""
 

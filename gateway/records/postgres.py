@@ -21,7 +21,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from gateway.probes import ProbeResult
-from gateway.records.base import StoreError
+from gateway.records.base import StoreError, StoreUnavailable
 from gateway.records.schema import (
     COLUMNS,
     NAMES,
@@ -124,14 +124,19 @@ class PostgresStore:
                 async with asyncio.timeout(OPERATION_TIMEOUT_S):
                     return await work(await self._connection())
             except psycopg.Error as exc:
-                if isinstance(exc, psycopg.OperationalError):
+                # The server is down, restarting or unreachable: the connection is gone.
+                down = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+                if down:
                     await self._discard()
                 # Server messages can quote the values of the row at fault: only the kind goes.
                 state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-                raise StoreError(f"postgresql: {type(exc).__name__}{state}") from exc
+                error = StoreUnavailable if down else StoreError
+                raise error(f"postgresql: {type(exc).__name__}{state}") from exc
             except TimeoutError as exc:
                 await self._discard()
-                raise StoreError(f"postgresql: no answer in {OPERATION_TIMEOUT_S:g} s") from exc
+                raise StoreUnavailable(
+                    f"postgresql: no answer in {OPERATION_TIMEOUT_S:g} s"
+                ) from exc
 
     async def _connection(self) -> Connection:
         if self._conn is not None and not self._conn.closed:

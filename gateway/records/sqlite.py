@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.probes import ProbeResult
-from gateway.records.base import StoreError
+from gateway.records.base import StoreError, StoreUnavailable
 from gateway.records.schema import (
     NAMES,
     ColumnType,
@@ -46,6 +46,11 @@ _SELECT = f"SELECT {', '.join(NAMES)} FROM pairs"  # noqa: S608 - fixed column n
 # (benchmarks/README.md, optimisation log). 100 rows hold 3,200 values, under SQLite's limit
 # since 3.32 (32,766).
 ROWS_PER_INSERT = 100
+# Primary result codes of a store that is full or unreachable now, not of a refused write.
+_UNAVAILABLE = {
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PROTOCOL,
+}  # fmt: skip
 
 T = TypeVar("T")
 
@@ -114,12 +119,22 @@ class SqliteStore:
                 return await asyncio.to_thread(self._call, work)
             except (sqlite3.Error, OSError) as exc:
                 # sqlite3's messages name tables and constraints, never values.
-                raise StoreError(f"sqlite {self.path}: {exc}") from exc
+                error = StoreUnavailable if _unavailable(exc) else StoreError
+                raise error(f"sqlite {self.path}: {exc}") from exc
 
     def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
             self._conn = _connect(self.path)
         return work(self._conn)
+
+
+def _unavailable(exc: Exception) -> bool:
+    """A full disk (or one over a file-size limit), an I/O error, a file that cannot be
+    opened or is locked by another writer: the same write may succeed later."""
+    if isinstance(exc, OSError):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _UNAVAILABLE
 
 
 @functools.lru_cache(maxsize=ROWS_PER_INSERT)

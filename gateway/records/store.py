@@ -30,7 +30,7 @@ from tenacity import (
 
 from gateway.metrics import Count, RecordCounts
 from gateway.numbers import LocalNumbers
-from gateway.records.base import RecordStore, StoreError
+from gateway.records.base import RecordStore, StoreError, StoreUnavailable
 from gateway.records.redaction import redact
 from gateway.records.sqlite import SqliteStore
 from gateway.shadow.pairs import PairRecord
@@ -100,7 +100,11 @@ class Recorder:
     `record` appends to a bounded queue (full: the pair is dropped and counted). A task started
     on the first record writes batches of up to ``batch` pairs, or what is queued after
     `flush_interval` seconds; a failed batch is retried (bounded, jittered), then counted lost.
-    Counters for metrics: `written`, `dropped`, `failed` (pairs), and `pending`.
+    While the store is unavailable (down, restarting, out of disk) the batch in hand is kept
+    and tried again every `outage_retry` seconds, however long it takes, and new pairs wait in
+    the queue: nothing is lost but what the queue cannot hold, counted as dropped. At shutdown
+    an unavailable store gets the bounded retries, then what is left is counted lost.
+    Counters for metrics: `written`, `dropped`, `failed` (pairs), `pending`, and `store_up`.
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class Recorder:
         flush_interval: float = 0.2,
         attempts: int = 4,
         max_backoff: float = 2.0,
+        outage_retry: float = 1.0,
         counts: RecordCounts | None = None,
     ) -> None:
         self.store = store
@@ -122,14 +127,17 @@ class Recorder:
         self._interval = flush_interval
         self._attempts = attempts
         self._max_backoff = max_backoff
+        self._outage_retry = outage_retry
+        self._held = 0  # pairs of the batch being written, out of the queue
         self._queue: deque[PairRecord] = deque()
         self._wake = asyncio.Event()
+        self._closed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + self._held
 
     @property
     def written(self) -> int:
@@ -143,8 +151,16 @@ class Recorder:
     def failed(self) -> int:
         return int(self.counts.failed.value)
 
+    @property
+    def store_up(self) -> bool:
+        return not self.counts.store_down.value
+
+    @store_up.setter
+    def store_up(self, up: bool) -> None:
+        self.counts.store_down.set(0.0 if up else 1.0)
+
     def _queued(self) -> None:
-        self.counts.pending.set(len(self._queue))
+        self.counts.pending.set(self.pending)
 
     def record(self, pair: PairRecord) -> None:
         """Accepts `pair` for writing, or drops and counts it. Call from the event loop."""
@@ -163,6 +179,7 @@ class Recorder:
         """Writes everything accepted (or counts it lost), then closes the store."""
         self._closing = True
         self._wake.set()
+        self._closed.set()
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         # Shielded: a cancelled shutdown must not cancel the writes already under way.
@@ -188,9 +205,7 @@ class Recorder:
                         await self._wake.wait()  # set early by a full batch or by close()
                 continue
             count = min(self._batch, len(self._queue))
-            taken = [self._queue.popleft() for _ in range(count)]
-            self._queued()
-            stored = await self._write(taken)
+            stored = await self._write([self._queue.popleft() for _ in range(count)])
             if not stored and self._closing:
                 self._give_up()
             if count < self._batch:
@@ -207,17 +222,20 @@ class Recorder:
             log.warning("records: store down at shutdown, %d more lost", lost)
 
     async def _write(self, batch: list[PairRecord]) -> bool:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_random_exponential(multiplier=0.1, max=self._max_backoff),
-            retry=retry_if_exception_type(StoreError),
-            reraise=True,
-        )
+        self._held = len(batch)
+        self._queued()
         try:
             prepared = [self._prepare(pair) for pair in batch]
-            async for attempt in retrying:
-                with attempt:
-                    await self.store.write_batch(prepared)
+            while True:
+                try:
+                    await self._attempts_at(prepared)
+                    break
+                except StoreUnavailable as exc:
+                    if self._closing:
+                        raise
+                    self._went_down(exc)
+                    with contextlib.suppress(TimeoutError):  # close() ends the wait early
+                        await asyncio.wait_for(self._closed.wait(), self._outage_retry)
         except StoreError as exc:
             self.counts.failed.inc(len(batch))
             log.warning("records: lost %d after %d attempts: %s", len(batch), self._attempts, exc)
@@ -226,8 +244,35 @@ class Recorder:
             self.counts.failed.inc(len(batch))
             log.error("records: lost %d: %s", len(batch), type(exc).__name__)
             return True  # the store itself may be fine
+        finally:
+            self._held = 0
+            self._queued()
         self.counts.written.inc(len(batch))
+        if not self.store_up:
+            self.store_up = True
+            log.warning("records: the store is back; %d pairs waiting to be written", self.pending)
         return True
+
+    async def _attempts_at(self, prepared: list[PairRecord]) -> None:
+        """One write, retried (bounded, jittered) on any store error."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_random_exponential(multiplier=0.1, max=self._max_backoff),
+            retry=retry_if_exception_type(StoreError),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self.store.write_batch(prepared)
+
+    def _went_down(self, exc: StoreError) -> None:
+        if self.store_up:
+            self.store_up = False
+            log.warning(
+                "records: the store is unavailable (%s); pairs wait in the queue (%d now, "
+                "GATEWAY_RECORDS_QUEUE=%d) and are written when it is back",
+                exc, self.pending, self._capacity,
+            )  # fmt: skip
 
 
 def _local_count(*key: str) -> Count:

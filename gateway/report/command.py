@@ -1,7 +1,8 @@
 """`gateway report`: the shadow report and cutover verdict, from the stored pairs.
 
-Exit status: 0 when the candidate passes the gate, 1 when it fails, 2 for a usage or
-configuration error (bad flag, bad settings, unreadable store), so a deploy can be gated on it.
+Exit status: 0 when the candidate passes the gate (on every route reported), 1 when it fails
+(on any), 2 for a usage or configuration error (bad flag, bad settings, unreadable store, a
+route that is not there), so a deploy can be gated on it.
 
 Example::
 
@@ -15,7 +16,7 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from gateway.gate_rule import METRICS, GateRule
 from gateway.probes import ProbeResult
 from gateway.records.base import StoreError
 from gateway.records.store import open_store
-from gateway.report.routes import passed, render_routes, summarize_routes
+from gateway.report.routes import UnknownRoute, passed, render_routes, summarize_routes
 from gateway.shadow.pairs import PairRecord
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -101,9 +102,11 @@ def run(
     rule: GateRule,
     records_url: str,
     routes: Mapping[str, GateRule] | None = None,
+    shadowing: Collection[str] = (),
 ) -> int:
-    """The command, on the configured rule (`Settings.gate_rule`), each route's own (`routes`)
-    and the records; flags override every rule."""
+    """The command, on the configured rule (`Settings.gate_rule`), each route's own (`routes`,
+    `shadowing`: those reported even without pairs) and the records; flags override every
+    rule."""
     try:
         since = parse_since(args.since, time.time()) if args.since else None
     except ValueError as exc:
@@ -120,7 +123,10 @@ def run(
     except StoreError as exc:
         return _fail(f"cannot read the records: {exc}")
     start = None if since is None else datetime.fromtimestamp(since, UTC).isoformat()
-    reports = summarize_routes(pairs, rules, rule, start, probes, only=args.route)
+    try:
+        reports = summarize_routes(pairs, rules, rule, start, probes, args.route, shadowing)
+    except UnknownRoute as exc:
+        return _fail(str(exc))
     text = render_routes(reports, args.format)
     if args.output is None:
         sys.stdout.write(text)

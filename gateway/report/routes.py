@@ -2,12 +2,13 @@
 
 Pairs carry the route that took them (`PairRecord.route`); pairs stored before routes existed
 go under their model name. A report of one route keeps the single report's shape; several
-become `{"routes": {name: report}, "passed": ...}` in JSON, sections in text and HTML.
+become `{"routes": {name: report}, "passed": ...}` in JSON, sections in text and HTML. The
+exit code of `gateway report` fails when any route fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from gateway.gate_rule import GateRule
 from gateway.probes import ProbeResult
@@ -23,6 +24,10 @@ def route_of(pair: PairRecord) -> str:
     return pair.route or pair.public_model
 
 
+class UnknownRoute(ValueError):
+    """A report asked for a route that is neither configured nor in the records."""
+
+
 def summarize_routes(
     pairs: Sequence[PairRecord],
     rules: Mapping[str, GateRule],
@@ -30,13 +35,19 @@ def summarize_routes(
     since: str | None = None,
     probes: Sequence[ProbeResult] = (),
     only: str | None = None,
+    shadowing: Collection[str] = (),
 ) -> dict[str, ShadowReport]:
-    """A report per route: those configured to shadow (`rules`) and those the pairs name, or
-    only `only`; each judged by its route's rule (`default` for a route no longer configured)."""
-    grouped: dict[str, list[PairRecord]] = {name: [] for name in rules}
+    """A report per route: each route shadowing now (`shadowing`) and each the pairs name, or
+    only `only`; each judged by its route's rule (`rules`; `default` for a route no longer
+    configured). With none of them, one report of no pairs, which fails the gate: no evidence
+    never passes. `UnknownRoute` for an `only` neither configured nor in the pairs."""
+    grouped: dict[str, list[PairRecord]] = {name: [] for name in shadowing}
     for pair in pairs:
         grouped.setdefault(route_of(pair), []).append(pair)
-    names = [only] if only is not None else sorted(grouped)
+    if only is not None and only not in grouped and only not in rules:
+        known = ", ".join(sorted({*grouped, *rules})) or "none"
+        raise UnknownRoute(f"no route {only!r}; routes configured or in the records: {known}")
+    names = [only] if only is not None else sorted(grouped) or [""]
     reports = {}
     for name in names:
         routed = grouped.get(name, [])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from backends.constraints import Constraint, constraint_of
+from backends.constraints import Constraint, constraint_field, constraint_of
 from backends.errors import UnsupportedParameter
 
 
@@ -48,3 +48,20 @@ def test_structured_outputs_kinds() -> None:
 def test_what_no_engine_here_takes_is_refused(payload: dict[str, object]) -> None:
     with pytest.raises(UnsupportedParameter):
         constraint_of(payload)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({}, None),
+        ({"response_format": {"type": "text"}}, None),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "regex", "regex": "a"}}, "response_format"),
+        ({"structured_outputs": {"choice": None}}, None),
+        ({"structured_outputs": {"choice": ["a"]}}, "structured_outputs"),
+    ],
+)
+def test_the_field_a_constraint_is_asked_through(
+    payload: dict[str, object], field: str | None
+) -> None:
+    assert constraint_field(payload) == field

@@ -89,25 +89,32 @@ def test_vllms_structured_outputs_become_its_response_format() -> None:
     assert outgoing.changed["response_format"] == {"type": "regex", "regex": "(vui|buồn)"}
 
 
-@pytest.fixture(scope="module")
-def guided_engine(tiny_model_dir: Path) -> Iterator[TrtllmServeEngine]:
-    """The stand-in with a guided-decoding backend, as the gateway's runbook configures it."""
-    with TrtllmServeEngine(tiny_model_dir, guided_decoding=True) as engine:
-        yield engine
+def test_an_openai_json_schema_goes_as_its_own_json_type() -> None:
+    """Builds before the wrapper fix read `{"name", "schema"}` as the schema (facts A.3)."""
+    dialect = TrtllmServeDialect(TrtllmServeSettings(url="http://127.0.0.1:1"))
+    schema = {"type": "object", "properties": {"mood": {"enum": ["vui"]}}}
+    wrapper = {"type": "json_schema", "json_schema": {"name": "m", "schema": schema}}
+    outgoing = dialect.payload(request({"model": "m", "messages": [], "response_format": wrapper}))
+    assert outgoing.changed is not None
+    assert outgoing.changed["response_format"] == {"type": "json", "schema": schema}
 
 
 @pytest.fixture(scope="module")
-def client(guided_engine: TrtllmServeEngine, tiny_model_dir: Path) -> Iterator[openai.OpenAI]:
-    backend = TrtllmServeSettings(url=guided_engine.url, model_dir=tiny_model_dir)
+def client(
+    trtllm_serve_guided_engine: TrtllmServeEngine, tiny_model_dir: Path
+) -> Iterator[openai.OpenAI]:
+    """The stand-in with a guided-decoding backend, as stage 2 should run it."""
+    backend = TrtllmServeSettings(url=trtllm_serve_guided_engine.url, model_dir=tiny_model_dir)
     settings = Settings(backends={"trt": backend}, primary="trt", models=["phi-3-mini"])
     with ThreadedServer(create_app(settings)) as server:
         yield openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
 
 
 def test_the_gateway_answers_as_the_engine_does(
-    client: openai.OpenAI, guided_engine: TrtllmServeEngine, tiny_model_dir: Path
+    client: openai.OpenAI, trtllm_serve_guided_engine: TrtllmServeEngine, tiny_model_dir: Path
 ) -> None:
-    direct = openai.OpenAI(base_url=guided_engine.url + "/v1", api_key="x", max_retries=0)
+    url = trtllm_serve_guided_engine.url + "/v1"
+    direct = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
     ids = Prompter.from_dir(tiny_model_dir).prompt_ids(Route.CHAT, {"messages": MESSAGES})
     expected = direct.chat.completions.create(
         model="x", messages=MESSAGES, temperature=0, max_tokens=10,

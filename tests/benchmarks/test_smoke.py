@@ -80,6 +80,8 @@ def test_overhead(tmp_path: Path) -> None:
         ("http", f"Python floor, busy poll {AUTO_LIMIT_US} µs", 1),  # as the gateway
         ("http", "gateway, busy poll off", 1),
         ("http", "gateway, busy poll off", 64),
+        ("http", "gateway, 10 routes", 1),  # the load's model is one of ten routes
+        ("http", "gateway, 10 routes", 64),
         ("stream", "gateway, busy poll off", 1),
         ("shadow", "gateway, shadow 100%", 64),
         ("workers", "gateway, 2 workers on cores 0+1", 64),
@@ -99,7 +101,10 @@ def test_overhead(tmp_path: Path) -> None:
     assert rows[("stream", "gateway", 100)]["rss_mb"] > 0
     assert rows[("shadow", "gateway, shadow 100%", 64)]["extra"]["sampled"] > 0
     targets = report["summary"]["targets"]
-    assert len(targets) == 9
+    assert len(targets) == 12
+    routed = [t for t in targets if t["name"].endswith(", 10 routes")]
+    assert [t["limit"] for t in routed] == ["<= 0.30 ms", ">= 6,000", "<= 25 ms"]
+    assert all(isinstance(t["measured"], int | float) for t in routed)
     shown_beside = [t for t in targets if t["limit"] == "(reference)"]  # polling off: no verdict
     assert [(t["name"], t["verdict"]) for t in shown_beside] == [
         ("same, busy poll off", "-"),

@@ -15,7 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SOAK = ROOT / "benchmarks" / "soak" / "run.py"
 COUNTS = ("sent", "2xx", "stream_error", "stream_cut", "4xx", "5xx", "client_error", "timeout")
-GAUGES = ("rss_mb", "fds", "tcp", "tcp_upstream", "close_wait", "in_flight", "others_cpu_pct")
+GAUGES = ("rss_mb", "fds", "non_socket_fds", "tcp", "tcp_upstream", "close_wait", "in_flight",
+          "client_connections", "limits_shared", "others_cpu_pct")  # fmt: skip
+CHORES = ("slow_408", "reloads")
 # Each fault and the answer a client must get for it.
 FAULTS = {
     "503": "5xx",
@@ -42,10 +44,17 @@ def test_quick_soak_reports_every_window_and_injects_faults(tmp_path: Path) -> N
     for row in windows:
         assert all(isinstance(row[key], int) for key in COUNTS), row
         assert all(isinstance(row[key], int | float) for key in GAUGES), row
+        assert all(isinstance(row[key], int) for key in CHORES), row
         assert min(row["rss_mb"], row["fds"]) > 0, row
-        assert {"t_s", "p50_ms", "p99_ms", "max_ms", "upstream_down"} <= row.keys()
+        assert {"t_s", "p50_ms", "p99_ms", "max_ms", "upstream_down", "redis_down"} <= row.keys()
     assert sum(row["sent"] for row in windows) == report["plan"]["requests"]
     assert any(row["upstream_down"] for row in windows)
+    # Redis restarted: the limits were counted alone for a while, then shared again.
+    assert report["redis_outages"][0]["up"] is not None
+    assert any(row["redis_down"] and row["limits_shared"] == 0 for row in windows)
+    # The slow clients were held open all along, each closed by its timeout.
+    assert min(row["client_connections"] for row in windows[1:-1]) >= report["plan"]["slow_clients"]
+    assert sum(row["slow_408"] for row in windows) > 0
 
     faults = report["faults"]
     for name, answer in FAULTS.items():
@@ -58,6 +67,13 @@ def test_quick_soak_reports_every_window_and_injects_faults(tmp_path: Path) -> N
     verdict = report["verdict"]
     assert verdict["in_flight_after_load"] == 0
     assert verdict["stuck_requests"] == 0
+    assert verdict["checks"] == dict.fromkeys(verdict["checks"], True)
     assert verdict["passed"] is True
-    assert verdict["requests"] == report["plan"]["requests"]
+    assert verdict["requests"] == verdict["answered"] == report["plan"]["requests"]
+    slow = verdict["slow_clients"]
+    assert slow["408"] >= report["plan"]["slow_clients"]
+    assert (slow["late"], slow["other"]) == (0, 0)
+    assert list(verdict["reloads"]) == ["200"]
+    assert verdict["reloads"]["200"] >= 3  # every 2 s of the 8
+    assert verdict["limits_shared_after_load"] == 1
     assert min(verdict["rss_first_quarter_mb"], verdict["rss_last_quarter_mb"]) > 0

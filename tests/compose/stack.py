@@ -29,7 +29,9 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose"
 SCHEMA = json.loads((Path(__file__).parent / "compose-spec.json").read_text(encoding="utf-8"))
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.single-gpu.yml")
-STAGES = ("stage1", "shadow", "canary", "cutover", "rollback")
+LEGACY_FILE = "docker-compose.legacy-triton.yml"  # the runbook's appendix, on top of the main file
+# The Phi-3 route's migration, one routes file per step (env/routes/<step>.toml), in order.
+STEPS = ("start", "phi3-shadow", "phi3-canary", "phi3-cutover", "phi3-rollback")
 
 # What an operator puts in compose/.env (.env.example lists the same names).
 TEST_ENV = {

@@ -1,5 +1,6 @@
-"""The TensorRT-LLM build scripts: linted, their plans checked (DRY_RUN=1), and one real run
-against a stand-in TensorRT-LLM tree (no GPU, no network) for the version-dependent keys.
+"""The legacy TensorRT-engine build (the runbook's appendix): linted, its plan checked
+(DRY_RUN=1), and one real run against a stand-in TensorRT-LLM tree (no GPU, no network) for the
+version-dependent keys. The gateway image's entrypoint is linted here too.
 """
 
 from __future__ import annotations
@@ -8,16 +9,14 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from tests.compose.stack import COMPOSE, COMPOSE_FILES, TEST_ENV, load_stack
+from tests.compose.stack import COMPOSE, COMPOSE_FILES, LEGACY_FILE, TEST_ENV, load_stack
 
-TRTLLM = COMPOSE / "trtllm"
-BUILD, LLMAPI = TRTLLM / "build_engine.sh", TRTLLM / "llmapi/prepare_repo.sh"
-SCRIPTS = [BUILD, LLMAPI, TRTLLM / "common.sh", COMPOSE / "gateway-entrypoint.sh"]
+TRTLLM = COMPOSE / "legacy/trtllm"
+BUILD = TRTLLM / "build_engine.sh"
+SCRIPTS = [BUILD, TRTLLM / "common.sh", COMPOSE / "gateway-entrypoint.sh"]
 HF_DIR = "/models/hf/Phi-3-mini-4k-instruct"
 # fill_template.py keys per model (shared/reference/trtllm-triton-interface.md, 1.6, and the
 # templates of the TensorRT-LLM versions it cites).
@@ -173,38 +172,10 @@ def test_a_real_run_fills_version_dependent_keys_only_where_templated(tmp_path: 
     assert f"{bin_dir}/git " not in calls.read_text()  # the sources were there already
 
 
-def test_the_llmapi_plan_writes_a_decoupled_model_yaml() -> None:
-    status, commands, _ = plan(LLMAPI)
-    assert status == 0
-    assert any(c.endswith("triton_backend/all_models/llmapi /models/llmapi-repo") for c in commands)
-    config = model_yaml()
-    assert config["model"] == HF_DIR
-    assert config["backend"] == "pytorch"
-    assert config["triton_config"] == {"max_batch_size": 0, "decoupled": True}
-    assert config["kv_cache_config"] == {
-        "free_gpu_memory_fraction": 0.85,
-        "enable_block_reuse": True,
-    }
-    assert config["max_seq_len"] == 2048
-    shared = model_yaml(KV_CACHE_FREE_GPU_MEM_FRACTION="0.40")
-    assert shared["kv_cache_config"]["free_gpu_memory_fraction"] == 0.40
-
-
-def model_yaml(**env: str) -> dict[str, Any]:
-    output = subprocess.run(
-        ["bash", str(LLMAPI)], env={"PATH": "/usr/bin:/bin", "DRY_RUN": "1", **env},
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    config: dict[str, Any] = yaml.safe_load(output.split("model.yaml:\n", 1)[1])
-    return config
-
-
-def test_the_compose_jobs_run_these_scripts_with_variables_they_read() -> None:
-    stack = load_stack(list(COMPOSE_FILES), TEST_ENV)["services"]
-    scripts = BUILD.read_text() + LLMAPI.read_text() + (TRTLLM / "common.sh").read_text()
-    for job, script in (("trtllm-build", BUILD), ("trtllm-llmapi", LLMAPI)):
-        service = stack[job]
-        assert "./trtllm:/opt/pika/trtllm:ro" in service["volumes"]
-        assert service["entrypoint"] == ["bash", f"/opt/pika/{script.relative_to(COMPOSE)}"]
-        for name in service["environment"]:
-            assert name == "HF_TOKEN" or f"${{{name}:-" in scripts, name
+def test_the_compose_job_runs_this_script_with_variables_it_reads() -> None:
+    service = load_stack([COMPOSE_FILES[0], LEGACY_FILE], TEST_ENV)["services"]["trtllm-build"]
+    scripts = BUILD.read_text() + (TRTLLM / "common.sh").read_text()
+    assert "./legacy/trtllm:/opt/pika/trtllm:ro" in service["volumes"]
+    assert service["entrypoint"] == ["bash", f"/opt/pika/trtllm/{BUILD.name}"]
+    for name in service["environment"]:
+        assert name == "HF_TOKEN" or f"${{{name}:-" in scripts, name

@@ -1,8 +1,9 @@
 """The gateway image's entrypoint, run outside Docker with the system's POSIX sh.
 
 Its decisions (workers from the CPU quota, arguments passed through, a failed check or a missing
-stage file stops it) are checked against a stand-in `gateway` that records its arguments; its
-real job (validate, become `gateway serve`, take a new stage on SIGHUP) against the real gateway.
+env file stops it) are checked against a stand-in `gateway` that records its arguments; its
+real job (validate, become `gateway serve`, take a new routes step on SIGHUP) against the real
+gateway.
 """
 
 from __future__ import annotations
@@ -109,20 +110,20 @@ def test_arguments_run_that_gateway_command(stand_in: tuple[Path, dict[str, str]
 
 
 @pytest.mark.parametrize("env_file", ["missing", "dangling"])
-def test_the_compose_stack_requires_its_stage_file(
+def test_the_compose_stack_requires_its_env_file(
     stand_in: tuple[Path, dict[str, str]], tmp_path: Path, env_file: str
 ) -> None:
     _, env = stand_in
     folder = tmp_path / "env"
     folder.mkdir()
-    if env_file == "dangling":  # env/.env -> a stage file that is not there
-        (folder / ".env").symlink_to("shaddow.env")
+    if env_file == "dangling":  # env/.env -> a file that is not there
+        (folder / ".env").symlink_to("gateway.evn")
     status, calls = run({**env, "PIKA_REQUIRE_ENV_FILE": "1"}, cwd=folder)
     assert status == 2
     assert calls == []
-    (folder / "stage1.env").write_text("GATEWAY_PRIMARY=vllm\n", encoding="utf-8")
+    (folder / "gateway.env").write_text("GATEWAY_PRIMARY=vllm\n", encoding="utf-8")
     (folder / ".env").unlink(missing_ok=True)
-    (folder / ".env").symlink_to("stage1.env")
+    (folder / ".env").symlink_to("gateway.env")
     status, calls = run({**env, "PIKA_REQUIRE_ENV_FILE": "1"}, cwd=folder)
     assert status == 0
     assert calls[0] == "gateway check-config"
@@ -150,18 +151,25 @@ def primary(url: str) -> str:
     return str(name)
 
 
-def test_a_valid_configuration_becomes_gateway_serve_and_takes_a_new_stage_on_sighup(
+def test_a_valid_configuration_becomes_gateway_serve_and_takes_a_new_step_on_sighup(
     tmp_path: Path, fake_upstream: tuple[FakeUpstream, ThreadedServer]
 ) -> None:
-    """As in the compose stack: the stage is .env in the working directory, a symlink to one
-    stage file; re-pointing it and sending SIGHUP switches the primary without a restart."""
+    """As in the compose stack: .env in the working directory names the backends and the
+    routes file, a symlink to one step; re-pointing it and sending SIGHUP switches a route's
+    primary without a restart."""
     port, folder = free_port(), tmp_path / "env"
-    folder.mkdir()
+    (folder / "routes").mkdir(parents=True)
     backends = {name: {"kind": "vllm", "url": fake_upstream[1].url} for name in ("one", "two")}
+    (folder / "gateway.env").write_text(
+        f"GATEWAY_BACKENDS='{json.dumps(backends)}'\n"
+        f"GATEWAY_ROUTES_FILE={folder / 'routes.toml'}\n",
+        encoding="utf-8",
+    )
     for name in backends:
-        stage = f"GATEWAY_BACKENDS='{json.dumps(backends)}'\nGATEWAY_PRIMARY={name}\n"
-        (folder / f"{name}.env").write_text(stage, encoding="utf-8")
-    (folder / ".env").symlink_to("one.env")
+        step = f'[routes."phi-3-mini"]\nprimary = "{name}"\n'
+        (folder / "routes" / f"{name}.toml").write_text(step, encoding="utf-8")
+    (folder / ".env").symlink_to("gateway.env")
+    (folder / "routes.toml").symlink_to("routes/one.toml")
     env = real_env(
         tmp_path, GATEWAY_PORT=str(port), PIKA_REQUIRE_ENV_FILE="1",
         GATEWAY_WORKERS="1",  # as docker-compose.yml sets it: the gateway reloads in place
@@ -178,8 +186,8 @@ def test_a_valid_configuration_becomes_gateway_serve_and_takes_a_new_stage_on_si
         # exec: the process started as sh is now the gateway itself, so signals reach it.
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
         assert b"serve" in cmdline
-        (folder / ".env").unlink()
-        (folder / ".env").symlink_to("two.env")
+        (folder / "routes.toml").unlink()
+        (folder / "routes.toml").symlink_to("routes/two.toml")
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (current := primary_or_none(url)) != "two":
@@ -190,7 +198,7 @@ def test_a_valid_configuration_becomes_gateway_serve_and_takes_a_new_stage_on_si
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert f"serving on 0.0.0.0:{port} with 1 worker(s)" in output
-    assert "configuration reloaded: primary two" in output
+    assert "configuration reloaded: phi-3-mini -> two" in output
 
 
 def primary_or_none(url: str) -> str | None:

@@ -1,7 +1,9 @@
-"""Prometheus scrapes what runs; the Grafana dashboard queries metrics that exist.
+"""Prometheus scrapes what runs; the Grafana dashboard queries metrics that exist, with the
+labels they have, and filters the gateway's by the `route` it selects.
 
-Gateway metric names come from the gateway's own registry (`gateway.metrics.Metrics`). Engine
-metric names come from a fixed list, checked against a real vLLM in test_seed_command.py.
+Gateway metric names and labels come from the gateway's own registry (`gateway.metrics.Metrics`).
+Engine metric names come from fixed lists: vLLM's checked against a real vLLM in
+test_seed_command.py, trtllm-serve's read in TensorRT-LLM's source (no GPU here to run it).
 """
 
 from __future__ import annotations
@@ -17,24 +19,29 @@ import pytest
 import yaml
 from prometheus_client.metrics_core import Metric
 
+from gateway.http.limits import ConnectionGuard, ConnectionLimits
 from gateway.metrics import Metrics
+from gateway.probes import Conformance, ProbeResult
 from tests.compose.stack import COMPOSE, COMPOSE_FILES, REPO, TEST_ENV, load_stack
 
 GRAFANA = COMPOSE / "grafana"
 DASHBOARD = json.loads((GRAFANA / "dashboards/gateway.json").read_text(encoding="utf-8"))
 # Engine metrics the dashboard may use. vLLM: docs.vllm.ai "Production Metrics" (V1 names).
-# Triton: nv_inference_pending_request_count (core, per model); TensorRT-LLM backend:
-# nv_trt_llm_request_metrics{request_type}, nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type}.
+# trtllm-serve, at /prometheus/metrics with return_perf_metrics (and iteration stats for the
+# gauges): NVIDIA/TensorRT-LLM tensorrt_llm/metrics/collector.py@050f80de (the prefix and the
+# gauges date from early 2026, backends/TENSORRT_LLM.md E.1; older images lack them).
 VLLM_METRICS = {
     "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
     "vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total",
     "vllm:time_to_first_token_seconds_bucket", "vllm:e2e_request_latency_seconds_bucket",
 }  # fmt: skip
-TRITON_METRICS = {
-    "nv_inference_pending_request_count",
-    "nv_trt_llm_request_metrics",
-    "nv_trt_llm_kv_cache_block_metrics",
-}
+TRTLLM_METRICS = {
+    "trtllm_num_requests_waiting", "trtllm_num_requests_running", "trtllm_kv_cache_utilization",
+    "trtllm_kv_cache_hit_rate", "trtllm_time_to_first_token_seconds_bucket",
+    "trtllm_e2e_request_latency_seconds_bucket",
+}  # fmt: skip
+ENGINE_JOBS = {"vllm": ("/metrics", 8000), "trtllm": ("/prometheus/metrics", 8000)}
+ROUTE_FILTER = 'route=~"$route"'
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 _FUNCTIONS = r"\b[a-z_]+\s*\("
 _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
@@ -43,9 +50,15 @@ _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "of
 
 def gateway_metrics() -> Metrics:
     metrics = Metrics()  # the shadow records' series are there from the start
-    # The hot path's series are made by their first request: one, so they have samples.
-    metrics.observe("phi-3-mini", "vllm", "/v1/chat/completions", 200, 0.02, 0.0001)
-    metrics.in_flight_for("phi-3-mini", "vllm", "/v1/chat/completions")
+    ConnectionGuard(ConnectionLimits(), numbers=metrics.numbers)  # as the app's, counting there
+    conformance = Conformance()
+    conformance.record([ProbeResult("trtllm-phi3", "constraint", "fail", "free text", 0.0)])
+    metrics.watch_conformance(conformance)
+    # Series made by their first use: one of each, so they have samples.
+    metrics.observe("phi-3-mini", "vllm-phi3", "/v1/chat/completions", 200, 0.02, 0.0001)
+    metrics.in_flight_for("phi-3-mini", "vllm-phi3", "/v1/chat/completions")
+    metrics.shadow_for("phi-3-mini").dropped("shutdown")
+    metrics.fallback_for("vllm-phi3").inc()
     return metrics
 
 
@@ -68,22 +81,41 @@ def panels() -> list[dict[str, Any]]:
     return [panel for panel in DASHBOARD["panels"] if panel["type"] != "row"]
 
 
-def test_every_scrape_target_is_a_compose_service_on_its_metrics_port() -> None:
+def scrape_jobs() -> dict[str, dict[str, Any]]:
     config = yaml.safe_load((COMPOSE / "prometheus/prometheus.yml").read_text(encoding="utf-8"))
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def test_every_scrape_target_is_a_compose_service_on_its_metrics_port() -> None:
     stack = load_stack(list(COMPOSE_FILES), TEST_ENV)["services"]
-    ports = {"gateway": 8080, "vllm": 8000, "triton": 8002}  # gateway: entrypoint default
-    assert "--port=8000" in stack["vllm"]["command"]
-    assert "--metrics-port=8002" in stack["triton"]["command"]
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == set(ports)
-    for name, job in jobs.items():
-        assert job["metrics_path"] == "/metrics"
-        (discovery,) = job["dns_sd_configs"]  # every replica, by the service's DNS name
-        assert discovery["names"] == [name]
-        assert name in stack
-        assert (discovery["type"], discovery["port"]) == ("A", ports[name])
+    jobs = scrape_jobs()
+    assert set(jobs) == {"gateway", *ENGINE_JOBS}
+    (gateway,) = jobs["gateway"]["dns_sd_configs"]  # every replica, by the service's DNS name
+    assert (gateway["names"], gateway["port"]) == (["gateway"], 8080)  # the entrypoint's default
+    scraped = set()
+    for name, (path, port) in ENGINE_JOBS.items():
+        assert jobs[name]["metrics_path"] == path
+        (discovery,) = jobs[name]["dns_sd_configs"]
+        assert (discovery["type"], discovery["port"]) == ("A", port)
+        for service in discovery["names"]:
+            assert service.startswith(name + "-")
+            assert f"--port={port}" in stack[service]["command"], service
+            scraped.add(service)
+    engines = {n for n, s in stack.items() if "/models:ro" in " ".join(s.get("volumes", []))}
+    assert scraped == engines - {"gateway"}  # every engine, and the engines only
     mounted = stack["prometheus"]["volumes"]
     assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounted
+
+
+def test_engine_series_carry_the_engine_label_the_dashboard_groups_by() -> None:
+    jobs = scrape_jobs()
+    for name in ENGINE_JOBS:
+        (relabel,) = jobs[name]["relabel_configs"]
+        assert relabel == {"source_labels": ["__meta_dns_name"], "target_label": "engine"}
+    for panel in panels():
+        for target in panel["targets"]:
+            if re.search(r"\bby\s*\([^)]*\bengine\b", target["expr"]):
+                assert metric_names(target["expr"]) <= VLLM_METRICS | TRTLLM_METRICS, panel["title"]
 
 
 def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard_folder() -> None:
@@ -116,7 +148,7 @@ def test_panels_are_laid_out_without_overlap_and_have_unique_ids() -> None:
 
 def test_every_query_uses_metrics_that_exist() -> None:
     exposed = gateway_metric_names()
-    allowed = exposed | VLLM_METRICS | TRITON_METRICS
+    allowed = exposed | VLLM_METRICS | TRTLLM_METRICS
     for panel in panels():
         for target in panel["targets"]:
             unknown = metric_names(target["expr"]) - allowed
@@ -131,7 +163,8 @@ def test_the_dashboard_covers_what_the_runbook_says_to_watch() -> None:
     shadow = {name for name in gateway_metric_names() if name.startswith("gateway_shadow_")}
     assert shadow, "the gateway exposes no gateway_shadow_* metrics"
     assert {n for n in shadow if n.endswith("_total")} <= used  # agreement, drops, failures
-    assert used >= VLLM_METRICS | TRITON_METRICS
+    assert "gateway_conformance" in used  # an engine that accepts a constraint and ignores it
+    assert used >= VLLM_METRICS | TRTLLM_METRICS
 
 
 def gateway_label_names() -> dict[str, set[str]]:
@@ -169,9 +202,48 @@ def test_gateway_label_names_and_values_exist() -> None:
                 assert names <= set().union(*(labels[m] for m in used)), (panel["title"], names)
 
 
+def test_the_dashboard_selects_routes_by_the_gateways_route_label() -> None:
+    (variable,) = DASHBOARD["templating"]["list"]
+    assert variable["name"] == "route"
+    query = variable["query"]["query"]
+    assert variable["definition"] == query
+    found = re.fullmatch(r"label_values\((\w+), route\)", query)
+    assert found is not None, query
+    labels = gateway_label_names()
+    assert "route" in labels[found.group(1)]
+    assert (variable["multi"], variable["includeAll"], variable["allValue"]) == (True, True, ".*")
+    with_route = {name for name, names in labels.items() if "route" in names}
+    filtered = set()
+    for panel in panels():
+        for target in panel["targets"]:
+            for metric, matchers in re.findall(r"(gateway_\w+)(?:\{([^}]*)\})?", target["expr"]):
+                if metric in with_route:  # every series with a route obeys the selector
+                    assert ROUTE_FILTER in matchers, (panel["title"], metric)
+                    filtered.add(metric)
+            # The route label holds model names; the OpenAI operation is the `path` label.
+            for value in re.findall(r'\broute\s*(?:=~|!=|!~|=)\s*"([^"]*)"', target["expr"]):
+                assert value == "$route", (panel["title"], value)
+    assert {name.removesuffix("_bucket") for name in filtered} >= {
+        "gateway_request_duration_seconds", "gateway_requests_total",
+        "gateway_in_flight_requests", "gateway_shadow_agreement_total",
+    }  # fmt: skip
+
+
+def test_legends_name_only_labels_the_query_keeps() -> None:
+    for panel in panels():
+        for target in panel["targets"]:
+            kept = {
+                name.strip()
+                for group in re.findall(r"\bby\s*\(([^)]*)\)", target["expr"])
+                for name in group.split(",")
+            }
+            shown = set(re.findall(r"\{\{(\w+)\}\}", target["legendFormat"]))
+            assert shown <= kept, (panel["title"], shown - kept)
+
+
 def test_metric_names_are_read_from_promql() -> None:
     expr = (
-        'sum by (le, backend) (rate(gateway_request_duration_seconds_bucket{route="/v1/x"}'
+        'sum by (le, backend) (rate(gateway_request_duration_seconds_bucket{path="/v1/x"}'
         "[$__rate_interval])) / on (backend) vllm:kv_cache_usage_perc"
     )
     assert metric_names(expr) == {
@@ -201,7 +273,7 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     variable stands in as 1m)."""
     rules = [
         {"record": f"dashboard:panel_{panel['id']}_{index}",
-         "expr": target["expr"].replace("$__rate_interval", "1m")}
+         "expr": target["expr"].replace("$__rate_interval", "1m").replace("$route", ".*")}
         for panel in panels() for index, target in enumerate(panel["targets"])
     ]  # fmt: skip
     assert rules

@@ -18,9 +18,9 @@ Three models are bound to one PyTriton server (see ``triton_engine``), all decou
 
 Tokenizing ``text_input``: as the real preprocessing model with its ``add_special_tokens``
 parameter (``bind_models``' ``add_special_tokens``): the ``ensemble`` keeps TensorRT-LLM's default
-(true, BOS added), the BLS is served as ``compose/trtllm/build_engine.sh`` fills it (false: the
-text as it comes, for parity with vLLM's chat). The LLM-API model always adds special tokens
-(its ``SamplingParams`` default; the real model has no input for it).
+(true, BOS added), the BLS is served as ``compose/legacy/trtllm/build_engine.sh`` fills it
+(false: the text as it comes, for parity with vLLM's chat). The LLM-API model always adds
+special tokens (its ``SamplingParams`` default; the real model has no input for it).
 
 Generation, guided decoding and the test hooks (``[[force:TEXT]]``, ``[[fail:N]]``) are
 ``tiny_llm``'s.

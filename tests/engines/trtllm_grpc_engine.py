@@ -35,7 +35,8 @@ Inferred or chosen where the facts are silent, each kept small: an aborted strea
 ``complete`` whose finish_reason is "cancelled" (the LLM API's reason for a cancelled request,
 sent as for any finished one); a stop string's leading tokens may have been streamed before it
 matched, and only the ``complete`` has them cut; ``max_tokens`` 0, an empty prompt, an
-out-of-vocabulary id or a prompt past ``max_input_len`` 1024 / ``max_seq_len`` 2048 is
+out-of-vocabulary id or a prompt past ``max_input_len`` (1024 unless ``max_input_len`` says)
+/ ``max_seq_len`` 2048 is
 INVALID_ARGUMENT; an unseeded request draws a random seed; a stop token that is also an end id
 counts as the stop token. What the tiny engine lacks (n > 1, beam search, logprobs, logits,
 LoRA, images, embedding bias, EBNF and structural-tag guides; min_p only as the greedy switch)
@@ -88,10 +89,12 @@ class TrtllmGrpcEngine:
         *,
         guided_decoding: bool = True,
         served_name: str | None = None,
+        max_input_len: int = 1024,
         log_path: Path | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.guided_decoding = guided_decoding
+        self.max_input_len = max_input_len
         self.served_name = served_name
         (self.port,) = _free_ports(1)
         self.address = f"127.0.0.1:{self.port}"
@@ -108,6 +111,7 @@ class TrtllmGrpcEngine:
         command = [
             sys.executable, "-m", "tests.engines.trtllm_grpc_engine",
             "--model-dir", str(self.model_dir), "--port", str(self.port),
+            "--max-input-len", str(self.max_input_len),
         ]  # fmt: skip
         if self.served_name is not None:
             command += ["--served-model-name", self.served_name]
@@ -203,6 +207,7 @@ async def _serve(args: argparse.Namespace) -> None:
         TinyLlm(args.model_dir),
         model_id=args.served_model_name or str(args.model_dir),
         guided_decoding=args.guided_decoding,
+        max_input_len=args.max_input_len,
     )
     server = grpc.aio.server(options=_SERVER_OPTIONS)
     trtllm_service_pb2_grpc.add_TrtllmServiceServicer_to_server(servicer, server)
@@ -226,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--served-model-name")
     parser.add_argument("--no-guided-decoding", dest="guided_decoding", action="store_false")
+    # Upstream's `max_input_len` LLM argument: prompts longer are INVALID_ARGUMENT.
+    parser.add_argument("--max-input-len", type=int, default=1024)
     args = parser.parse_args(argv)
 
     import uvloop  # upstream serves on uvloop too

@@ -26,7 +26,7 @@ from smg_grpc_proto.generated import trtllm_service_pb2_grpc as pb2_grpc
 
 from tests.engines.tiny_llm import Guide, Sampling, TinyLlm
 
-MAX_INPUT_LEN = 1024  # what GetModelInfo reports, as `--max_input_len` would set them
+MAX_INPUT_LEN = 1024  # the default; the engine's `--max-input-len` sets it, as `max_input_len`
 MAX_SEQ_LEN = 2048
 STANDIN_VERSION = "0+tiny-llm"  # GetServerInfo's version: not a TensorRT-LLM release
 
@@ -50,11 +50,14 @@ class Job:
     keep_stop: bool
 
     @classmethod
-    def of(cls, request: Any, llm: TinyLlm, *, guided_decoding: bool) -> Job:
+    def of(
+        cls, request: Any, llm: TinyLlm, *, guided_decoding: bool,
+        max_input_len: int = MAX_INPUT_LEN,
+    ) -> Job:  # fmt: skip
         """Map a GenerateRequest as upstream's ``create_sampling_params_from_proto`` and
         ``SamplingParams._setup`` do; raises ValueError or NotImplementedError."""
         prompt_ids = list(request.tokenized.input_token_ids)
-        _check_prompt(prompt_ids, request.max_tokens, len(llm.tokenizer))
+        _check_prompt(prompt_ids, request.max_tokens, len(llm.tokenizer), max_input_len)
         _check_supported(request, llm.tokenizer.vocab_size)
         config = request.sampling_config
         # Upstream materialises these three when absent; so the default is sampling, not greedy.
@@ -112,15 +115,15 @@ def _given(config: Any, name: str, default: float) -> float:
     return float(getattr(config, name)) if config.HasField(name) else default
 
 
-def _check_prompt(prompt_ids: list[int], max_tokens: int, vocab: int) -> None:
+def _check_prompt(prompt_ids: list[int], max_tokens: int, vocab: int, max_input_len: int) -> None:
     if not prompt_ids:
         raise ValueError("Missing tokenized input: input_token_ids is empty")
     if max(prompt_ids) >= vocab:
         raise ValueError(f"Token ID out of range: {max(prompt_ids)} >= vocab size {vocab}")
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-    if len(prompt_ids) > MAX_INPUT_LEN:
-        raise ValueError(f"Prompt length {len(prompt_ids)} exceeds max_input_len {MAX_INPUT_LEN}")
+    if len(prompt_ids) > max_input_len:
+        raise ValueError(f"Prompt length {len(prompt_ids)} exceeds max_input_len {max_input_len}")
     if len(prompt_ids) + max_tokens > MAX_SEQ_LEN:
         raise ValueError(
             f"Prompt length + max_tokens ({len(prompt_ids)} + {max_tokens}) exceeds "
@@ -170,17 +173,24 @@ class TrtllmServicer(pb2_grpc.TrtllmServiceServicer):  # type: ignore[misc]  # a
     """The SMG servicer's RPCs over one ``TinyLlm``; GetTokenizer and SubscribeKvEvents are
     left to the generated base (UNIMPLEMENTED), as upstream leaves them."""
 
-    def __init__(self, llm: TinyLlm, *, model_id: str, guided_decoding: bool) -> None:
+    def __init__(
+        self, llm: TinyLlm, *, model_id: str, guided_decoding: bool,
+        max_input_len: int = MAX_INPUT_LEN,
+    ) -> None:  # fmt: skip
         self.llm = llm
         self.model_id = model_id
         self.guided_decoding = guided_decoding
+        self.max_input_len = max_input_len
         self._running: dict[str, _Running] = {}
 
     async def Generate(self, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
             if not request.HasField("tokenized"):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Missing tokenized input")
-            job = Job.of(request, self.llm, guided_decoding=self.guided_decoding)
+            job = Job.of(
+                request, self.llm, guided_decoding=self.guided_decoding,
+                max_input_len=self.max_input_len,
+            )  # fmt: skip
             async for response in self._generate(job):
                 yield response
         except grpc.aio.AbortError:
@@ -258,7 +268,7 @@ class TrtllmServicer(pb2_grpc.TrtllmServiceServicer):  # type: ignore[misc]  # a
     async def GetModelInfo(self, request: Any, context: Any) -> Any:
         return pb2.GetModelInfoResponse(
             model_id=self.model_id,
-            max_input_len=MAX_INPUT_LEN,
+            max_input_len=self.max_input_len,
             max_seq_len=MAX_SEQ_LEN,
             vocab_size=self.llm.tokenizer.vocab_size,  # the base vocabulary, as upstream's
         )

@@ -1,6 +1,7 @@
-"""gateway.probes against real engines: vLLM honours every check; the trtllm-serve stand-in
-without a guided-decoding backend accepts a constraint and ignores it, as trtllm-serve does
-(backends/TENSORRT_LLM.md, A.3), and a task alias then refuses it."""
+"""gateway.probes against real engines: vLLM honours every check; the trtllm-serve and
+trtllm-serve --grpc stand-ins without a guided-decoding backend accept a constraint and ignore
+it, as both servers do (backends/TENSORRT_LLM.md, A.3, B); a task alias then refuses that
+backend, and so does a client's own constraint."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 from pydantic import SecretStr
 
 from backends import registry
+from backends.registry import BackendSettings
+from backends.trtllm_grpc.settings import TrtllmGrpcSettings
 from backends.trtllm_serve import TrtllmServeSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
@@ -22,6 +25,7 @@ from gateway.probes import CHECKS, ProbeResult, run_probes
 from gateway.report.command import read_records
 from gateway.settings import Settings
 from tests.conftest import TINY_MODEL
+from tests.engines.trtllm_grpc_engine import TrtllmGrpcEngine
 from tests.engines.trtllm_serve_engine import TrtllmServeEngine
 from tests.engines.vllm_engine import VllmEngine
 from tests.support.servers import ThreadedServer
@@ -32,8 +36,13 @@ EXCHANGE = [
     {"role": "assistant", "content": "Giỏi quá!"},
 ]
 
+CONSTRAINTS = {
+    "response_format": {"type": "json_schema", "json_schema": {"name": "m", "schema": {}}},
+    "structured_outputs": {"choice": ["vui", "buồn"]},
+}
 
-def probed(settings: VllmSettings | TrtllmServeSettings) -> dict[str, ProbeResult]:
+
+def probed(settings: BackendSettings) -> dict[str, ProbeResult]:
     async def run() -> list[ProbeResult]:
         backend = registry.create("b", settings)
         try:
@@ -50,14 +59,20 @@ def test_vllm_honours_every_check(vllm_engine: VllmEngine) -> None:
     assert {check: r.outcome for check, r in results.items()} == dict.fromkeys(CHECKS, "pass")
 
 
-@pytest.fixture(scope="module")
-def unguided(tiny_model_dir: Path) -> Iterator[TrtllmServeEngine]:
-    with TrtllmServeEngine(tiny_model_dir, guided_decoding=False) as engine:
-        yield engine
+@pytest.fixture(scope="module", params=["trtllm-serve", "trtllm-grpc"])
+def unguided(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Iterator[BackendSettings]:
+    """A TensorRT-LLM kind started without a guided-decoding backend: both servers accept a
+    constraint and drop it (backends/TENSORRT_LLM.md, A.3 and B)."""
+    if request.param == "trtllm-serve":
+        with TrtllmServeEngine(tiny_model_dir, guided_decoding=False) as serve:
+            yield TrtllmServeSettings(url=serve.url)
+    else:
+        with TrtllmGrpcEngine(tiny_model_dir, guided_decoding=False) as grpc:
+            yield TrtllmGrpcSettings(url=grpc.address, model_dir=tiny_model_dir)
 
 
-def test_a_constraint_accepted_and_ignored_is_found(unguided: TrtllmServeEngine) -> None:
-    results = probed(TrtllmServeSettings(url=unguided.url))
+def test_a_constraint_accepted_and_ignored_is_found(unguided: BackendSettings) -> None:
+    results = probed(unguided)
     assert results["constraint"].outcome == "fail"
     assert "accepted a choice of ['qz7', 'xj9']" in results["constraint"].detail
     assert results["seed"].outcome == "pass"
@@ -65,10 +80,10 @@ def test_a_constraint_accepted_and_ignored_is_found(unguided: TrtllmServeEngine)
 
 
 def test_the_gateway_shows_it_and_the_task_refuses_that_backend(
-    unguided: TrtllmServeEngine, tmp_path: Path
+    unguided: BackendSettings, tmp_path: Path
 ) -> None:
     settings = Settings(
-        backends={"trt": TrtllmServeSettings(url=unguided.url)},
+        backends={"trt": unguided},
         primary="trt",
         models=["phi-3-mini"],
         tasks_enabled=True,
@@ -86,6 +101,15 @@ def test_the_gateway_shows_it_and_the_task_refuses_that_backend(
         refused = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "constraint_ignored"
+        # A client's own constraint gets a 400 instead of an answer computed without it.
+        for field, value in CONSTRAINTS.items():
+            asked = {"model": "phi-3-mini", "messages": EXCHANGE, "max_tokens": 4, field: value}
+            dropped = httpx.post(server.url + "/v1/chat/completions", json=asked, timeout=30)
+            assert dropped.status_code == 400, field
+            assert dropped.json()["error"]["code"] == "constraint_ignored"
+            assert dropped.json()["error"]["param"] == field
+        plain = {"model": "phi-3-mini", "messages": EXCHANGE, "max_tokens": 4}
+        assert httpx.post(server.url + "/v1/chat/completions", json=plain, timeout=30).is_success
         headers = {"authorization": "Bearer a-token-of-sixteen-characters"}
         report = httpx.get(server.url + "/admin/report?format=text", headers=headers).text
     assert "FAIL    trt constraint: accepted a choice" in report

@@ -10,7 +10,6 @@ is flagged with the fields that differ.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -38,18 +37,6 @@ CHAT: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "Bạn là Pika, gia sư của các bạn nhỏ."},
     {"role": "user", "content": "Pika ơi, 5 + 7 bằng mấy?"},
 ]
-
-
-@pytest.fixture(scope="module")
-def serve_qwen3(tiny_qwen3_dir: Path) -> Iterator[TrtllmServeEngine]:
-    with TrtllmServeEngine(tiny_qwen3_dir, served_name=QWEN3_MODEL) as engine:
-        yield engine
-
-
-@pytest.fixture(scope="module")
-def grpc_qwen3(tiny_qwen3_dir: Path) -> Iterator[TrtllmGrpcEngine]:
-    with TrtllmGrpcEngine(tiny_qwen3_dir) as engine:
-        yield engine
 
 
 def shadowed(
@@ -91,15 +78,15 @@ def vllm(engine: VllmEngine, model_dir: Path) -> VllmSettings:
 def test_both_legs_run_the_same_request(
     kind: str,
     vllm_qwen3_engine: VllmEngine,
-    serve_qwen3: TrtllmServeEngine,
-    grpc_qwen3: TrtllmGrpcEngine,
+    trtllm_serve_qwen3_engine: TrtllmServeEngine,
+    trtllm_grpc_qwen3_engine: TrtllmGrpcEngine,
     tiny_qwen3_dir: Path,
     tmp_path: Path,
 ) -> None:
     candidate: BackendSettings = (
-        TrtllmServeSettings(url=serve_qwen3.url, model_dir=tiny_qwen3_dir)
+        TrtllmServeSettings(url=trtllm_serve_qwen3_engine.url, model_dir=tiny_qwen3_dir)
         if kind == "trtllm-serve"
-        else TrtllmGrpcSettings(url=grpc_qwen3.address, model_dir=tiny_qwen3_dir)
+        else TrtllmGrpcSettings(url=trtllm_grpc_qwen3_engine.address, model_dir=tiny_qwen3_dir)
     )
     found = shadowed(vllm(vllm_qwen3_engine, tiny_qwen3_dir), candidate, tmp_path / "r.db")
     assert len(found) == 3
@@ -121,13 +108,13 @@ def test_both_legs_run_the_same_request(
 
 def test_a_candidate_on_its_engines_defaults_is_flagged(
     vllm_qwen3_engine: VllmEngine,
-    serve_qwen3: TrtllmServeEngine,
+    trtllm_serve_qwen3_engine: TrtllmServeEngine,
     tiny_qwen3_dir: Path,
     tmp_path: Path,
 ) -> None:
     """generation_config `engine`: trtllm-serve samples at its own temperature 1.0."""
     candidate = TrtllmServeSettings(
-        url=serve_qwen3.url, model_dir=tiny_qwen3_dir, generation_config="engine"
+        url=trtllm_serve_qwen3_engine.url, model_dir=tiny_qwen3_dir, generation_config="engine"
     )
     found = shadowed(vllm(vllm_qwen3_engine, tiny_qwen3_dir), candidate, tmp_path / "r.db", 1)
     (pair,) = found

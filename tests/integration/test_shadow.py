@@ -217,10 +217,11 @@ def test_streamed_requests_are_streamed_to_the_candidate_too(
         ))  # fmt: skip
         metrics_url = str(client.base_url).removesuffix("/").removesuffix("/v1") + "/metrics"
         deadline = time.monotonic() + 10
-        while "gateway_shadow_completed_total 1.0" not in (text := httpx.get(metrics_url).text):
+        completed = f'gateway_shadow_completed_total{{route="{PUBLIC}"}} 1.0'
+        while completed not in (text := httpx.get(metrics_url).text):
             assert time.monotonic() < deadline, "the shadow pair never completed"
             time.sleep(0.1)
-        assert "gateway_shadow_sampled_total 1.0" in text
+        assert f'gateway_shadow_sampled_total{{route="{PUBLIC}"}} 1.0' in text
         assert "gateway_shadow_agreement_total{result=" in text
         assert 'gateway_shadow_records_total{result="written"}' in text
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -260,7 +261,8 @@ def test_shadow_end_to_end_report_matches_the_pairs(
     shadow = [pair for pair in recorded if pair.kind == "shadow"]
     noise = [pair for pair in recorded if pair.kind == "noise"]
     dropped = [line for line in metrics.splitlines() if line.startswith("gateway_shadow_dropped")]
-    assert dropped == ['gateway_shadow_dropped_total{reason="queue_full"} 0.0'], metrics
+    queue_full = f'gateway_shadow_dropped_total{{reason="queue_full",route="{PUBLIC}"}} 0.0'
+    assert dropped == [queue_full], metrics
     assert len(shadow) == len(prompts)
     assert 15 <= len(noise) <= 70  # 20% of 200, loosely
     assert sorted(pair.primary.text or "" for pair in shadow) == sorted(answers)
@@ -348,7 +350,7 @@ def test_reload_switches_primary_without_dropping_a_stream_in_flight(
         monkeypatch.setenv("GATEWAY_PRIMARY", "trt")
         assert httpx.post(server.url + "/admin/reload").status_code == 401
         reloaded = httpx.post(server.url + "/admin/reload", headers=admin)
-        assert reloaded.json() == {"status": "reloaded", "primary": "trt"}
+        assert reloaded.json() == {"status": "reloaded", "routes": {PUBLIC: "trt"}}
         after = client.chat.completions.with_raw_response.create(
             model=PUBLIC, messages=[{"role": "user", "content": "xin chào"}], max_tokens=4
         )
@@ -439,7 +441,7 @@ def test_a_reload_that_cannot_be_served_keeps_the_running_configuration(
             assert served.headers["x-gateway-backend"] == "main"
         monkeypatch.setenv("GATEWAY_API_KEYS", json.dumps(["sk-new-key"]))
         reloaded = httpx.post(server.url + "/admin/reload", headers=admin)
-        assert reloaded.json() == {"status": "reloaded", "primary": "main"}
+        assert reloaded.json() == {"status": "reloaded", "routes": {PUBLIC: "main"}}
         assert httpx.post(chat, json=body).status_code == 401
         keyed = httpx.post(chat, json=body, headers={"authorization": "Bearer sk-new-key"})
         assert keyed.status_code == 200

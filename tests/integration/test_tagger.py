@@ -1,4 +1,5 @@
-"""The tagger alias through the gateway on real vLLM and Triton, and `gateway eval` end to end.
+"""The tagger alias through the gateway on real vLLM, Triton and the current TensorRT-LLM
+kinds' stand-ins (trtllm-serve, trtllm-serve --grpc), and `gateway eval` end to end.
 
 The tiny model's weights are random, so its labels are random too; the choice constraint still
 makes every answer one of the codes, which is what these tests rely on, on vLLM and on the
@@ -19,7 +20,10 @@ import openai
 import pytest
 from transformers import AutoTokenizer
 
+from backends.registry import BackendSettings
 from backends.triton.settings import TritonSettings
+from backends.trtllm_grpc.settings import TrtllmGrpcSettings
+from backends.trtllm_serve import TrtllmServeSettings
 from backends.vllm import VllmSettings
 from gateway import cli
 from gateway.app import create_app
@@ -34,6 +38,8 @@ from gateway.shadow.pairs import PairRecord
 from gateway.tasks.task import PROMPT_VERSION_HEADER, Task, load_tasks
 from tests.conftest import TINY_MODEL
 from tests.engines.triton_engine import ADD_SPECIAL_TOKENS, TritonEngine
+from tests.engines.trtllm_grpc_engine import TrtllmGrpcEngine
+from tests.engines.trtllm_serve_engine import TrtllmServeEngine
 from tests.engines.vllm_engine import VllmEngine
 from tests.support.servers import ThreadedServer
 
@@ -84,6 +90,32 @@ def triton_gateways(
                 tasks_dir=PROMPTS,
             )  # fmt: skip
             servers[model] = stack.enter_context(ThreadedServer(create_app(settings)))
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def trtllm_gateways(
+    trtllm_serve_guided_engine: TrtllmServeEngine, tiny_model_dir: Path
+) -> Iterator[dict[str, ThreadedServer]]:
+    """A gateway per current TensorRT-LLM kind that can constrain its answer (trtllm-serve
+    with a guided-decoding backend, trtllm-serve --grpc), as primary, serving the alias."""
+    with contextlib.ExitStack() as stack:
+        # The tagger's prompt is ~1,500 tokens, past the stand-in's default max_input_len
+        # (1024), which refuses it (test_a_prompt_past_max_input_len_is_a_clear_400).
+        grpc = stack.enter_context(TrtllmGrpcEngine(tiny_model_dir, max_input_len=2048))
+        backends: dict[str, BackendSettings] = {
+            "trtllm-serve": TrtllmServeSettings(
+                url=trtllm_serve_guided_engine.url, model_dir=tiny_model_dir
+            ),
+            "trtllm-grpc": TrtllmGrpcSettings(url=grpc.address, model_dir=tiny_model_dir),
+        }
+        servers = {}
+        for kind, backend in backends.items():
+            settings = Settings(
+                backends={"trt": backend}, primary="trt", models=[PUBLIC], tasks_enabled=True,
+                tasks_dir=PROMPTS,
+            )  # fmt: skip
+            servers[kind] = stack.enter_context(ThreadedServer(create_app(settings)))
         yield servers
 
 
@@ -212,6 +244,46 @@ def ask_usage(client: openai.OpenAI, exchange: list[dict[str, str]]) -> Any:
     assert answer.model == "tagger"
     assert answer.usage is not None
     return answer
+
+
+@pytest.mark.parametrize("kind", ["trtllm-serve", "trtllm-grpc"])
+def test_the_alias_answers_one_code_on_the_current_tensorrt_llm_kinds(
+    kind: str,
+    client: openai.OpenAI,
+    trtllm_gateways: dict[str, ThreadedServer],
+    tagger: Task,
+) -> None:
+    """The one-token code, constrained by the engine's guided decoding, from vLLM's prompt:
+    each exchange reaches the engine as the same prompt tokens, and the answer is one code."""
+    url = trtllm_gateways[kind].url + "/v1/chat/completions"
+    with openai.OpenAI(base_url=trtllm_gateways[kind].url + "/v1", api_key="x") as trt:
+        for exchange in same_prompt_exchanges():
+            via_vllm, via_trt = ask_usage(client, exchange), ask_usage(trt, exchange)
+            assert via_trt.usage.prompt_tokens == via_vllm.usage.prompt_tokens, exchange
+            assert via_trt.usage.completion_tokens == 1
+            body = {"model": "tagger", "messages": exchange}
+            raw = httpx.post(url, json=body, headers={"x-gateway-debug": "raw"}, timeout=60)
+            assert raw.json()["raw"]["choices"][0]["message"]["content"] in tagger.codes
+
+
+def test_a_prompt_past_max_input_len_is_a_clear_400(
+    trtllm_grpc_engine: TrtllmGrpcEngine, tiny_model_dir: Path
+) -> None:
+    """A trtllm-serve --grpc whose max_input_len (the stand-in's default, 1024) is below the
+    tagger's prompt refuses it: the engine's INVALID_ARGUMENT reaches the client as a 400
+    that says why, never a truncated prompt."""
+    backend = TrtllmGrpcSettings(url=trtllm_grpc_engine.address, model_dir=tiny_model_dir)
+    settings = Settings(
+        backends={"trt": backend}, primary="trt", models=[PUBLIC], tasks_enabled=True,
+        tasks_dir=PROMPTS,
+    )  # fmt: skip
+    with (
+        ThreadedServer(create_app(settings)) as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
+        pytest.raises(openai.BadRequestError) as error,
+    ):
+        client.chat.completions.create(model="tagger", messages=EXCHANGE)  # type: ignore[arg-type]
+    assert "exceeds max_input_len 1024" in error.value.message
 
 
 def test_the_alias_is_refused_by_a_triton_model_that_cannot_constrain_its_answer(

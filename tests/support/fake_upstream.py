@@ -4,7 +4,8 @@ The last user message (or the prompt) picks the behaviour: `hang`, `slow:<second
 `status:<code>`, `garbage`, `stall-after-headers`, `malformed-sse`, `reset-mid-stream`,
 `linger-after-done` (a stream whose body ends 2 s after its `[DONE]`); anything else gets a
 normal answer. Real-engine behaviour is tested against real vLLM.
-`DroppingUpstream` is a raw TCP server for what ASGI cannot do: hang up before any answer.
+`DroppingUpstream` and `MuteUpstream` are raw TCP servers for what ASGI cannot do: hang up
+before any answer, or never answer at all.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import socket
 import struct
 import threading
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -172,22 +173,19 @@ _MODELS_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnecti
 _MODELS_ANSWER += b"content-length: %d\r\n\r\n%s" % (len(_MODELS), _MODELS)
 
 
-class DroppingUpstream:
-    """Reads each POST whole and hangs up without a byte of answer: an engine that crashed or
-    restarted. `posts` counts them; `reset=True` hangs up with a TCP reset. GETs (health,
-    models) are answered, so the gateway starts with the backend ready."""
+class RawUpstream:
+    """A raw TCP server on 127.0.0.1, port 0, in a thread of its own, for what ASGI cannot do;
+    `_serve` handles each connection."""
 
-    def __init__(self, reset: bool = False) -> None:
-        self.posts = 0
+    def __init__(self) -> None:
         self.url = ""
-        self._reset = reset
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
 
-    def __enter__(self) -> DroppingUpstream:
+    def __enter__(self) -> Self:
         self._thread.start()
-        start = asyncio.start_server(self._drop, "127.0.0.1", 0)
+        start = asyncio.start_server(self._serve, "127.0.0.1", 0)
         self._server = asyncio.run_coroutine_threadsafe(start, self._loop).result(10)
         self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
         return self
@@ -202,6 +200,23 @@ class DroppingUpstream:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class DroppingUpstream(RawUpstream):
+    """Reads each POST whole and hangs up without a byte of answer: an engine that crashed or
+    restarted. `posts` counts them; `reset=True` hangs up with a TCP reset. GETs (health,
+    models) are answered, so the gateway starts with the backend ready."""
+
+    def __init__(self, reset: bool = False) -> None:
+        super().__init__()
+        self.posts = 0
+        self._reset = reset
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._drop(reader, writer)
 
     async def _drop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
@@ -241,3 +256,26 @@ class SilentUpstream(DroppingUpstream):
             while await reader.read(65536):
                 pass  # read and ignore until the client gives up
         writer.close()
+
+
+class MuteUpstream(RawUpstream):
+    """Accepts connections, reads everything and never answers: an engine hung at start (no
+    engine does that on demand). `requests` counts the request lines it was sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+        self._open: set[asyncio.StreamWriter] = set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open.add(writer)
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                self.requests += data.count(b" HTTP/1.1\r\n")
+        self._open.discard(writer)
+        writer.close()
+
+    async def _close(self) -> None:
+        for writer in list(self._open):  # or the server would wait for the clients to leave
+            writer.close()
+        await super()._close()

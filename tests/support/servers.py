@@ -21,13 +21,14 @@ from tests.engines.vllm_engine import free_port
 
 
 class ThreadedServer:
-    """Runs an ASGI app with uvicorn (uvloop, the gateway's protocol) on 127.0.0.1, port 0."""
+    """Runs an ASGI app with uvicorn (uvloop, the gateway's protocol) on 127.0.0.1, port 0 (or
+    `port`: a server that appears where a gateway already looks)."""
 
-    def __init__(self, app: Any, **config: Any) -> None:
+    def __init__(self, app: Any, port: int = 0, **config: Any) -> None:
         self._config = uvicorn.Config(
             app,
             host="127.0.0.1",
-            port=0,
+            port=port,
             loop="uvloop",
             log_level="warning",
             access_log=False,

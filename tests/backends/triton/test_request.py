@@ -288,3 +288,20 @@ def test_a_tokenizer_that_adds_no_bos_gets_none_prepended(tiny_model_dir: Path) 
     assert tokenizing.text_input(Route.COMPLETIONS, {"prompt": "Hi"}, template) == "Hi"
     assert Tokenizing.of(True, tokenizer, "<s>").strips_template_bos is False
     assert Tokenizing.of(True, None, "<s>") == Tokenizing(True, "")
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"enable_thinking": True}, {"enable_thinking": False}])
+def test_text_input_renders_the_requests_chat_template_kwargs(
+    tiny_qwen3_dir: Path, kwargs: dict[str, Any]
+) -> None:
+    """Qwen3's `enable_thinking` reaches the template as vLLM passes it (transformers renders
+    the reference); false closes an empty think block after the generation prompt."""
+    reference = AutoTokenizer.from_pretrained(tiny_qwen3_dir)
+    template = ChatTemplate.from_tokenizer_dir(tiny_qwen3_dir)
+    payload = {"messages": MESSAGES, "chat_template_kwargs": kwargs}
+    text = Tokenizing(add_special_tokens=True).text_input(Route.CHAT, payload, template)
+    expected = reference.apply_chat_template(
+        MESSAGES, tokenize=False, add_generation_prompt=True, **kwargs
+    )
+    assert text == expected
+    assert text.endswith("<think>\n\n</think>\n\n") == (kwargs.get("enable_thinking") is False)

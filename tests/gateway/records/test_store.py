@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import socket
 import sqlite3
 import time
@@ -655,7 +656,7 @@ def dead_store_url(request: pytest.FixtureRequest) -> str:
     return "sqlite:////dev/null/shadow.db"  # a folder that cannot exist
 
 
-def test_a_failing_store_counts_failures_without_raising(
+def test_an_unreachable_store_keeps_pairs_waiting_then_counts_them_lost_at_shutdown(
     dead_store_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> Recorder:
@@ -664,10 +665,13 @@ def test_a_failing_store_counts_failures_without_raising(
             options(records_batch=4),
             attempts=2,
             max_backoff=0.05,
+            outage_retry=0.1,
         )
         for n in range(10):
             recorder.record(make_pair(n))
-        await asyncio.sleep(0.5)  # the first batches are tried and lost while serving
+        await asyncio.sleep(0.5)  # tried again and again while serving: kept, not lost
+        assert (recorder.written, recorder.failed, recorder.pending) == (0, 0, 10)
+        assert not recorder.store_up
         for n in range(10, 14):
             recorder.record(make_pair(n))
         await recorder.close()
@@ -676,9 +680,57 @@ def test_a_failing_store_counts_failures_without_raising(
     with caplog.at_level(logging.WARNING, logger="gateway.records.store"):
         recorder = run(scenario())
     assert (recorder.written, recorder.dropped, recorder.failed) == (0, 0, 14)
+    assert "the store is unavailable" in caplog.text
     assert "lost 4 after 2 attempts" in caplog.text
     assert CHILD_WORD not in caplog.text
     assert "gateway:gateway" not in caplog.text
+
+
+def test_a_sqlite_store_out_of_room_keeps_pairs_waiting_and_writes_them_when_it_has_room(
+    tmp_path: Path,
+) -> None:
+    """Out of room as on a full disk, by this process's file-size limit (which any user may
+    set: a small tmpfs needs mount rights): writes past it fail, as they would on a full
+    disk, until it is lifted."""
+    path = tmp_path / "shadow.db"
+
+    async def scenario() -> Recorder:
+        recorder = Recorder(
+            SqliteStore(path), options(records_batch=50), attempts=2, max_backoff=0.01,
+            outage_retry=0.1,
+        )  # fmt: skip
+        recorder.record(make_pair(0))
+        await written(recorder, 1, within=5)
+        room = max(size_of(path), size_of(Path(f"{path}-wal")))
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (room, hard))
+        try:
+            for n in range(1, 41):
+                recorder.record(make_pair(n))
+            await asyncio.sleep(0.5)
+            assert (recorder.written, recorder.failed, recorder.pending) == (1, 0, 40)
+            assert (recorder.store_up, recorder.written) == (False, 1)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        await written(recorder, 41, within=5)
+        assert (recorder.store_up, recorder.written) == (True, 41)
+        await recorder.close()
+        return recorder
+
+    recorder = run(scenario())
+    assert (recorder.written, recorder.dropped, recorder.failed) == (41, 0, 0)
+    assert len(run(read_all(f"sqlite:///{path}"))) == 41
+
+
+def size_of(path: Path) -> int:
+    return path.stat().st_size
+
+
+async def written(recorder: Recorder, count: int, within: float) -> None:
+    """Until `count` pairs are written (polled: the recorder has no event to wait on)."""
+    deadline = time.monotonic() + within
+    while recorder.written < count and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
 
 
 def test_store_errors_name_the_problem_not_the_content(dead_store_url: str) -> None:

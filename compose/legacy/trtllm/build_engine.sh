@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Phi-3-mini-4k-instruct for TensorRT-LLM on Triton, in one command: download the checkpoint,
-# convert (and quantise) it, build the engine, and fill Triton's model repository.
+# LEGACY (runbook, appendix): Phi-3-mini-4k-instruct for TensorRT-LLM's TensorRT-engine
+# backend on Triton, in one command: download the checkpoint, convert (and quantise) it, build
+# the engine, and fill Triton's model repository. TensorRT-LLM removed this path upstream
+# (NVIDIA/TensorRT-LLM PRs #15763 and #15907, mid-2026); it runs only in images that still carry
+# it, the newest known being tritonserver:26.05-trtllm-python-py3 (TensorRT-LLM 1.2.1).
 #
 # Runs inside the Triton TensorRT-LLM image, the same image that serves the engine (an engine
-# only runs on the TensorRT-LLM version that built it). From compose/:
+# only runs on the TensorRT-LLM version that built it). From compose/, with
+# COMPOSE_FILE=docker-compose.yml:docker-compose.legacy-triton.yml:
 #     docker compose run --rm trtllm-build
 #     QUANT=fp8 docker compose run --rm trtllm-build          (variables below)
 # Produces, on the trtllm-models volume (/models):
@@ -123,7 +127,7 @@ main() {
     run python3 "$TRTLLM_SRC/examples/generate_xgrammar_tokenizer_info.py" \
         --model_dir "$HF_DIR" --output_dir "$XGRAMMAR_DIR"
     fill_templates
-    echo "done: serve with docker compose --profile trtllm up -d triton" >&2
+    echo "done: serve with docker compose up -d triton" >&2
 }
 
 main "$@"

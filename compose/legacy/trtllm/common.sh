@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Shared by build_engine.sh and llmapi/prepare_repo.sh (sourced, bash): the Hugging Face
-# checkpoint and the TensorRT-LLM sources matching the TensorRT-LLM installed in the image.
+# Sourced by build_engine.sh (bash): the Hugging Face checkpoint and the TensorRT-LLM sources
+# matching the TensorRT-LLM installed in the image.
 
 HF_MODEL=${HF_MODEL:-microsoft/Phi-3-mini-4k-instruct}
 MODELS=${MODELS:-/models}
