@@ -80,6 +80,7 @@ class Completion:
     # it (`gateway.shadow.legs.from_body`) instead of parsing the body again.
     answer: dict[str, Any] | None = None
     ids: TokenIds | None = None  # when the request asked for `token_ids`
+    endpoint: str | None = None  # which endpoint of a replica pool answered (backends.pool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +94,11 @@ class Health:
 
 class EventStream(Protocol):
     """Server-sent events from an opened stream: each item is one or more whole events. `ids`
-    fills as the events pass when the request asked for `token_ids`, else stays None."""
+    fills as the events pass when the request asked for `token_ids`, else stays None;
+    `endpoint` names the endpoint of a replica pool that streams it (None: not a pool)."""
 
     ids: TokenIds | None
+    endpoint: str | None
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 

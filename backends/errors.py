@@ -48,6 +48,7 @@ class GatewayError(Exception):
         self.error_type = self.default_type
         self.headers = headers or {}
         self.retryable = False  # safe to send again: nothing reached or ran on the engine
+        self.endpoint: str | None = None  # the endpoint of a replica pool that failed, if one
 
     @property
     def status_code(self) -> int:

@@ -89,7 +89,7 @@ class OpenAIHTTPBackend:
         json_headers = {"content-type": "application/json", **auth}
         # Request lines and fixed headers, encoded once: a call adds its length and id.
         self._posts = {route: self._pool.head("POST", route.path, json_headers) for route in Route}
-        self._health_head = self._pool.head("GET", "/health")
+        self._health_head = self._pool.head("GET", settings.health_path)
         self._models_head = self._pool.head("GET", "/v1/models", auth)
 
     @property
@@ -347,6 +347,7 @@ class _Stream:
         self._whole = whole
         self._events = backend._events(response, whole)
         self.ids = whole.ids
+        self.endpoint: str | None = None
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self._events

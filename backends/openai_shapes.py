@@ -108,9 +108,15 @@ class Shapes:
 class Events:
     """An `EventStream` over events an adapter builds itself (`ids`: when the request asked)."""
 
-    def __init__(self, events: AsyncGenerator[bytes, None], ids: TokenIds | None) -> None:
+    def __init__(
+        self,
+        events: AsyncGenerator[bytes, None],
+        ids: TokenIds | None,
+        endpoint: str | None = None,
+    ) -> None:
         self._events = events
         self.ids = ids
+        self.endpoint = endpoint
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self._events

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from backends.base import Backend
+from backends.pool.stats import LocalStats, PoolStats
 from backends.triton.settings import TritonSettings
 from backends.trtllm_grpc.settings import TrtllmGrpcSettings
 from backends.trtllm_serve import TrtllmServeSettings
@@ -85,6 +86,12 @@ def _load(module: str, what: str, extra: str | None) -> Any:
         ) from None
 
 
-def create(name: str, settings: BackendSettings) -> Backend:
-    """Builds the adapter for one configured backend. Call it inside the running event loop."""
-    return factory(settings.kind)(name, settings)
+def create(name: str, settings: BackendSettings, stats: PoolStats | None = None) -> Backend:
+    """Builds the adapter for one configured backend, or a replica pool of them when it has
+    several endpoints (`stats`: where the pool counts). Call it inside the running event loop."""
+    made = factory(settings.kind)
+    if not settings.pooled:
+        return made(name, settings)
+    from backends.pool.pooled import PooledBackend
+
+    return PooledBackend(name, settings, made, stats or LocalStats())

@@ -31,6 +31,7 @@ from gateway.http.asgi import Message, Receive, Scope, Send, request_id_from
 from gateway.http.limits import STATE_KEY, ConnectionGuard
 from gateway.logs import frames
 from gateway.metrics import Metrics
+from gateway.numbers import LocalNumbers, Numbers, SharedNumbers
 from gateway.probes import Conformance, conform
 from gateway.proxy.auth import KeyCheck
 from gateway.proxy.guard import Circuit, Guarded
@@ -52,6 +53,7 @@ HOT_ROUTES = {route.path: route for route in Route}
 # gaps. Not higher: a flood's refused requests leave exceptions in cycles, and the process grew
 # for no better gaps (benchmarks/README.md, "The collector"; tests/gateway/proxy/test_flood.py).
 GC_THRESHOLDS = (10_000, 10, 10)
+PROBE_TIMEOUT = 10.0  # seconds; the adapters bound their own probes below this
 
 
 class Gateway:
@@ -59,17 +61,23 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = Metrics()
-        self.connections = ConnectionGuard(settings.connection_limits())
-        self.metrics.watch_connections(self.connections)
+        self.metrics = Metrics(numbers_for(settings))
+        # Both count in the metrics' numbers, which a scrape adds up over a worker group.
+        self.connections = ConnectionGuard(
+            settings.connection_limits(), numbers=self.metrics.numbers
+        )
         # Counts of client use outlive reloads; each configuration brings its own limits.
-        self.rate_limiter = RateLimiter(settings.rate_limit_url, settings.lease_ttl())
-        self.metrics.watch_rate_limits(self.rate_limiter)
+        self.rate_limiter = RateLimiter(
+            settings.rate_limit_url, settings.lease_ttl(), numbers=self.metrics.numbers
+        )
         self.keys = KeyCheck(settings.key_digests())
         self.tasks = enabled_tasks(settings)
         self.admin = build_admin(self)
-        self.recorder = Recorder(open_store(settings.records_url), settings.recorder_options())
-        self.metrics.watch_records(self.recorder)
+        self.recorder = Recorder(
+            open_store(settings.records_url),
+            settings.recorder_options(),
+            counts=self.metrics.records,
+        )
         self.conformance = Conformance()
         self.metrics.watch_conformance(self.conformance)
         self._runtime: Runtime | None = None
@@ -161,7 +169,7 @@ class Gateway:
         backends: dict[str, Guarded] = {}
         try:
             for name, config in settings.backends.items():
-                backends[name] = _guarded(name, config)
+                backends[name] = _guarded(name, config, self.metrics)
             return await self._assemble(settings, keys, tasks, backends)
         except Exception as exc:
             for backend in backends.values():
@@ -305,9 +313,17 @@ def _with_gateway_headers(scope: Scope, send: Send) -> Send:
     return wrapped
 
 
-def _guarded(name: str, config: BackendSettings) -> Guarded:
+def numbers_for(settings: Settings) -> Numbers:
+    """Where the metrics' numbers live: shared by the group's workers when there are several
+    (`gateway serve` made the folder and emptied it), else this process's own."""
+    if settings.workers > 1 and settings.metrics_dir is not None:
+        return SharedNumbers(settings.metrics_dir)
+    return LocalNumbers()
+
+
+def _guarded(name: str, config: BackendSettings, metrics: Metrics) -> Guarded:
     return Guarded(
-        registry.create(name, config),
+        registry.create(name, config, metrics),
         config.max_concurrency,
         config.queue_timeout,
         Circuit(config.circuit_failures, config.circuit_cooldown),
@@ -349,12 +365,15 @@ def create_app(settings: Settings | None = None) -> Gateway:
 
 async def _probe(backends: dict[str, Guarded], router: Router, interval: float) -> None:
     """Readiness probes: a failing one opens the backend's circuit, a passing one closes it,
-    and a route still learning its name takes it from its primary's answer."""
+    and a route still learning its name takes it from its primary's answer. A probe gets at
+    least `PROBE_TIMEOUT`: a replica pool probes each endpoint within its own bound and is
+    ready while one is, so a slow endpoint must not open the whole pool's circuit."""
     while True:
         await asyncio.sleep(interval)
         for backend in backends.values():
             try:
-                health = await asyncio.wait_for(backend.health(), timeout=interval)
+                timeout = max(interval, PROBE_TIMEOUT)
+                health = await asyncio.wait_for(backend.health(), timeout=timeout)
                 router.note_health(backend.name, health)
             except TimeoutError:
                 backend.circuit.trip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -11,7 +12,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
@@ -171,27 +174,14 @@ def serve_forever(settings: Settings) -> int:
     # Requests still running `shutdown_timeout` seconds after SIGTERM are cut (every worker).
     signal.signal(signal.SIGTERM, lambda *_: None)
     if settings.workers > 1:
-        from gateway.http import workers
-
         # Each worker process builds its own app (and pools) from the same environment, and
         # listens on its own socket (gateway/http/workers.py). `--workers` goes into it too: a
         # worker's app reads how many they are (busy polling's `auto`).
         os.environ["GATEWAY_WORKERS"] = str(settings.workers)
-        config = uvicorn.Config(
-            "gateway.app:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            loop="uvloop",
-            http=HTTP_PROTOCOL,
-            access_log=False,
-            proxy_headers=False,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=settings.shutdown_timeout,
-        )
-        workers.run(config)
-        return 0
+        with metrics_folder(settings.metrics_dir) as folder:
+            # The workers' metrics, which a scrape of any worker adds up (gateway/numbers.py).
+            os.environ["GATEWAY_METRICS_DIR"] = str(folder)
+            return serve_workers(settings)
     from gateway.app import create_app
 
     uvicorn.run(
@@ -206,6 +196,42 @@ def serve_forever(settings: Settings) -> int:
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     return 0
+
+
+def serve_workers(settings: Settings) -> int:
+    import uvicorn
+
+    from gateway.http import workers
+
+    config = uvicorn.Config(
+        "gateway.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http=HTTP_PROTOCOL,
+        access_log=False,
+        proxy_headers=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+    )
+    workers.run(config)
+    return 0
+
+
+@contextlib.contextmanager
+def metrics_folder(configured: Path | None) -> Iterator[Path]:
+    """The workers' metrics folder, emptied: the configured one, or a temporary one removed
+    when the group stops."""
+    from gateway.numbers import empty_folder
+
+    if configured is not None:
+        empty_folder(configured)
+        yield configured
+        return
+    with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as made:
+        yield Path(made)
 
 
 def open_files_for(connections: int) -> None:

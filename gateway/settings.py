@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `gateway serve` binds.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port `gateway serve` binds.")
     workers: int = Field(default=1, ge=1, description="Worker processes (one per core).")
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="With several workers: the folder where each keeps its metrics' numbers, "
+        "which a scrape adds up; unset: a new temporary folder. Emptied at start.",
+    )
     busy_poll_us: int | Literal["auto"] = Field(
         default="auto",
         description="Longest µs a worker polls its sockets after a write instead of sleeping, "
@@ -409,7 +414,7 @@ def describe_errors(error: ValidationError) -> str:
     lines = []
     for problem in error.errors(include_url=False, include_input=False):
         parts = [str(part) for part in problem["loc"]]
-        if parts[:1] == ["backends"] and len(parts) > 3 and parts[2] in KINDS:
+        if parts[:1] == ["backends"] and len(parts) >= 3 and parts[2] in KINDS:
             del parts[2]  # the union's tag, which is not part of the env var name
         message = problem["msg"].removeprefix("Value error, ")
         lines.append(f"{_named(parts)}{message}")

@@ -84,6 +84,27 @@ def vllm_engine(tiny_model_dir: Path) -> Iterator[VllmEngine]:
 
 
 @pytest.fixture(scope="session")
+def vllm_replicas(vllm_engine: VllmEngine, tiny_model_dir: Path) -> Iterator[list[VllmEngine]]:
+    """Three replicas of one engine for pools: `vllm_engine` and two more like it, the two
+    started at once. A test may kill one of the two, and must start it again on its port."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.engines.vllm_engine import VllmEngine
+
+    more = [
+        VllmEngine(tiny_model_dir, served_name=TINY_MODEL, log_path=CACHE / f"vllm-{n}.log")
+        for n in (2, 3)
+    ]
+    try:
+        with ThreadPoolExecutor(len(more)) as starting:
+            list(starting.map(lambda engine: engine.start(), more))
+        yield [vllm_engine, *more]
+    finally:
+        for engine in more:
+            engine.stop()
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen3_dir() -> Path:
     """The tiny Qwen3-shaped model, the shape of the team's chat model, built once into the
     repo's cache."""
@@ -215,6 +236,7 @@ def run_summary(pytestconfig: pytest.Config) -> list[str]:
 SLOW_FOLDERS = ("integration", "conformance", "engines", "compose", "benchmarks")
 SLOW_FIXTURES = {
     "vllm_engine",
+    "vllm_replicas",
     "vllm_qwen3_engine",
     "triton_engine",
     "trtllm_serve_engine",

@@ -11,9 +11,11 @@ import os
 import re
 import string
 import sys
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.upstream_client.interference import tree_ticks
 from benchmarks.upstream_client.servers import (
@@ -119,9 +121,9 @@ def start_gateway(
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
     env.update(settings, GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port))
-    # Run from `tmpdir`, Python would import the `gateway` installed in the virtualenv, which in
-    # a worktree is another checkout's: unless PYTHONPATH names one, this checkout's is measured.
-    env.setdefault("PYTHONPATH", str(CHECKOUT))
+    # From tmpdir, `-m gateway` would import the gateway the interpreter has installed, which
+    # in a git worktree sharing another checkout's venv is that other checkout's.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
     command = ["taskset", "-c", cores, "env", "-C", str(tmpdir), sys.executable]
     log = tmpdir / f"{name}.log"
     child = spawn(stack, [*command, "-m", "gateway", "serve"], log, env)
@@ -165,15 +167,19 @@ def gateway_settings(
     busy_poll_us: int | str = "auto",
     routes: int = 1,
     capacity: int | None = None,
+    pool: Sequence[str] = (),
 ) -> dict[str, str]:
     """The gateway's environment: one backend per upstream; records (if any) under ``home``.
     With ``routes`` > 1, that many routes, each with a backend of its own on ``primary``; the
-    load's model is one of them. ``capacity``: the backends' `max_concurrency` and `max_queue`."""
-    backend: dict[str, object] = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}
+    load's model is one of them. ``capacity``: the backends' `max_concurrency` and `max_queue`.
+    With ``pool``, the primary is a replica pool of ``primary`` and those endpoints."""
+    backend: dict[str, Any] = {"kind": "vllm", "model": MODEL, "max_concurrency": 1100}
     # (1,100: at least the 1,000 streams of the stream point, none queued inside the gateway)
     if capacity is not None:
         backend |= {"max_concurrency": capacity, "max_queue": capacity}
     backends = {"primary": {**backend, "url": primary}}
+    if pool:
+        backends = {"primary": {**backend, "urls": [primary, *pool]}}
     env = {
         "GATEWAY_PRIMARY": "primary",
         "GATEWAY_WORKERS": "1",

@@ -20,6 +20,7 @@ Row = list[str]
 BUSY_POLL_US = 1000
 BUSY_POLL = f"busy poll {BUSY_POLL_US} µs"
 POLL_OFF = "busy poll off"  # the gateway rows with GATEWAY_BUSY_POLL_US=0
+POOL = "gateway, pool of 3"  # the gateway whose backend is a replica pool of three upstreams
 REFERENCE = "(reference)"  # the limit of a row shown beside a target, judged by none
 ROUTES = 10  # routes configured in the many-routes rows (issue 21: lookup stays O(1))
 ROUTED = f"gateway, {ROUTES} routes"
@@ -60,17 +61,18 @@ def added(points: Sequence[Point], point: Point | None, field: str) -> float | N
     return None if mine is None or base is None else round(mine - base, 4)
 
 
-def targets(points: Sequence[Point]) -> list[Target]:
+def targets(points: Sequence[Point], path: str = "gateway") -> list[Target]:
     """The targets of issue 6, measured on the gateway rows (one process, one core), and the
-    first three again with ROUTES routes configured (issue 21)."""
-    c1 = find(points, "http", "gateway", 1)
+    first three again with ROUTES routes configured (issue 21); or on the rows of `path` (the
+    pool of three), where the shadow, polling and routes rows do not apply."""
+    c1 = find(points, "http", path, 1)
     c1_sleeping = find(points, "http", f"gateway, {POLL_OFF}", 1)
     one_sleeping = find(points, "stream", f"gateway, {POLL_OFF}", 1)
-    c64 = find(points, "http", "gateway", 64)
+    c64 = find(points, "http", path, 64)
     routed_c1, routed_c64 = (find(points, "http", ROUTED, c) for c in (1, 64))
     shadow = find(points, "shadow", "gateway, shadow 100%", 64)
-    one = find(points, "stream", "gateway", 1)
-    gateway_streams = [p for p in points if p.scenario == "stream" and p.path == "gateway"]
+    one = find(points, "stream", path, 1)
+    gateway_streams = [p for p in points if p.scenario == "stream" and p.path == path]
     many = max(gateway_streams, key=lambda p: p.concurrency, default=None)
     n = many.concurrency if many else 0
     rows = [
@@ -95,6 +97,12 @@ def targets(points: Sequence[Point]) -> list[Target]:
         ),
         (f"gateway RSS, {n} streams", "<= 200 MB", many.rss_mb if many else None, "MiB"),
     ]  # fmt: skip
+    if path != "gateway":
+        rows = [
+            row
+            for row in rows
+            if row[1] != REFERENCE and "shadowed" not in row[0] and f"{ROUTES} routes" not in row[0]
+        ]
     return [
         Target(name, limit, value, unit, _meets(limit, value)) for name, limit, value, unit in rows
     ]
@@ -179,6 +187,8 @@ def render(points: Sequence[Point]) -> str:
     ]  # fmt: skip
     if http or streams:
         parts.append(_verdicts("target (issues 6, 21)", targets(points)))
+    if any(p.path == POOL for p in points):
+        parts.append(_verdicts(f"target (issue 6), {POOL}", targets(points, POOL)))
     if bursts:
         parts.append(_verdicts("target (issue 23)", burst_targets(points)))
     parts = [part for part in parts if part.count("\n") > 1]
@@ -256,6 +266,7 @@ def summary(points: Sequence[Point]) -> dict[str, Any]:
         "max_rps": max_rps(points),
         "targets": [{**vars(t), "verdict": t.verdict} for t in targets(points)],
         "burst_targets": [{**vars(t), "verdict": t.verdict} for t in burst_targets(points)],
+        "pool_targets": [{**vars(t), "verdict": t.verdict} for t in targets(points, POOL)],
     }
 
 

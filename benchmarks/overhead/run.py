@@ -1,6 +1,7 @@
 """Overhead benchmark: what the gateway adds in front of a zero-cost upstream, next to nginx.
 
-Usage: ``python benchmarks/overhead/run.py [--duration S] [--quick] [--json OUT] [--plot OUT.svg]``
+Usage: ``python benchmarks/overhead/run.py [--duration S] [--quick] [--retries N] [--pool-only]
+[--json OUT] [--plot OUT.svg]``
 
 Upstreams and load generators share core 0; the proxy under test (the gateway, one process, or
 nginx, one worker) runs alone on core 1. Every path is measured in the same run, so "added" is
@@ -43,6 +44,7 @@ from report import (
     BUSY_POLL_US,
     CADENCE,
     POLL_OFF,
+    POOL,
     ROUTED,
     ROUTES,
     SHADOWED,
@@ -100,6 +102,11 @@ def main() -> int:
     parser.add_argument(
         "--bursts-only", action="store_true", help="only the synchronised and cadence modes"
     )
+    parser.add_argument("--retries", type=int, help="repeats of a disturbed point (default 2)")
+    parser.add_argument(
+        "--pool-only", action="store_true",
+        help="direct, the gateway and the gateway with a pool of three endpoints, nothing else",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.plot and args.plot.suffix != ".svg":
         parser.error("--plot writes SVG (no plotting library is installed): use a .svg name")
@@ -110,9 +117,13 @@ def main() -> int:
         plan = replace(plan, duration=args.duration)
     if args.itl_ms is not None:
         plan = plan.with_itl(args.itl_ms)
+    if args.retries is not None:
+        if args.retries < 0:
+            parser.error("--retries is a count of repeats: use 0 or more")
+        plan = replace(plan, retries=args.retries)
     load_before = os.getloadavg()
     started = time.monotonic()
-    points = measure(plan, args.bursts_only)
+    points = measure(plan, bursts_only=args.bursts_only, pool_only=args.pool_only)
     print(render(points))
     errors = warn(points)
     if args.json:
@@ -130,20 +141,85 @@ def main() -> int:
     return 1 if errors else 0
 
 
-def measure(plan: Plan, bursts_only: bool = False) -> list[Point]:
+def measure(plan: Plan, bursts_only: bool = False, pool_only: bool = False) -> list[Point]:
     """Non-streaming against nginx's static answer, then streams against the SSE upstream,
-    then streams in engine steps."""
+    each also through a replica pool of three such upstreams, then streams in engine steps.
+    `pool_only`: direct, the gateway and the pool alone, at c=1 and 64 and the two stream
+    loads; `bursts_only`: the streams in engine steps alone."""
     points: list[Point] = []
     with tempfile.TemporaryDirectory(prefix="overhead-") as name, ExitStack() as stack:
         tmp = Path(name)
         if not bursts_only:
-            upstream = start_nginx(stack, _dir(tmp / "upstream"), LOAD_CORE)
-            points += http_paths(plan, tmp, upstream)
-            points += shadow_and_workers(plan, tmp, upstream)
-            sse = start_sse_upstream(stack, tmp, LOAD_CORE, plan.itl_ms).url
-            points += stream_paths(plan, tmp, sse)
-        points += burst_paths(SYNCHRONISED, plan.synchronised, tmp, plan.retries)
-        points += burst_paths(CADENCE, plan.cadence, tmp, plan.retries)
+            points += _pooled_and_plain(plan, tmp, stack, pool_only)
+        if not pool_only:
+            points += burst_paths(SYNCHRONISED, plan.synchronised, tmp, plan.retries)
+            points += burst_paths(CADENCE, plan.cadence, tmp, plan.retries)
+    return points
+
+
+def _pooled_and_plain(plan: Plan, tmp: Path, stack: ExitStack, pool_only: bool) -> list[Point]:
+    points: list[Point] = []
+    upstream = start_nginx(stack, _dir(tmp / "upstream"), LOAD_CORE)
+    more = [start_nginx(stack, _dir(tmp / f"upstream-{n}"), LOAD_CORE) for n in (2, 3)]
+    if pool_only:
+        points += [_http(plan, "http", "direct", upstream, c, None) for c in POOL_LOADS]
+    else:
+        points += http_paths(plan, tmp, upstream)
+        points += shadow_and_workers(plan, tmp, upstream)
+    points += pool_http(plan, tmp, upstream, more, with_single=pool_only)
+    sse = start_sse_upstream(stack, _dir(tmp / "sse-1"), LOAD_CORE, plan.itl_ms).url
+    sse_more = [
+        start_sse_upstream(stack, _dir(tmp / f"sse-{n}"), LOAD_CORE, plan.itl_ms).url
+        for n in (2, 3)
+    ]
+    if pool_only:
+        loads = (plan.one, plan.many)
+        points += [_stream(plan, "direct", sse, load, None) for load in loads]
+    else:
+        points += stream_paths(plan, tmp, sse)
+    points += pool_streams(plan, tmp, sse, sse_more, with_single=pool_only)
+    return points
+
+
+POOL_LOADS = (1, 64)
+
+
+def pool_http(
+    plan: Plan, tmp: Path, upstream: str, more: list[str], with_single: bool
+) -> list[Point]:
+    """The gateway with a replica pool of three upstreams (balanced by power of two
+    choices), at c=1 and 64; `with_single`: the one-endpoint gateway too, in the same run."""
+    points = []
+    if with_single:
+        with ExitStack() as stack:
+            home = _dir(tmp / "gw-single")
+            env = gateway_settings(upstream, home)
+            gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-single")
+            points += [_http(plan, "http", "gateway", gw.url, c, gw.pid) for c in POOL_LOADS]
+    with ExitStack() as stack:
+        home = _dir(tmp / "gw-pool")
+        env = gateway_settings(upstream, home, pool=more)
+        gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-pool")
+        points += [_http(plan, "http", POOL, gw.url, c, gw.pid) for c in POOL_LOADS]
+    return points
+
+
+def pool_streams(
+    plan: Plan, tmp: Path, sse: str, more: list[str], with_single: bool
+) -> list[Point]:
+    """One stream and many, through a pool of three SSE upstreams."""
+    loads, points = (plan.one, plan.many), []
+    if with_single:
+        with ExitStack() as stack:
+            home = _dir(tmp / "gw-sse-single")
+            env = gateway_settings(sse, home)
+            gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-sse-single")
+            points += [_stream(plan, "gateway", gw.url, load, gw.pid) for load in loads]
+    with ExitStack() as stack:
+        home = _dir(tmp / "gw-sse-pool")
+        env = gateway_settings(sse, home, pool=more)
+        gw = start_gateway(stack, home, str(GATEWAY_CORE), env, "gw-sse-pool")
+        points += [_stream(plan, POOL, gw.url, load, gw.pid) for load in loads]
     return points
 
 

@@ -29,6 +29,8 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway.numbers import LocalNumbers, Numbers
+
 log = logging.getLogger("gateway.http")
 
 STATE_KEY = "gateway.http.connection_guard"
@@ -48,39 +50,57 @@ class ConnectionLimits:
 
 
 class ConnectionGuard:
-    """One worker's limits and counts, shared by its connections. Counts are plain numbers
-    (everything runs on the worker's one loop thread), read by the metrics at scrape time."""
+    """One worker's limits and counts, shared by its connections. Counts live in `numbers`:
+    the metrics' store, which a scrape adds up over a worker group (`gateway.numbers`), or
+    plain ones of its own; everything runs on the worker's one loop thread."""
 
     def __init__(
         self,
         limits: ConnectionLimits,
         clock: Callable[[], float] = time.monotonic,
         log_interval: float = LOG_INTERVAL,
+        numbers: Numbers | None = None,
     ) -> None:
         self.limits = limits
-        self.open = 0  # client connections open now
-        self.refused = 0  # connections closed on arrival: the worker was at `max_connections`
-        self.timed_out: dict[str, int] = dict.fromkeys(PHASES, 0)
+        numbers = numbers if numbers is not None else LocalNumbers()
+        self._open = numbers.cells(("client_connections",), 1)
+        self._refused = numbers.cells(("client_connections_refused",), 1)
+        self._timed_out = {phase: numbers.cells(("client_timeouts", phase), 1) for phase in PHASES}
         self._clock = clock
         self._interval = log_interval
         self._next_log = 0.0
         self._logged_refused = 0
         self._logged_timed_out = 0
 
+    @property
+    def open(self) -> int:
+        """Client connections open now in this worker."""
+        return int(self._open[0])
+
+    @property
+    def refused(self) -> int:
+        """Connections closed on arrival: the worker was at `max_connections`."""
+        return int(self._refused[0])
+
+    @property
+    def timed_out(self) -> dict[str, int]:
+        """Requests refused with 408, by phase."""
+        return {phase: int(cells[0]) for phase, cells in self._timed_out.items()}
+
     def admits(self) -> bool:
         """A new connection may stay (and is counted open); else it is counted refused."""
-        if self.open >= self.limits.max_connections:
-            self.refused += 1
+        if self._open[0] >= self.limits.max_connections:
+            self._refused[0] += 1
             self._maybe_log()
             return False
-        self.open += 1
+        self._open[0] += 1
         return True
 
     def closed(self) -> None:
-        self.open -= 1
+        self._open[0] -= 1
 
     def timed_out_in(self, phase: Phase) -> None:
-        self.timed_out[phase] += 1
+        self._timed_out[phase][0] += 1
         self._maybe_log()
 
     def _maybe_log(self) -> None:

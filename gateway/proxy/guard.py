@@ -254,6 +254,7 @@ class _Held:
         self._guard = guard
         self._events = events
         self.ids = events.ids
+        self.endpoint = events.endpoint
         self._open = True  # the slot is held, the verdict not given
         self._pulled: AsyncGenerator[bytes, None] | None = None
 

@@ -160,6 +160,7 @@ class Proxy:
             if exchange.mirror is not None:
                 outcome = PrimaryOutcome(exc.status_code, exchange.started, perf_counter())
                 outcome.error = exc.message
+                outcome.endpoint = exc.endpoint
                 exchange.mirror.finish(outcome)
             await send_error(send, exchange, exc)
             return exc.status_code
@@ -193,7 +194,7 @@ class Proxy:
         exchange.backend = backend.name
         if backend is chosen.fallback and backend is not chosen.primary:
             exchange.fallback_for = chosen.primary.name
-            self._metrics.fallback.labels(backend.name).inc()
+            self._metrics.fallback_for(backend.name).inc()
         return backend
 
     def _refuse_ignored_constraint(self, backend: Guarded, payload: Mapping[str, Any]) -> None:
@@ -262,7 +263,7 @@ class Proxy:
             exchange.mirror.finish(
                 PrimaryOutcome(
                     200, waited, perf_counter(), completion.body, completion.answer,
-                    ids=completion.ids,
+                    ids=completion.ids, endpoint=completion.endpoint,
                 )
             )  # fmt: skip
         if exchange.grant is not None:
@@ -295,6 +296,7 @@ class Proxy:
         if exchange.mirror is not None:
             outcome = PrimaryOutcome(200, waited, perf_counter(), body, completion.answer)
             outcome.ids = completion.ids
+            outcome.endpoint = completion.endpoint
             exchange.mirror.finish(outcome)
         if exchange.grant is not None:
             exchange.tokens = completed(completion.answer, body)
@@ -338,6 +340,7 @@ class Proxy:
                 done = 200 if relay.delivered else CLIENT_CLOSED
                 outcome = PrimaryOutcome(done, waited, perf_counter(), chunks=chunks)
                 outcome.ids = events.ids
+                outcome.endpoint = events.endpoint
                 exchange.mirror.finish(outcome)
         return 200
 

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from backends.errors import RateLimited
+from gateway.numbers import Cells, LocalNumbers, Numbers
 from gateway.ratelimit.config import RateLimits
 from gateway.ratelimit.counters import Budget, Counters, Level, Limit, LocalCounters, Verdict
 
@@ -51,20 +52,41 @@ class Grant:
 
 
 class RateLimiter:
-    """The process's counts; shared through Redis when a URL is given (needs the extra)."""
+    """The process's counts; shared through Redis when a URL is given (needs the extra).
+    What it refused, and whether Redis is down, are counted in `numbers`: the metrics' store,
+    added up over a worker group at a scrape (`gateway.numbers`), or plain ones of its own."""
 
-    def __init__(self, url: str | None = None, lease_ttl: float = 660.0) -> None:
+    def __init__(
+        self, url: str | None = None, lease_ttl: float = 660.0, numbers: Numbers | None = None
+    ) -> None:
         self.local = LocalCounters()
         self.shared = None
+        self._numbers = numbers if numbers is not None else LocalNumbers()
+        self._refused: dict[tuple[str, str], Cells] = {}  # by (route, limit)
+        self._down: Cells | None = None  # 1 while Redis is unreachable; only when shared
         if url is not None:
             from gateway.ratelimit.shared import RedisCounters
 
             self.shared = RedisCounters(url, lease_ttl)
-        self.shared_up = self.shared is not None
+            self._down = self._numbers.cells(("rate_limit_shared_down",), 1)
         self.down_since: float | None = None  # wall-clock time Redis was found unreachable
-        self.refused: dict[tuple[str, str], int] = {}  # by (route, limit), for metrics
         self._leases = itertools.count()
         self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def shared_up(self) -> bool:
+        """Limits are counted in Redis now (a URL is set and it is reachable)."""
+        return self._down is not None and not self._down[0]
+
+    @shared_up.setter
+    def shared_up(self, up: bool) -> None:
+        if self._down is not None:
+            self._down[0] = 0.0 if up else 1.0
+
+    @property
+    def refused(self) -> dict[tuple[str, str], int]:
+        """Requests refused, by (route, limit)."""
+        return {key: int(cells[0]) for key, cells in self._refused.items()}
 
     @property
     def shares(self) -> bool:
@@ -85,7 +107,10 @@ class RateLimiter:
             verdict = self.local.admit_now(budgets)
         if not verdict.admitted:
             key = (route, verdict.limit)
-            self.refused[key] = self.refused.get(key, 0) + 1
+            cells = self._refused.get(key)
+            if cells is None:
+                cells = self._refused[key] = self._numbers.cells(("rate_limited", *key), 1)
+            cells[0] += 1
             raise _refusal(budgets[verdict.refused_by], verdict)
         return Grant(budgets, lease, counters, _headers(verdict))
 

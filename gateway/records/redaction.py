@@ -79,6 +79,7 @@ def _redact_leg(leg: Leg, enums: Enums | None, digests: dict[str, str]) -> Leg:
         sampling=leg.sampling,
         prompt_digest=leg.prompt_digest,
         output_ids=None,  # token ids spell out the answer
+        endpoint=leg.endpoint,
     )
 
 

@@ -50,6 +50,7 @@ LEG_COLUMNS: tuple[tuple[str, ColumnType], ...] = (
     ("sampling", "json"),
     ("prompt_digest", "text"),
     ("output_ids", "json"),
+    ("endpoint", "text"),
 )
 LEGS = ("primary", "candidate")
 COLUMNS = PAIR_COLUMNS + tuple(
@@ -60,7 +61,7 @@ NAMES = tuple(name for name, _ in COLUMNS)
 ADDED = frozenset(
     {"prompt_diff", "divergence", "route"}
     | {f"{leg}_{name}" for leg in ("primary", "candidate")
-       for name in ("sampling", "prompt_digest", "output_ids")}
+       for name in ("sampling", "prompt_digest", "output_ids", "endpoint")}
 )  # fmt: skip
 _REQUIRED = {"pair_id", "created_at", "kind", "public_model", "path", "request_hash", "params"}
 _REQUIRED |= {"extra"} | {f"{leg}_{name}" for leg in LEGS for name in ("backend", "status")}
@@ -163,7 +164,7 @@ def _leg_row(leg: Leg) -> tuple[Any, ...]:
     return (
         leg.backend, leg.status, leg.text, leg.finish_reason, leg.prompt_tokens,
         leg.completion_tokens, leg.ttft_ms, leg.e2e_ms, leg.error, parsed, sampling,
-        leg.prompt_digest, output_ids,
+        leg.prompt_digest, output_ids, leg.endpoint,
     )  # fmt: skip
 
 

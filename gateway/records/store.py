@@ -28,6 +28,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from gateway.metrics import Count, RecordCounts
+from gateway.numbers import LocalNumbers
 from gateway.records.base import RecordStore, StoreError, StoreUnavailable
 from gateway.records.redaction import redact
 from gateway.records.sqlite import SqliteStore
@@ -114,11 +116,11 @@ class Recorder:
         attempts: int = 4,
         max_backoff: float = 2.0,
         outage_retry: float = 1.0,
+        counts: RecordCounts | None = None,
     ) -> None:
         self.store = store
-        self.written = 0
-        self.dropped = 0
-        self.failed = 0
+        # The metrics' numbers (summed over a group's workers), or plain ones of its own.
+        self.counts = counts if counts is not None else RecordCounts(_local_count)
         self._capacity = options.queue
         self._batch = options.batch
         self._prepare = _as_is if options.keep_text else redact
@@ -126,7 +128,6 @@ class Recorder:
         self._attempts = attempts
         self._max_backoff = max_backoff
         self._outage_retry = outage_retry
-        self.store_up = True
         self._held = 0  # pairs of the batch being written, out of the queue
         self._queue: deque[PairRecord] = deque()
         self._wake = asyncio.Event()
@@ -138,12 +139,36 @@ class Recorder:
     def pending(self) -> int:
         return len(self._queue) + self._held
 
+    @property
+    def written(self) -> int:
+        return int(self.counts.written.value)
+
+    @property
+    def dropped(self) -> int:
+        return int(self.counts.dropped.value)
+
+    @property
+    def failed(self) -> int:
+        return int(self.counts.failed.value)
+
+    @property
+    def store_up(self) -> bool:
+        return not self.counts.store_down.value
+
+    @store_up.setter
+    def store_up(self, up: bool) -> None:
+        self.counts.store_down.set(0.0 if up else 1.0)
+
+    def _queued(self) -> None:
+        self.counts.pending.set(self.pending)
+
     def record(self, pair: PairRecord) -> None:
         """Accepts `pair` for writing, or drops and counts it. Call from the event loop."""
         if self._closing or len(self._queue) >= self._capacity:
-            self.dropped += 1
+            self.counts.dropped.inc()
             return
         self._queue.append(pair)
+        self._queued()
         if self._task is None:
             with contextlib.suppress(RuntimeError):  # no loop running here: close() drains
                 self._task = asyncio.get_running_loop().create_task(self._run())
@@ -191,12 +216,14 @@ class Recorder:
         # outlast any grace period, so they are counted lost at once.
         lost = len(self._queue)
         self._queue.clear()
+        self._queued()
         if lost:
-            self.failed += lost
+            self.counts.failed.inc(lost)
             log.warning("records: store down at shutdown, %d more lost", lost)
 
     async def _write(self, batch: list[PairRecord]) -> bool:
         self._held = len(batch)
+        self._queued()
         try:
             prepared = [self._prepare(pair) for pair in batch]
             while True:
@@ -210,16 +237,17 @@ class Recorder:
                     with contextlib.suppress(TimeoutError):  # close() ends the wait early
                         await asyncio.wait_for(self._closed.wait(), self._outage_retry)
         except StoreError as exc:
-            self.failed += len(batch)
+            self.counts.failed.inc(len(batch))
             log.warning("records: lost %d after %d attempts: %s", len(batch), self._attempts, exc)
             return False
         except Exception as exc:  # a bug must not stop the writer; the content is never logged
-            self.failed += len(batch)
+            self.counts.failed.inc(len(batch))
             log.error("records: lost %d: %s", len(batch), type(exc).__name__)
             return True  # the store itself may be fine
         finally:
             self._held = 0
-        self.written += len(batch)
+            self._queued()
+        self.counts.written.inc(len(batch))
         if not self.store_up:
             self.store_up = True
             log.warning("records: the store is back; %d pairs waiting to be written", self.pending)
@@ -245,3 +273,7 @@ class Recorder:
                 "GATEWAY_RECORDS_QUEUE=%d) and are written when it is back",
                 exc, self.pending, self._capacity,
             )  # fmt: skip
+
+
+def _local_count(*key: str) -> Count:
+    return Count(LocalNumbers().cells(key, 1))

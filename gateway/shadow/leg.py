@@ -37,7 +37,8 @@ SWEEPS_PER_TIMEOUT = 4  # `ShadowLeg._sweep` runs every quarter of a shadow time
 PRIMARY_WAIT_TIMEOUTS = 4  # shadow timeouts a finished call waits for its primary's answer
 
 
-Answered = tuple[Leg, TokenIds | None]  # a leg, and the token ids its engine gave
+# A leg, the token ids its engine gave, and the endpoint of a replica pool that answered.
+Answered = tuple[Leg, TokenIds | None, str | None]
 
 
 class Sink(Protocol):
@@ -184,10 +185,11 @@ class ShadowLeg:
             self._counts.failed.inc()
             return
         primary = primary_leg(self.primary.name, outcome, mirror.stream, parse)
-        primary = legs.with_evidence(primary, outcome.ids, self.primary.sampling(upstream))
+        sampling = self.primary.sampling(upstream)
+        primary = legs.with_evidence(primary, outcome.ids, sampling, outcome.endpoint)
         kinds: tuple[PairKind, ...] = ("shadow", "noise")
         keep_text = self._config.keep_text
-        for kind, (leg, ids) in zip(kinds, results, strict=False):
+        for kind, (leg, ids, _) in zip(kinds, results, strict=False):
             prompts = (_prompt(outcome.ids), _prompt(ids))
             pair = pair_of(
                 kind, upstream, params, primary, leg, prompt_version, keep_text, prompts,
@@ -220,7 +222,7 @@ class ShadowLeg:
             called = [self.candidate, self.primary] if noise else [self.candidate]
             self._counts.failed.inc(len(called))
             timed_out = [legs.failed(b.name, 504, "shadow timeout", _ms(started)) for b in called]
-            return [(leg, None) for leg in timed_out]
+            return [(leg, None, None) for leg in timed_out]
         finally:
             self._calling.discard(mirror)
 
@@ -271,10 +273,10 @@ class ShadowLeg:
         """One shadow or noise call, read into a `Leg` with what its engine ran; a failed one
         (an error, the timeout, an unreadable answer) is counted in
         `gateway_shadow_failed_total`."""
-        leg, ids = await self._answer(backend, upstream, tag, parse)
+        leg, ids, endpoint = await self._answer(backend, upstream, tag, parse)
         if failed(leg):
             self._counts.failed.inc()
-        return legs.with_evidence(leg, ids, backend.sampling(upstream)), ids
+        return legs.with_evidence(leg, ids, backend.sampling(upstream), endpoint), ids, endpoint
 
     async def _answer(
         self, backend: Backend, upstream: UpstreamRequest, tag: str, parse: Parser | None
@@ -286,7 +288,7 @@ class ShadowLeg:
                 completion = await backend.complete(request)
                 body, answer = completion.body, completion.answer
                 leg = legs.from_body(backend.name, body, _ms(started), parse, answer)
-                return leg, completion.ids
+                return leg, completion.ids, completion.endpoint
             chunks: list[tuple[float, bytes]] = []
 
             def keep(chunk: bytes) -> bool:
@@ -301,9 +303,10 @@ class ShadowLeg:
             ended = perf_counter()
             await self._turns.next()  # read when the other streams ending now have been relayed
             leg = legs.from_events(backend.name, chunks, started, ended, parse)
-            return leg, events.ids
+            return leg, events.ids, events.endpoint
         except GatewayError as exc:
-            return legs.failed(backend.name, exc.status_code, exc.message, _ms(started)), None
+            leg = legs.failed(backend.name, exc.status_code, exc.message, _ms(started))
+            return leg, None, exc.endpoint
 
 
 def count_agreement(counts: ShadowCounts, pair: PairRecord) -> None:

@@ -96,12 +96,18 @@ def failed(backend: str, status: int, error: str, e2e_ms: float) -> Leg:
     return Leg(backend, status, None, e2e_ms=e2e_ms, error=error)
 
 
-def with_evidence(leg: Leg, ids: TokenIds | None, sampling: Sampling) -> Leg:
+def with_evidence(
+    leg: Leg, ids: TokenIds | None, sampling: Sampling, endpoint: str | None = None
+) -> Leg:
     """The leg with what its engine ran: the sampling, a digest of the prompt ids it read and
-    the ids it wrote, where the engine said (or was given them)."""
+    the ids it wrote, where the engine said (or was given them), and the endpoint of a replica
+    pool that answered."""
     prompt = None if ids is None else ids.prompt
     output = None if ids is None or ids.output is None else tuple(ids.output)
-    return replace(leg, sampling=sampling, prompt_digest=prompt_digest(prompt), output_ids=output)
+    digest = prompt_digest(prompt)
+    return replace(
+        leg, sampling=sampling, prompt_digest=digest, output_ids=output, endpoint=endpoint
+    )
 
 
 def parse_json(text: str) -> dict[str, Any] | None:

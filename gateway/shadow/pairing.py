@@ -47,6 +47,7 @@ class PrimaryOutcome:
     chunks: list[tuple[float, bytes]] = field(default_factory=list)
     error: str | None = None
     ids: TokenIds | None = None  # the token ids, where the primary's engine gave them
+    endpoint: str | None = None  # the endpoint of a replica pool that answered, if one
 
 
 def params_of(payload: Mapping[str, Any], task_schema: dict[str, Any] | None = None) -> Params:

@@ -42,6 +42,7 @@ class Leg:
     sampling: Sampling | None = None
     prompt_digest: str | None = None
     output_ids: tuple[int, ...] | None = None
+    endpoint: str | None = None  # the endpoint of a replica pool that answered (host:port)
 
 
 @value_class

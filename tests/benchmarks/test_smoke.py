@@ -89,6 +89,8 @@ def test_overhead(tmp_path: Path) -> None:
     bursts = ("direct", "nginx", "Python floor", "gateway", "gateway, shadow 100%")
     expected += [("synchronised", path, 100) for path in bursts]
     expected += [("cadence", path, 32) for path in bursts]
+    pool = "gateway, pool of 3"  # a replica pool of three upstreams
+    expected += [("http", pool, c) for c in (1, 64)] + [("stream", pool, n) for n in (1, 100)]
     assert sorted(rows) == sorted(expected)
     for key in expected:
         row = rows[key]
@@ -126,6 +128,13 @@ def test_overhead(tmp_path: Path) -> None:
         "chunks coalesced or reordered, shadowed", "gateway RSS, cadence",
     ]  # fmt: skip
     assert all(t["measured"] is not None for t in burst_targets)
+    pooled = report["summary"]["pool_targets"]
+    # Only targets measured on the pool's own rows: no shadow, polling or other paths' rows.
+    assert [t["name"] for t in pooled] == [
+        "added latency at c=1, p50", "requests/s at c=64", "p99 at c=64",
+        "added TTFT p50, 1 stream", "added gap p99, 100 streams", "gateway RSS, 100 streams",
+    ]  # fmt: skip
+    assert all(t["measured"] is not None for t in pooled)
     assert report["machine"]["nproc"] >= 1
     assert ET.fromstring(plot.read_text()).tag.endswith("svg")  # noqa: S314  (our own file)
 

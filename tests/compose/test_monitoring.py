@@ -19,6 +19,7 @@ import pytest
 import yaml
 from prometheus_client.metrics_core import Metric
 
+from gateway.http.limits import ConnectionGuard, ConnectionLimits
 from gateway.metrics import Metrics
 from gateway.probes import Conformance, ProbeResult
 from tests.compose.stack import COMPOSE, COMPOSE_FILES, REPO, TEST_ENV, load_stack
@@ -47,16 +48,9 @@ _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "of
              "and", "or", "unless", "le", "inf"}  # fmt: skip
 
 
-class _RecorderCounts:
-    """Stands in for the shadow-record writer, so its collector is registered too."""
-
-    written = dropped = failed = pending = 0
-    store_up = True
-
-
 def gateway_metrics() -> Metrics:
-    metrics = Metrics()
-    metrics.watch_records(_RecorderCounts())
+    metrics = Metrics()  # the shadow records' series are there from the start
+    ConnectionGuard(ConnectionLimits(), numbers=metrics.numbers)  # as the app's, counting there
     conformance = Conformance()
     conformance.record([ProbeResult("trtllm-phi3", "constraint", "fail", "free text", 0.0)])
     metrics.watch_conformance(conformance)
@@ -64,7 +58,7 @@ def gateway_metrics() -> Metrics:
     metrics.observe("phi-3-mini", "vllm-phi3", "/v1/chat/completions", 200, 0.02, 0.0001)
     metrics.in_flight_for("phi-3-mini", "vllm-phi3", "/v1/chat/completions")
     metrics.shadow_for("phi-3-mini").dropped("shutdown")
-    metrics.fallback.labels("vllm-phi3").inc()
+    metrics.fallback_for("vllm-phi3").inc()
     return metrics
 
 

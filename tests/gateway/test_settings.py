@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,19 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
     assert Settings().port == 9999
 
 
+# A replica pool's fields, each wrong, and the start of the line that names it.
+BAD_POOLS: list[tuple[dict[str, object], str]] = [
+    ({"url": "http://a:1", "urls": ["http://b:1"]}, "BACKENDS__X: set url (one"),
+    ({"urls": ["http://a:1", "http://a:1"]}, "BACKENDS__X: urls lists an endpoint"),
+    ({"urls": ["http://a:1"], "discovery": "dns"}, "BACKENDS__X: discovery dns"),
+    ({"url": "https://h", "discovery": "dns"}, "BACKENDS__X: discovery dns is for"),
+    ({"urls": ["http://a:1", "h:1"]}, "BACKENDS__X__URLS: must be an http(s) URL"),
+    ({"url": "http://a", "affinity_max_load": 0.9}, "BACKENDS__X__AFFINITY_MAX_LOAD: In"),
+    ({"url": "http://a", "max_ejected_percent": 101}, "BACKENDS__X__MAX_EJECTED_PERCENT: In"),
+    ({"url": "http://a", "balance": "random"}, "BACKENDS__X__BALANCE: Input"),
+]
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
@@ -85,6 +99,10 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
         ),
         ({"GATEWAY_PORT": "70000"}, "GATEWAY_PORT: Input should be less than or equal to 65535"),
         *(
+            ({"GATEWAY_BACKENDS": json.dumps({"x": {"kind": "vllm", **pool}})}, f"GATEWAY_{where}")
+            for pool, where in BAD_POOLS
+        ),
+        *(
             (
                 {"GATEWAY_BUSY_POLL_US": value},
                 "GATEWAY_BUSY_POLL_US: must be auto, or whole µs from 0",
@@ -101,6 +119,20 @@ def test_bad_settings_name_the_env_var(
     with pytest.raises(ValidationError) as caught:
         Settings()
     assert expected in describe_errors(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["vllm", "trtllm-serve"])
+def test_urls_stand_in_for_url(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    # trtllm-serve has no default url; a single listed endpoint is served as plain `url`.
+    pools = {
+        "two": {"kind": kind, "urls": ["http://a:1/", "http://b:1"]},
+        "one": {"kind": kind, "urls": ["http://c:1"]},
+    }
+    monkeypatch.setenv("GATEWAY_BACKENDS", json.dumps(pools))
+    monkeypatch.setenv("GATEWAY_PRIMARY", "two")
+    two, one = Settings().backends["two"], Settings().backends["one"]
+    assert (two.pooled, two.endpoint_urls()) == (True, ["http://a:1", "http://b:1"])
+    assert (one.pooled, one.url, one.endpoint_urls()) == (False, "http://c:1", ["http://c:1"])
 
 
 @pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("0", 0), ("10000", 10_000)])

@@ -238,6 +238,26 @@ class DroppingUpstream(RawUpstream):
             await writer.wait_closed()
 
 
+class SilentUpstream(DroppingUpstream):
+    """Accepts every connection and never answers a byte: a hung engine (a wedged process, a
+    full accept queue behind a live socket). `connections` counts what it held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections = 0
+
+    def __enter__(self) -> SilentUpstream:
+        super().__enter__()
+        return self
+
+    async def _drop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass  # read and ignore until the client gives up
+        writer.close()
+
+
 class MuteUpstream(RawUpstream):
     """Accepts connections, reads everything and never answers: an engine hung at start (no
     engine does that on demand). `requests` counts the request lines it was sent."""
