@@ -28,12 +28,12 @@ from backends import registry
 from backends.registry import BackendSettings
 from gateway.app import create_app
 from gateway.probes import ProbeResult, run_probes
-from gateway.records.store import open_store
 from gateway.settings import Settings
 from gateway.shadow.pairs import PairRecord
 from tests.conformance.kinds import CONTEXT, KINDS, Kind, vllm
 from tests.conftest import CACHE, QWEN3_MODEL
 from tests.engines.vllm_engine import VllmEngine
+from tests.support.records import stored_pairs
 from tests.support.servers import ThreadedServer
 
 PUBLIC = QWEN3_MODEL
@@ -352,7 +352,7 @@ def test_chat_template_kwargs_render_as_on_vllm(
             client.chat.completions.create(
                 model=PUBLIC, messages=CHAT, temperature=0, max_tokens=4, extra_body=extra_body
             )
-    pairs = {thinking_of(pair): pair for pair in read_pairs(store)}
+    pairs = {thinking_of(pair): pair for pair in stored_pairs(store)}
     assert set(pairs) == set(THINKING)
     for pair in pairs.values():
         assert pair.candidate.status == 200, pair.candidate.error
@@ -370,17 +370,6 @@ def thinking_of(pair: PairRecord) -> bool | None:
     kwargs = json.loads(pair.request or "{}").get("chat_template_kwargs") or {}
     value: bool | None = kwargs.get("enable_thinking")
     return value
-
-
-def read_pairs(store: Path) -> list[PairRecord]:
-    async def run() -> list[PairRecord]:
-        records = open_store(f"sqlite:///{store}")
-        try:
-            return await records.read()
-        finally:
-            await records.close()
-
-    return asyncio.run(run())
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ is flagged with the fields that differ.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import openai
@@ -22,7 +21,6 @@ from backends.trtllm_grpc.settings import TrtllmGrpcSettings
 from backends.trtllm_serve import TrtllmServeSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
-from gateway.records.store import open_store
 from gateway.settings import Settings
 from gateway.shadow import compare as c
 from gateway.shadow.evidence import prompt_digest
@@ -31,6 +29,7 @@ from tests.conftest import QWEN3_MODEL
 from tests.engines.trtllm_grpc_engine import TrtllmGrpcEngine
 from tests.engines.trtllm_serve_engine import TrtllmServeEngine
 from tests.engines.vllm_engine import VllmEngine
+from tests.support.records import stored_pairs
 from tests.support.servers import ThreadedServer
 
 CHAT: list[ChatCompletionMessageParam] = [
@@ -56,18 +55,7 @@ def shadowed(
             # The gateway asked vLLM for the ids and took them out of the client's answer.
             assert (answer.model_extra or {}).get("prompt_token_ids") is None
             assert (answer.choices[0].model_extra or {}).get("token_ids") is None
-    return read(store)
-
-
-def read(store: Path) -> list[PairRecord]:
-    async def run() -> list[PairRecord]:
-        records = open_store(f"sqlite:///{store}")
-        try:
-            return await records.read()
-        finally:
-            await records.close()
-
-    return asyncio.run(run())
+    return stored_pairs(store)
 
 
 def vllm(engine: VllmEngine, model_dir: Path) -> VllmSettings:

@@ -3,7 +3,6 @@ real vLLM engine and each with its own migration, through the `openai` SDK."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -19,12 +18,11 @@ from openai.types.chat import ChatCompletionMessageParam
 from backends.trtllm_serve import TrtllmServeSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
-from gateway.records.store import open_store
 from gateway.settings import Settings
-from gateway.shadow.pairs import PairRecord
 from tests.conftest import QWEN3_MODEL, TINY_MODEL
 from tests.engines.trtllm_serve_engine import TrtllmServeEngine
 from tests.engines.vllm_engine import VllmEngine
+from tests.support.records import stored_pairs
 from tests.support.servers import ThreadedServer
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
@@ -204,20 +202,9 @@ def test_moving_one_route_leaves_the_other_alone(
         for stream in streams:
             stream.join(timeout=120)
     assert done == {QWEN3_MODEL: ("length", 1200), PHI3: ("length", 1200)}
-    pairs = read(tmp_path / "r.db")
+    pairs = stored_pairs(tmp_path / "r.db")
     by_route = {pair.route for pair in pairs}
     assert QWEN3_MODEL in by_route  # the Qwen3 route shadowed before and after the reload
     assert {p.candidate.backend for p in pairs if p.route == QWEN3_MODEL} == {"trt-qwen3"}
     cut = [p for p in pairs if p.route == PHI3 and p.kind == "shadow"]
     assert {(p.primary.backend, p.candidate.backend) for p in cut} == {("trt-phi3", "vllm-phi3")}
-
-
-def read(store: Path) -> list[PairRecord]:
-    async def run() -> list[PairRecord]:
-        records = open_store(f"sqlite:///{store}")
-        try:
-            return await records.read()
-        finally:
-            await records.close()
-
-    return asyncio.run(run())

@@ -6,7 +6,6 @@ no real engine does on demand (hang, garbage, a chosen error).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
 import time
@@ -26,15 +25,14 @@ from backends.triton.settings import TritonSettings
 from backends.vllm import VllmSettings
 from gateway.app import create_app
 from gateway.gate_rule import GateRule
-from gateway.records.store import open_store
 from gateway.report.summary import summarize
 from gateway.settings import Settings
 from gateway.shadow.compare import compare
-from gateway.shadow.pairs import PairRecord
 from tests.conftest import TINY_MODEL
 from tests.engines.triton_engine import ADD_SPECIAL_TOKENS, TritonEngine
 from tests.engines.vllm_engine import VllmEngine
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.records import stored_pairs
 from tests.support.servers import ThreadedServer
 
 PUBLIC = "phi-3-mini"
@@ -55,17 +53,6 @@ def gateway(
     )  # fmt: skip
     with ThreadedServer(create_app(settings)) as server:
         yield openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
-
-
-def pairs(store: Path) -> list[PairRecord]:
-    async def read() -> list[PairRecord]:
-        records = open_store(f"sqlite:///{store}")
-        try:
-            return await records.read()
-        finally:
-            await records.close()
-
-    return asyncio.run(read())
 
 
 def ask(client: openai.OpenAI, content: str, **kwargs: Any) -> tuple[Any, float, dict[str, str]]:
@@ -157,7 +144,7 @@ def test_the_client_never_depends_on_the_candidate(
         assert headers["x-gateway-backend"] == "vllm"
     seconds = [run[1] for run in mirrored]
     assert within_baseline(seconds, [run[1] for run in baseline]), (seconds, baseline)
-    recorded = [pair for pair in pairs(store) if pair.kind == "shadow"]
+    recorded = [pair for pair in stored_pairs(store) if pair.kind == "shadow"]
     assert len(recorded) == RUNS + 1
     statuses = [pair.candidate.status for pair in recorded]
     assert statuses[0] == candidate_status
@@ -191,7 +178,7 @@ def test_a_streamed_answer_never_waits_for_the_candidate(
         assert same_headers(answer.headers, expected.headers)
     assert within_baseline([a.ttft for a in mirrored], [b.ttft for b in baseline])
     assert within_baseline([a.seconds for a in mirrored], [b.seconds for b in baseline])
-    recorded = [pair for pair in pairs(store) if pair.kind == "shadow"]
+    recorded = [pair for pair in stored_pairs(store) if pair.kind == "shadow"]
     assert len(recorded) == RUNS + 1
     assert all(pair.params.stream for pair in recorded)
     statuses = [pair.candidate.status for pair in recorded]
@@ -225,7 +212,7 @@ def test_streamed_requests_are_streamed_to_the_candidate_too(
         assert "gateway_shadow_agreement_total{result=" in text
         assert 'gateway_shadow_records_total{result="written"}' in text
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    (pair,) = [pair for pair in pairs(store) if pair.kind == "shadow"]
+    (pair,) = [pair for pair in stored_pairs(store) if pair.kind == "shadow"]
     assert pair.params.stream
     assert pair.primary.text == streamed
     assert pair.primary.ttft_ms is not None
@@ -257,7 +244,7 @@ def test_shadow_end_to_end_report_matches_the_pairs(
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(one, prompts))
         metrics = httpx.get(str(client.base_url).removesuffix("/v1/") + "/metrics").text
-    recorded = pairs(store)  # the gateway has shut down: its queue was drained
+    recorded = stored_pairs(store)  # the gateway has shut down: its queue was drained
     shadow = [pair for pair in recorded if pair.kind == "shadow"]
     noise = [pair for pair in recorded if pair.kind == "noise"]
     dropped = [line for line in metrics.splitlines() if line.startswith("gateway_shadow_dropped")]
