@@ -21,7 +21,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import TINY_MODEL
 from tests.engines.vllm_engine import VllmEngine, sum_samples
-from tests.support.fake_upstream import SilentUpstream
+from tests.support.fake_upstream import MuteUpstream
 from tests.support.servers import ThreadedServer
 
 SUCCESS = "vllm:request_success_total"
@@ -147,7 +147,7 @@ def test_a_hanging_replica_is_left_out_by_its_probe(
     vllm_engine: VllmEngine, tmp_path: Path
 ) -> None:
     with (
-        SilentUpstream() as silent,
+        MuteUpstream() as silent,
         pool_gateway([silent.url, vllm_engine.url], tmp_path) as gw,
     ):
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)

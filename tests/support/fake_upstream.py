@@ -238,36 +238,19 @@ class DroppingUpstream(RawUpstream):
             await writer.wait_closed()
 
 
-class SilentUpstream(DroppingUpstream):
-    """Accepts every connection and never answers a byte: a hung engine (a wedged process, a
-    full accept queue behind a live socket). `connections` counts what it held."""
+class MuteUpstream(RawUpstream):
+    """Accepts connections, reads everything and never answers: a hung engine (a wedged
+    process, one hung at start; no engine does that on demand). `connections` counts the
+    connections it held, `requests` the request lines it was sent."""
 
     def __init__(self) -> None:
         super().__init__()
         self.connections = 0
-
-    def __enter__(self) -> SilentUpstream:
-        super().__enter__()
-        return self
-
-    async def _drop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        with contextlib.suppress(ConnectionError):
-            while await reader.read(65536):
-                pass  # read and ignore until the client gives up
-        writer.close()
-
-
-class MuteUpstream(RawUpstream):
-    """Accepts connections, reads everything and never answers: an engine hung at start (no
-    engine does that on demand). `requests` counts the request lines it was sent."""
-
-    def __init__(self) -> None:
-        super().__init__()
         self.requests = 0
         self._open: set[asyncio.StreamWriter] = set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         self._open.add(writer)
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):

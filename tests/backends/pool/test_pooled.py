@@ -17,7 +17,7 @@ from backends.pool.pooled import PooledBackend
 from backends.pool.stats import LocalStats
 from backends.vllm import VllmSettings
 from tests.engines.vllm_engine import free_port
-from tests.support.fake_upstream import DroppingUpstream, FakeUpstream, SilentUpstream
+from tests.support.fake_upstream import DroppingUpstream, FakeUpstream, MuteUpstream
 from tests.support.servers import ThreadedServer
 
 
@@ -159,7 +159,7 @@ def test_a_hanging_endpoint_fails_its_probe_and_leaves_the_rotation(
     fakes: list[tuple[FakeUpstream, ThreadedServer]],
 ) -> None:
     live = fakes[0][1].url
-    with SilentUpstream() as silent:
+    with MuteUpstream() as silent:
 
         async def scenario(backend: PooledBackend, stats: LocalStats) -> None:
             health = await backend.health()
