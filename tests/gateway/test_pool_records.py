@@ -3,7 +3,6 @@ the endpoint series count what each endpoint answered."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -11,23 +10,11 @@ import httpx
 
 from backends.vllm import VllmSettings
 from gateway.app import create_app
-from gateway.records.store import open_store
 from gateway.settings import Settings
-from gateway.shadow.pairs import PairRecord
 from tests.engines.vllm_engine import sum_samples
 from tests.support.fake_upstream import MODEL, FakeUpstream
+from tests.support.records import stored_pairs
 from tests.support.servers import ThreadedServer
-
-
-def stored(url: str) -> list[PairRecord]:
-    async def read() -> list[PairRecord]:
-        store = open_store(url)
-        try:
-            return await store.read(None)
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
 
 
 def test_pairs_and_metrics_name_the_endpoint_that_answered(tmp_path: Path) -> None:
@@ -59,7 +46,7 @@ def test_pairs_and_metrics_name_the_endpoint_that_answered(tmp_path: Path) -> No
                               {"endpoint": endpoint, "outcome": "answered"})
         for endpoint in endpoints
     }  # fmt: skip
-    pairs = stored(records)
+    pairs = stored_pairs(records)
     assert len(pairs) == 10
     assert {pair.primary.endpoint for pair in pairs} <= endpoints
     assert {pair.candidate.endpoint for pair in pairs} == {None}  # not a pool

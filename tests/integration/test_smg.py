@@ -5,7 +5,6 @@ shadow pairs and the report."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,11 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from backends.vllm import VllmSettings
 from gateway.app import create_app
-from gateway.records.store import open_store
 from gateway.settings import Settings
-from gateway.shadow.pairs import PairRecord
 from tests.conftest import CACHE, TINY_MODEL
 from tests.engines.smg_router import SmgRouter
 from tests.engines.vllm_engine import VllmEngine
+from tests.support.records import stored_pairs
 from tests.support.servers import ThreadedServer
 
 SUCCESS = "vllm:request_success_total"
@@ -77,14 +75,3 @@ def test_the_gateway_serves_and_shadows_through_smg(
         assert (pair.primary.status, pair.candidate.status) == (200, 200)
         assert pair.primary.prompt_tokens == pair.candidate.prompt_tokens
     assert sum(pair.params.stream for pair in pairs) == 1
-
-
-def stored_pairs(url: str) -> list[PairRecord]:
-    async def read() -> list[PairRecord]:
-        store = open_store(url)
-        try:
-            return await store.read(None)
-        finally:
-            await store.close()
-
-    return asyncio.run(read())

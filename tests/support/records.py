@@ -1,4 +1,4 @@
-"""The pairs a gateway stored in a SQLite records file, read back for a test to count itself."""
+"""The pairs a gateway stored, read back for a test to count itself."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from gateway.records.store import open_store
 from gateway.shadow.pairs import PairRecord
 
 
-def stored_pairs(store: Path) -> list[PairRecord]:
-    """Every pair in the SQLite file `store`, in the order the store reads them."""
+def stored_pairs(store: Path | str) -> list[PairRecord]:
+    """Every pair in `store` (a SQLite file, or a records URL), in the order the store reads
+    them."""
+    url = f"sqlite:///{store}" if isinstance(store, Path) else store
 
     async def run() -> list[PairRecord]:
-        records = open_store(f"sqlite:///{store}")
+        records = open_store(url)
         try:
             return await records.read()
         finally:
