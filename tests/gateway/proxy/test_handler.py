@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -338,14 +339,26 @@ def sample(metrics: str, series: str) -> float:
     return float(line.rsplit(" ", 1)[1])
 
 
+EVENT_BYTES = 16_384
+
+
+def socket_buffers_bytes() -> int:
+    """The most two loopback connections (engine to gateway, gateway to client) can hold in
+    their kernel buffers: each side's largest autotuned receive and send buffer."""
+    most = [
+        int(Path(f"/proc/sys/net/ipv4/tcp_{kind}").read_text().split()[2])
+        for kind in ("rmem", "wmem")
+    ]
+    return 2 * sum(most)
+
+
 class FloodUpstream(FakeUpstream):
-    """The fake upstream, plus `flood`: `FLOOD` numbered events of 16 KiB, sent back to back;
+    """The fake upstream, plus `flood`: `flood` numbered events of 16 KiB, sent back to back;
     `sent` counts those its server has taken."""
 
-    FLOOD = 1280  # 20 MiB: more than the sockets between the engine and the client hold
-
-    def __init__(self) -> None:
+    def __init__(self, flood: int) -> None:
         super().__init__()
+        self.flood = flood
         self.sent = 0
 
     async def _behave(self, cue: str, stream: bool, receive: Any, send: Any) -> None:
@@ -354,7 +367,7 @@ class FloodUpstream(FakeUpstream):
             return
         headers = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for index in range(self.FLOOD):
+        for index in range(self.flood):
             event = flood_event(index)
             await send({"type": "http.response.body", "body": event, "more_body": True})
             self.sent += 1
@@ -362,11 +375,26 @@ class FloodUpstream(FakeUpstream):
 
 
 def flood_event(index: int) -> bytes:
-    return b'data: {"index":%d,"pad":"%s"}\n\n' % (index, b"x" * 16_350)
+    """Event `index`, padded to `EVENT_BYTES` whatever the number's width."""
+    head = b'data: {"index":%d,"pad":"' % index
+    return head + b"x" * (EVENT_BYTES - len(head) - 4) + b'"}\n\n'
+
+
+def settled(read: Callable[[], int], quiet: float = 0.3, deadline: float = 10.0) -> int:
+    """`read()` once it has not changed for `quiet` seconds (or at `deadline`)."""
+    value, since, end = read(), time.monotonic(), time.monotonic() + deadline
+    while time.monotonic() - since < quiet and time.monotonic() < end:
+        time.sleep(0.05)
+        if (now := read()) != value:
+            value, since = now, time.monotonic()
+    return value
 
 
 def test_a_client_that_stops_reading_a_stream_pauses_the_engine_and_loses_nothing() -> None:
-    upstream = FloodUpstream()
+    # More than every socket between the engine and the client can hold, so an engine that
+    # sent it all was read by a gateway that kept buffering for a client that did not read.
+    flood = 2 * socket_buffers_bytes() // EVENT_BYTES
+    upstream = FloodUpstream(flood)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "flood"}], "stream": True}
     url = "/v1/chat/completions"
     with (
@@ -374,11 +402,17 @@ def test_a_client_that_stops_reading_a_stream_pauses_the_engine_and_loses_nothin
         gateway_for(engine.url) as server,
         httpx.stream("POST", server.url + url, json=body) as response,
     ):
-        time.sleep(1.0)  # the client reads nothing: the gateway stops reading the engine
-        assert upstream.sent < FloodUpstream.FLOOD // 2
-        data = b"".join(response.iter_bytes())
-    expected = b"".join(flood_event(index) for index in range(FloodUpstream.FLOOD))
-    assert data == expected + b"data: [DONE]\n\n"
+        # The client reads nothing: the engine's sending stops short of the end.
+        got = settled(lambda: upstream.sent)
+        assert got < flood
+        received = response.iter_bytes()
+        data = bytearray()
+        for chunk in received:
+            data += chunk
+    assert len(data) == flood * EVENT_BYTES + len(b"data: [DONE]\n\n")
+    for index in range(flood):
+        assert data[index * EVENT_BYTES : (index + 1) * EVENT_BYTES] == flood_event(index)
+    assert data.endswith(b"data: [DONE]\n\n")
 
 
 @pytest.fixture(scope="module")
