@@ -95,6 +95,7 @@ class Connection(asyncio.Protocol):
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self._sink: Sink | None = None  # while piped (`pipe`)
+        self._read: list[bytes] = []  # the body pieces of the read being parsed, while piped
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._last_read = 0.0
@@ -147,9 +148,10 @@ class Connection(asyncio.Protocol):
         return chunk
 
     async def pipe(self, sink: Sink) -> bool:
-        """Hands each piece of the body to `sink` as it is read, in the protocol's callback: no
-        task wakes per piece. True once the answer is whole; False when `sink` refused more,
-        with reading paused until the next call. Pieces read before (or while paused) go first.
+        """Hands the body to `sink` as it is read, in the protocol's callback, what one read
+        brought in one call: no task wakes per piece. True once the answer is whole; False when
+        `sink` refused more, with reading paused until the next call. Pieces read before (or
+        while paused) go first.
         """
         while self.chunks:
             if not sink(self._pop()):
@@ -247,7 +249,26 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._hand_on()  # what came before the fault, as a piece-by-piece reader gets it
             self._abort(ProtocolError(f"malformed answer: {exc}"))
+            return
+        if self._read:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        """The body pieces one read brought, to the sink in one call: an engine's last event,
+        its `[DONE]` and the body's end then leave in one write, not three."""
+        pieces, sink = self._read, self._sink
+        if not pieces:
+            return
+        if sink is None:  # not piped any more: kept for the next reader, in order
+            self.chunks.extend(pieces)
+            pieces.clear()
+            return
+        body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        pieces.clear()
+        if not sink(body):
+            self._hold()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -282,10 +303,8 @@ class Connection(asyncio.Protocol):
                 self._wake()
 
     def on_body(self, body: bytes) -> None:
-        sink = self._sink
-        if sink is not None:
-            if not sink(body):
-                self._hold()
+        if self._sink is not None:
+            self._read.append(body)  # handed on once the read is parsed (`_hand_on`)
             return
         self.chunks.append(body)
         if self._stream:

@@ -126,8 +126,9 @@ class BodyWriter(Protocol):
     """The server's own way to write a started response's body, piece by piece, without an
     ASGI message each (`gateway.http.cycle.Cycle`)."""
 
-    def write_body(self, body: bytes) -> bool:
-        """Writes `body` now; False when the client can take no more for now."""
+    def write_body(self, body: bytes, last: bool = False) -> bool:
+        """Writes `body` now (`last`: and ends the response); False when the client can take
+        no more for now."""
         ...
 
     async def writable(self) -> None:

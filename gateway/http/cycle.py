@@ -178,15 +178,16 @@ class Cycle:
         else:
             raise RuntimeError(f"ASGI message '{kind}' sent after the response was complete")
 
-    def write_body(self, body: bytes) -> bool:
+    def write_body(self, body: bytes, last: bool = False) -> bool:
         """A piece of a started response's body, written at once, without an ASGI message: a
-        relay's path for each event (`gateway.http.asgi.body_writer`). False when the client can
-        take no more now, its socket full or the client gone: await `writable` then."""
+        relay's path for each event (`gateway.http.asgi.body_writer`); `last` ends the body in
+        the same write. False when the client can take no more now, its socket full or the
+        client gone: await `writable` then."""
         if self.disconnected:
             return False
         if not self.response_started or self.response_complete:
             raise RuntimeError("write_body outside a started response")
-        self._body(body, True)
+        self._body(body, not last)
         return not self.conn.write_paused
 
     async def writable(self) -> None:

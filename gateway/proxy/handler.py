@@ -51,6 +51,7 @@ from gateway.proxy.routing import ModelRoute, Router
 from gateway.ratelimit.limiter import RatePolicy
 from gateway.ratelimit.usage import completed, streamed
 from gateway.shadow.pairing import PrimaryOutcome
+from gateway.shadow.turns import OnePerTurn
 from gateway.tasks.task import PROMPT_VERSION_HEADER, Task
 
 log = logging.getLogger("gateway.proxy.handler")
@@ -76,6 +77,7 @@ class Proxy:
         self._tasks = tasks or {}  # the task aliases; `router.tasks` says which route each runs on
         self._conformance = conformance or Conformance()
         self._limits = limits if limits is not None and limits.enabled else None
+        self._tails = OnePerTurn()  # what is left of streams whose clients have their end
         self.active = 0  # requests being served, so a reload knows when this proxy is idle
 
     async def __call__(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
@@ -111,9 +113,10 @@ class Proxy:
             if exchange.grant is not None and self._limits is not None:
                 await self._limits.release(exchange.grant, exchange.tokens)
             self.active -= 1
+            finished = exchange.answered or perf_counter()
             if exchange.mirror is not None:  # a no-op when the relay already handed it over
-                exchange.mirror.finish(PrimaryOutcome(status, exchange.started, perf_counter()))
-            elapsed = perf_counter() - exchange.started
+                exchange.mirror.finish(PrimaryOutcome(status, exchange.started, finished))
+            elapsed = finished - exchange.started
             self._metrics.observe(
                 exchange.model_route,
                 exchange.backend,
@@ -323,7 +326,7 @@ class Proxy:
         exchange.upstream_wait = perf_counter() - waited
         counted = exchange.mirror is not None or exchange.grant is not None
         chunks: list[tuple[float, bytes]] | None = [] if counted else None
-        relay = Relay(exchange)
+        relay = Relay(exchange, self._tails)
         try:  # from here on, whatever happens closes the upstream stream
             headers = SSE_HEADERS + exchange.headers()
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -338,7 +341,8 @@ class Proxy:
                 exchange.tokens = streamed([chunk for _, chunk in chunks], upstream.raw)
             if exchange.mirror is not None and chunks is not None:
                 done = 200 if relay.delivered else CLIENT_CLOSED
-                outcome = PrimaryOutcome(done, waited, perf_counter(), chunks=chunks)
+                ended = exchange.answered or perf_counter()
+                outcome = PrimaryOutcome(done, waited, ended, chunks=chunks)
                 outcome.ids = events.ids
                 outcome.endpoint = events.endpoint
                 exchange.mirror.finish(outcome)

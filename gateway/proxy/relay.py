@@ -16,6 +16,7 @@ from gateway.http.asgi import BodyWriter, ClientDisconnected, Send, body_writer,
 from gateway.logs import frames
 from gateway.ratelimit.limiter import Grant
 from gateway.shadow.leg import Mirror
+from gateway.shadow.turns import OnePerTurn
 
 log = logging.getLogger("gateway.proxy.handler")
 
@@ -44,6 +45,7 @@ class Exchange:
     model_route: str = ""  # the route (model) that took the request, for metrics
     grant: Grant | None = None  # admitted by client limits: released with the tokens used
     tokens: int = 0  # prompt plus completion, for tokens-per-minute limits
+    answered: float = 0.0  # when a stream's client had its end, if before the handler's end
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         overhead_ms = (perf_counter() - self.started - self.upstream_wait) * 1000.0
@@ -70,9 +72,11 @@ class Relay:
     generation even for a cut stream.
     """
 
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(self, exchange: Exchange, tails: OnePerTurn | None = None) -> None:
         self.delivered = False  # the answer's events up to [DONE] were handed to the server
+        self._ended = False  # the response's body was ended with its [DONE] (`_pipe`)
         self._exchange = exchange
+        self._tails = tails  # where a stream whose client has its end waits for a quiet turn
 
     async def pump(
         self, events: EventStream, send: Send, capture: list[tuple[float, bytes]] | None = None
@@ -98,7 +102,8 @@ class Relay:
                 capture.append((perf_counter(), body))
             await send({"type": "http.response.body", "body": body, "more_body": True})
         self.delivered = self.delivered or error is None
-        await send({"type": "http.response.body", "body": b""})
+        if not self._ended:
+            await send({"type": "http.response.body", "body": b""})
 
     async def _pipe(
         self, events: EventStream, writer: BodyWriter, capture: list[tuple[float, bytes]] | None
@@ -109,15 +114,19 @@ class Relay:
 
         def deliver(chunk: bytes) -> bool:
             nonlocal own
+            if self._ended:  # past [DONE] nothing is an answer's; the client has its end
+                return True
             began = perf_counter()
             try:
                 if capture is not None:
                     capture.append((began, chunk))
-                more = writer.write_body(chunk)
-                if chunk.endswith(DONE_EVENT):
-                    # The client has its whole answer: an SDK may hang up now, before the
-                    # engine's last bytes (the end of its chunked body) have been read.
-                    self.delivered = True
+                # At [DONE] the client has its whole answer: the body ends in the same write,
+                # and an SDK may hang up before the engine's last bytes have been read.
+                last = chunk.endswith(DONE_EVENT)
+                more = writer.write_body(chunk, last)
+                if last:
+                    self._ended = self.delivered = True
+                    exchange.answered = perf_counter()
             except Exception as exc:  # raised in the socket's callback, it would blame the engine
                 bugs.append(exc)
                 return False
@@ -134,6 +143,11 @@ class Relay:
             if bugs:
                 raise bugs[0]
             if ended:
+                if self._ended and self._tails is not None:
+                    # Its client is served; the rest (metrics, the engine call's end, the
+                    # shadow's outcome) waits its turn, so the streams ending at this engine
+                    # step get their last events first.
+                    await self._tails.next()
                 return
             await writer.writable()  # the client's socket is full, or it left
 

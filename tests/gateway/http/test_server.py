@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from gateway.http.asgi import Receive, Scope, Send
+from gateway.http.asgi import Receive, Scope, Send, body_writer
 from gateway.http.server import MAX_HEAD, HTTPProtocol
 from tests.support.servers import ThreadedServer
 
@@ -60,6 +60,12 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await asyncio.sleep(0.05)
         await send({"type": "http.response.body", "body": b"late"})
+    elif path == "/written-to-the-end":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        writer = body_writer(send)
+        assert writer is not None
+        writer.write_body(b"one ")
+        writer.write_body(b"last", last=True)  # no ASGI message ends this body
     elif path == "/fail-before":
         raise ValueError(SECRET)
     elif path == "/fail-mid-stream":
@@ -329,3 +335,9 @@ def test_a_stream_head_does_not_wait_for_a_slow_first_event() -> None:
     assert head.endswith(b"transfer-encoding: chunked\r\n\r\n")  # sent before the event
     assert marker == b"--"
     assert later == [b"4\r\nlate\r\n0\r\n\r\n"]
+
+
+def test_a_body_written_to_its_end_leaves_its_last_piece_and_end_in_one_write() -> None:
+    writes = writes_for("/written-to-the-end")
+    assert writes[0].endswith(b"\r\n\r\n4\r\none \r\n")  # the head, with the first piece
+    assert writes[1:] == [b"4\r\nlast\r\n0\r\n\r\n"]
