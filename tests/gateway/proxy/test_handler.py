@@ -272,6 +272,34 @@ def test_a_client_that_hangs_up_after_done_was_served(gateway: ThreadedServer) -
     assert (count("200"), count("499")) == (before[0] + 1, before[1])
 
 
+def test_a_stream_ends_for_its_client_at_done_though_the_engine_lingers(
+    gateway: ThreadedServer,
+) -> None:
+    """The engine's body stays open 2 s after `[DONE]`; the client's ends with `[DONE]`, and
+    the request's duration is the client's, not the engine's."""
+    series = (
+        f'gateway_request_duration_seconds_sum{{backend="vllm",path="/v1/chat/completions",'
+        f'route="{MODEL}",status="200"}}'
+    )
+    before = sample(httpx.get(gateway.url + "/metrics").text, series)
+    body = {
+        "model": MODEL,
+        "stream": True,
+        "messages": [{"role": "user", "content": "linger-after-done"}],
+    }
+    started = time.monotonic()
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body) as response:
+        data = b"".join(response.iter_bytes())  # to the end of the body, not only [DONE]
+    elapsed = time.monotonic() - started
+    assert data.endswith(b"data: [DONE]\n\n")
+    assert elapsed < 0.5  # the gateway's read timeout (1 s) would end it, else the engine
+    deadline = time.monotonic() + 5  # counted once the engine's body has ended
+    while (after := sample(httpx.get(gateway.url + "/metrics").text, series)) == before:
+        assert time.monotonic() < deadline, "the request was never counted"
+        time.sleep(0.05)
+    assert after - before < 0.5
+
+
 def test_overhead_of_a_slow_answer_excludes_the_wait(client: openai.OpenAI) -> None:
     started = time.monotonic()
     raw = client.chat.completions.with_raw_response.create(
@@ -335,8 +363,9 @@ def overhead(server: ThreadedServer) -> tuple[float, float]:
 
 
 def sample(metrics: str, series: str) -> float:
-    line = next(line for line in metrics.splitlines() if line.startswith(series + " "))
-    return float(line.rsplit(" ", 1)[1])
+    """The value of `series`; 0 while it has none (a label set not yet seen)."""
+    lines = [line for line in metrics.splitlines() if line.startswith(series + " ")]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
 
 EVENT_BYTES = 16_384
