@@ -24,8 +24,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
+from tests.engines.started import Started
 from tests.engines.vllm_engine import free_port
 
 
@@ -35,7 +35,7 @@ def smg_command() -> str:
     return str(beside) if beside.exists() else (shutil.which("smg") or "smg")
 
 
-class SmgRouter:
+class SmgRouter(Started):
     def __init__(self, workers: list[str], log_path: Path | None = None) -> None:
         self.workers = workers
         self.port = free_port()
@@ -84,15 +84,3 @@ class SmgRouter:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-
-    def __enter__(self) -> SmgRouter:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -26,7 +26,8 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
+
+from tests.engines.started import Started
 
 MODEL_NAMES = ("ensemble", "tensorrt_llm_bls", "tensorrt_llm")
 # How each model tokenizes text_input (TensorRT-LLM preprocessing's `add_special_tokens`; the
@@ -36,7 +37,7 @@ _LOG_TAIL_LINES = 60
 _STOP_GRACE_SECONDS = 20.0
 
 
-class TritonEngine:
+class TritonEngine(Started):
     """Runs this module's ``main`` in a subprocess on free ports; ``grpc_url`` has no scheme."""
 
     def __init__(self, model_dir: Path, *, log_path: Path | None = None) -> None:
@@ -101,18 +102,6 @@ class TritonEngine:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> TritonEngine:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _ready(self) -> bool:
         from tritonclient.grpc import InferenceServerClient

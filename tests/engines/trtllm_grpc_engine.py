@@ -62,8 +62,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
+from tests.engines.started import Started
 from tests.engines.triton_engine import _free_ports
 
 _LOG_TAIL_LINES = 60
@@ -80,7 +80,7 @@ _SERVER_OPTIONS = (
 )
 
 
-class TrtllmGrpcEngine:
+class TrtllmGrpcEngine(Started):
     """Runs this module's ``main`` in a subprocess on a free port; ``address`` is host:port."""
 
     def __init__(
@@ -155,18 +155,6 @@ class TrtllmGrpcEngine:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> TrtllmGrpcEngine:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _healthy(self) -> bool:
         import grpc

@@ -33,9 +33,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
+from tests.engines.started import Started
 from tests.engines.vllm_engine import free_port
 
 MAX_SEQ_LEN = 2048  # the same context the vLLM and Triton engines serve the tiny model with
@@ -44,7 +44,7 @@ _STOP_GRACE_SECONDS = 20.0
 _REPO = Path(__file__).resolve().parents[2]
 
 
-class TrtllmServeEngine:
+class TrtllmServeEngine(Started):
     """Runs this module's ``main`` in a subprocess on a free port; ``url`` has no ``/v1``.
 
     ``guided_decoding`` configures the xgrammar backend (without it, trtllm-serve drops
@@ -124,18 +124,6 @@ class TrtllmServeEngine:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> TrtllmServeEngine:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _healthy(self) -> bool:
         try:

@@ -25,9 +25,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from tests.engines.procfs import stat_fields
+from tests.engines.started import Started
 
 _LOG_TAIL_LINES = 60
 _STOP_GRACE_SECONDS = 20.0
@@ -43,7 +43,7 @@ def free_port() -> int:
         return port
 
 
-class VllmEngine:
+class VllmEngine(Started):
     """Runs ``vllm.entrypoints.openai.api_server`` on one model; ``url`` has no ``/v1``."""
 
     def __init__(
@@ -131,18 +131,6 @@ class VllmEngine:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> VllmEngine:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _fail(self, reason: str) -> None:
         self.stop()
