@@ -9,7 +9,6 @@ The many-connection case (2,000 slowloris connections against `gateway serve`) i
 from __future__ import annotations
 
 import asyncio
-import logging
 import queue
 import select
 import socket
@@ -20,6 +19,7 @@ import pytest
 
 from gateway.http.asgi import Receive, Scope, Send
 from gateway.http.limits import STATE_KEY, ConnectionGuard, ConnectionLimits, raise_open_files
+from tests.support.logs import messages_of
 from tests.support.servers import ThreadedServer
 
 LIMITS = ConnectionLimits(head_timeout=0.6, body_read_timeout=0.4, body_timeout=1.0)
@@ -162,13 +162,8 @@ def test_a_silent_connection_is_closed_quietly_at_the_keep_alive_timeout(
 
 @pytest.fixture
 def server_log() -> Iterator[list[str]]:
-    lines: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("gateway.http")
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
+    with messages_of("gateway.http") as lines:
+        yield lines
 
 
 def test_connections_past_the_cap_are_closed_on_arrival_counted_and_logged_once(

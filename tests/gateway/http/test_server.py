@@ -8,7 +8,6 @@ covers what a plain ASGI app can provoke on demand.
 from __future__ import annotations
 
 import asyncio
-import logging
 import queue
 import socket
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from gateway.http.asgi import Receive, Scope, Send, body_writer
 from gateway.http.server import MAX_HEAD, HTTPProtocol
+from tests.support.logs import messages_of
 from tests.support.servers import ThreadedServer
 
 SECRET = "con tên là Bống"
@@ -205,13 +205,8 @@ def test_a_request_that_cannot_be_read_is_refused_and_closed(
 
 @pytest.fixture
 def server_log() -> Iterator[list[str]]:
-    lines: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("uvicorn.error")
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
+    with messages_of("uvicorn.error") as lines:
+        yield lines
 
 
 def test_an_app_error_before_the_response_is_a_500_logged_without_its_message(
