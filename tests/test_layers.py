@@ -11,7 +11,7 @@ Every import counts, wherever it stands: at the top, inside a function, or under
     gateway.shadow                               mirrors and pairs answers
     gateway.http                                 serves HTTP/1.1 to clients
     backends                                     engines' adapters, errors, the Backend protocol
-    backends.transport                           HTTP/1.1 client, write batching, busy polling
+    backends.transport                           HTTP/1.1 client, write batching, polling, turns
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from backends.errors import (
     InvalidRequest,
     UnsupportedParameter,
 )
+from backends.transport.turns import OnePerTurn
 from gateway.http.asgi import (
     ClientDisconnected,
     Receive,
@@ -51,7 +52,6 @@ from gateway.proxy.routing import ModelRoute, Router
 from gateway.ratelimit.limiter import RatePolicy
 from gateway.ratelimit.usage import completed, streamed
 from gateway.shadow.pairing import PrimaryOutcome
-from gateway.shadow.turns import OnePerTurn
 from gateway.tasks.task import PROMPT_VERSION_HEADER, Task
 
 log = logging.getLogger("gateway.proxy.handler")

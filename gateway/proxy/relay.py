@@ -12,11 +12,11 @@ from typing import Any
 from backends.base import EventStream, Route
 from backends.errors import GatewayError
 from backends.piping import pipe
+from backends.transport.turns import OnePerTurn
 from gateway.http.asgi import BodyWriter, ClientDisconnected, Send, body_writer, json_headers
 from gateway.logs import frames
 from gateway.ratelimit.limiter import Grant
 from gateway.shadow.leg import Mirror
-from gateway.shadow.turns import OnePerTurn
 
 log = logging.getLogger("gateway.proxy.handler")
 

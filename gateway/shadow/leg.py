@@ -24,13 +24,13 @@ from typing import Any, Protocol
 from backends.base import Backend, TokenIds, UpstreamRequest
 from backends.errors import GatewayError
 from backends.piping import pipe
+from backends.transport.turns import OnePerTurn
 from gateway.metrics import ShadowCounts
 from gateway.shadow import legs
 from gateway.shadow.compare import agrees, failed
 from gateway.shadow.legs import Parser
 from gateway.shadow.pairing import PrimaryOutcome, pair_of, params_of, primary_leg
 from gateway.shadow.pairs import Leg, PairKind, PairRecord, Params
-from gateway.shadow.turns import OnePerTurn
 
 log = logging.getLogger("gateway.shadow.leg")
 SWEEPS_PER_TIMEOUT = 4  # `ShadowLeg._sweep` runs every quarter of a shadow timeout

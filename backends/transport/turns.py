@@ -1,10 +1,12 @@
 """Work that comes in bursts, spread over the event loop's turns: one waiter goes per turn.
 
-An engine steps all its streams at once, so a thousand shadowed streams end at the same step,
-and each then has its legs read and its pair built. Done back to back, that held
-up the last chunks of every other stream ending at that step (benchmarks/README.md, "Streams in
-engine steps"). Let through one per turn of the loop, the pairs wait instead: between two of
-them, the loop reads its sockets and the relay hands on what came.
+An engine steps all its streams at once, so a thousand streams end at the same step, and each
+then has its request's bookkeeping done and, when shadowed, its pair built. Done back to back,
+that held up the last chunks of every other stream ending at that step (benchmarks/README.md,
+"Streams in engine steps" and "Streams' ends"). Let through one per turn of the loop, that work
+waits instead: between two waiters, the loop reads its sockets and the relay hands on what came.
+The relay's finished streams (`gateway.proxy`) and the shadow's pairs (`gateway.shadow`) each
+keep a line.
 
     turns = OnePerTurn()
     await turns.next()  # the next turn of the loop that is this waiter's

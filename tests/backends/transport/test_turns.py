@@ -1,4 +1,4 @@
-"""gateway.shadow.turns: waiters go one per turn of the loop, oldest first; a cancelled one
+"""backends.transport.turns: waiters go one per turn of the loop, oldest first; a cancelled one
 leaves the line without holding it up."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from itertools import pairwise
 import pytest
 import uvloop
 
-from gateway.shadow.turns import OnePerTurn
+from backends.transport.turns import OnePerTurn
 
 
 async def released_on_turns(count: int, cancel: int | None = None) -> list[tuple[int, int]]:
