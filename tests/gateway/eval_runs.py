@@ -11,7 +11,10 @@ No gold label and no prediction is `calm`: its F1 is None and left out of macro-
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from gateway.eval.predictions import Example, Prediction, Run
+from gateway.eval.summary import EvalSummary, summarize
 from gateway.tasks.config import TaskConfig
 from gateway.tasks.task import Task
 
@@ -76,3 +79,11 @@ def runs() -> list[Run]:
         Run("engine", "http://engine/v1", "direct", "tiny", engine),
         Run("plain", "http://plain/v1", "gateway", "moods", plain),
     ]
+
+
+def summary() -> EvalSummary:
+    """The three runs summarised as `gateway eval` would, at `CREATED`."""
+    return summarize(
+        task(), examples(), runs(), dataset="moods.jsonl", split="test", concurrency=4,
+        created=datetime.fromisoformat(CREATED),
+    )  # fmt: skip

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from gateway.eval.render import render
-from gateway.eval.summary import summarize
 from tests.gateway import eval_runs
 from tests.gateway.report.test_render_html import HEIGHT, WIDTH, chromium, count
 from tests.support.png import Pixel, read_png
@@ -32,15 +30,7 @@ PALE_BLUE: Pixel = (92, 138, 240)
 
 
 def page(tmp_path: Path) -> Path:
-    summary = summarize(
-        eval_runs.task(),
-        eval_runs.examples(),
-        eval_runs.runs(),
-        dataset="moods.jsonl",
-        split="test",
-        concurrency=4,
-        created=datetime.fromisoformat(eval_runs.CREATED),
-    )
+    summary = eval_runs.summary()
     path = tmp_path / "eval.html"
     path.write_text(render(summary, "html"), encoding="utf-8")
     return path
