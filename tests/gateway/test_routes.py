@@ -18,6 +18,7 @@ from gateway.gate_rule import GateRule
 from gateway.routes import GateOverrides, RouteSettings, RouteSpec
 from gateway.settings import Settings, describe_errors
 from gateway.tasks.config import TaskConfigError
+from tests.support.env import without_gateway_env
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 NAMES = ["vllm-qwen3", "trt-qwen3", "vllm-phi3", "trt-phi3"]
@@ -44,10 +45,7 @@ gate = { agreement = "structured", max_p95_ratio = 1.0 }
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("GATEWAY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+    without_gateway_env(monkeypatch, tmp_path)
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, **env: Any) -> None:

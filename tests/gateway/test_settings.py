@@ -13,16 +13,12 @@ from pydantic import ValidationError
 
 from backends.vllm import VllmSettings
 from gateway.settings import Settings, describe_errors
+from tests.support.env import without_gateway_env
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("GATEWAY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+    without_gateway_env(monkeypatch, tmp_path)
 
 
 def test_defaults_are_one_vllm_backend_on_its_default_port() -> None:
