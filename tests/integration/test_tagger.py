@@ -74,6 +74,15 @@ def gateway(vllm_engine: VllmEngine) -> Iterator[ThreadedServer]:
         yield server
 
 
+def alias_gateway(backend: BackendSettings) -> ThreadedServer:
+    """A gateway with `backend` as its primary, serving the tagger alias as `PUBLIC`."""
+    settings = Settings(
+        backends={"trt": backend}, primary="trt", models=[PUBLIC], tasks_enabled=True,
+        tasks_dir=PROMPTS,
+    )  # fmt: skip
+    return ThreadedServer(create_app(settings))
+
+
 @pytest.fixture(scope="module")
 def triton_gateways(
     triton_engine: TritonEngine, tiny_model_dir: Path
@@ -86,11 +95,7 @@ def triton_gateways(
                 url=triton_engine.grpc_url, model=model, model_dir=tiny_model_dir,
                 context_length=2048, add_special_tokens=ADD_SPECIAL_TOKENS[model],
             )  # fmt: skip
-            settings = Settings(
-                backends={"trt": backend}, primary="trt", models=[PUBLIC], tasks_enabled=True,
-                tasks_dir=PROMPTS,
-            )  # fmt: skip
-            servers[model] = stack.enter_context(ThreadedServer(create_app(settings)))
+            servers[model] = stack.enter_context(alias_gateway(backend))
         yield servers
 
 
@@ -112,11 +117,7 @@ def trtllm_gateways(
         }
         servers = {}
         for kind, backend in backends.items():
-            settings = Settings(
-                backends={"trt": backend}, primary="trt", models=[PUBLIC], tasks_enabled=True,
-                tasks_dir=PROMPTS,
-            )  # fmt: skip
-            servers[kind] = stack.enter_context(ThreadedServer(create_app(settings)))
+            servers[kind] = stack.enter_context(alias_gateway(backend))
         yield servers
 
 
@@ -298,12 +299,8 @@ def test_a_prompt_past_max_input_len_is_a_clear_400(
     tagger's prompt refuses it: the engine's INVALID_ARGUMENT reaches the client as a 400
     that says why, never a truncated prompt."""
     backend = TrtllmGrpcSettings(url=trtllm_grpc_engine.address, model_dir=tiny_model_dir)
-    settings = Settings(
-        backends={"trt": backend}, primary="trt", models=[PUBLIC], tasks_enabled=True,
-        tasks_dir=PROMPTS,
-    )  # fmt: skip
     with (
-        ThreadedServer(create_app(settings)) as server,
+        alias_gateway(backend) as server,
         openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
         pytest.raises(openai.BadRequestError) as error,
     ):
