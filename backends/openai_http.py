@@ -268,6 +268,12 @@ class OpenAIHTTPBackend:
             raise BackendProtocolError(f"backend '{self.name}' ended a stream mid-event")
 
     def _transport_error(self, exc: http1.HTTPError) -> GatewayError:
+        if isinstance(exc, http1.ConnectTimeout):
+            unanswered = BackendTimeout(
+                f"backend '{self.name}' did not accept a connection in time"
+            )
+            unanswered.retryable = True  # the request never went: another endpoint may take it
+            return unanswered
         if isinstance(exc, http1.Timeout):
             return BackendTimeout(f"backend '{self.name}' did not answer in time")
         if isinstance(exc, http1.ConnectFailed):

@@ -37,7 +37,8 @@ class BackendSettingsBase(BaseModel):
         default=2,
         ge=0,
         le=10,
-        description="Extra attempts when refused, dropped before any answer byte, or a 503.",
+        description="Extra attempts when a connect fails or times out, the connection drops "
+        "before any answer byte, or the engine says 503.",
     )
     circuit_failures: int = Field(
         default=5, ge=1, description="Consecutive engine failures that open the circuit."

@@ -118,7 +118,8 @@ def load(client: openai.OpenAI, stop: threading.Event, seen: Outcomes, n: int) -
                 if stream and type(exc) is openai.APIError:  # an SSE error event, after a 200
                     seen.cut_streams.append(started)
                 else:
-                    seen.failures.append(f"{type(exc).__name__}: {exc}")
+                    elapsed = time.monotonic() - started
+                    seen.failures.append(f"{type(exc).__name__}: {exc} (after {elapsed:.1f} s)")
         stream = not stream
 
 
@@ -128,15 +129,18 @@ def test_a_replica_killed_under_load_costs_only_its_streams_and_rejoins(
     victim = vllm_replicas[2]
     client = openai.OpenAI(base_url=gateway + "/v1", api_key="x", max_retries=0)
     seen, stop = Outcomes(), threading.Event()
-    with ThreadPoolExecutor(6) as pool:
-        running = [pool.submit(load, client, stop, seen, n) for n in range(6)]
-        time.sleep(4.0)
-        killed_at = time.monotonic()
-        victim.kill()
-        time.sleep(6.0)
-        stop.set()
-        for future in running:
-            future.result()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            running = [pool.submit(load, client, stop, seen, n) for n in range(6)]
+            time.sleep(4.0)
+            killed_at = time.monotonic()
+            victim.kill()
+            time.sleep(6.0)
+            stop.set()
+            for future in running:
+                future.result()
+    finally:
+        victim.start()  # on its port again, whatever happened: later tests use it
     assert seen.failures == []
     # Only streams already under way when the replica died were cut, each with an error event.
     assert all(first < killed_at for first in seen.cut_streams), (seen.cut_streams, killed_at)
@@ -144,7 +148,6 @@ def test_a_replica_killed_under_load_costs_only_its_streams_and_rejoins(
     run_summary.append(
         f"pool kill: {seen.completed} requests completed, {len(seen.cut_streams)} streams cut"
     )
-    victim.start()  # on its port again
     deadline = time.monotonic() + 30
     while victim.metric(SUCCESS) == 0:  # a new process: any success is the pool's
         assert time.monotonic() < deadline, "the replica never got traffic again"

@@ -4,6 +4,7 @@ does on demand (refuse, hang up before an answer, never answer)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -112,6 +113,27 @@ def test_a_connection_dropped_before_any_answer_is_sent_again_elsewhere(
             assert stats.retried.value == dropping.posts
 
         run([dropping.url, live], scenario)
+
+
+def test_an_endpoint_that_accepts_no_connection_is_retried_elsewhere(
+    fakes: list[tuple[FakeUpstream, ThreadedServer]],
+) -> None:
+    live = fakes[0][1].url
+    # A full accept queue: Linux drops the next SYN, so a connect there hangs until its timeout.
+    with socket.socket() as listener, socket.socket() as queued:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        queued.connect(listener.getsockname())
+        hung = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+        async def scenario(backend: PooledBackend, stats: LocalStats) -> None:
+            answers = await asyncio.gather(*(backend.complete(ask()) for _ in range(8)))
+            assert {answer.endpoint for answer in answers} == {name(live)}
+            tried = stats.endpoints[name(hung)].failed.value
+            assert tried >= 1  # p2c drew it at least once among 8 concurrent calls
+            assert stats.retried.value == tried
+
+        run([hung, live], scenario, eject_cooldown=60.0)
 
 
 def test_a_stream_names_its_endpoint_and_a_failure_in_it_counts_there(
