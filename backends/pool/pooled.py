@@ -79,25 +79,74 @@ class PooledBackend:
         return self._template.sampling(request)
 
     async def complete(self, request: UpstreamRequest) -> Completion:
-        completion, endpoint = await self._attempts(request, lambda e: e.backend.complete(request))
+        endpoint = self._first(request)
+        self._enter(endpoint)
+        try:  # the first attempt runs bare, as most do: no closure, no coroutine around it
+            completion = await endpoint.backend.complete(request)
+        except GatewayError as exc:
+            self._leave(endpoint)
+            completion, endpoint = await self._attempts(
+                request, lambda e: e.backend.complete(request), self._failed(endpoint, exc)
+            )
+        except BaseException:  # cancelled: the client left, no verdict on the endpoint
+            self._leave(endpoint)
+            raise
+        else:
+            self._leave(endpoint)
         self._settle(endpoint, None)
         return Completion(completion.body, completion.answer, completion.ids, endpoint.name)
 
     async def stream(self, request: UpstreamRequest) -> EventStream:
-        events, endpoint = await self._attempts(
-            request, lambda e: e.backend.stream(request), keep=True
-        )
+        endpoint = self._first(request)
+        self._enter(endpoint)  # left when the stream ends (`_PooledStream`)
+        try:
+            events = await endpoint.backend.stream(request)
+        except GatewayError as exc:
+            self._leave(endpoint)
+            events, endpoint = await self._attempts(
+                request, lambda e: e.backend.stream(request), self._failed(endpoint, exc), True
+            )
+        except BaseException:
+            self._leave(endpoint)
+            raise
         return _PooledStream(self, endpoint, events)
 
+    def _first(self, request: UpstreamRequest) -> Endpoint:
+        settings = self._settings
+        key = None
+        if settings.affinity != "none":
+            key = key_of(request.payload, settings.affinity, settings.affinity_prefix_chars)
+        endpoint = self.balancer.pick(key)
+        if endpoint is None:
+            raise BackendUnavailable(f"backend '{self.name}' has no endpoint yet")
+        return endpoint
+
+    def _failed(self, endpoint: Endpoint, exc: GatewayError) -> list[Endpoint]:
+        """The verdict on an attempt that failed; the endpoints tried so far, for the next
+        attempts, or the failure raised when it is not safe to repeat or none is left."""
+        self._settle(endpoint, exc)
+        exc.endpoint = endpoint.name
+        if not exc.retryable or self._settings.retries < 1:
+            raise exc
+        self._retried.inc()
+        return [endpoint]
+
     async def _attempts(
-        self, request: UpstreamRequest, call: Callable[[Endpoint], Awaitable[T]], keep: bool = False
+        self,
+        request: UpstreamRequest,
+        call: Callable[[Endpoint], Awaitable[T]],
+        tried: list[Endpoint],
+        keep: bool = False,
     ) -> tuple[T, Endpoint]:
-        """Calls an endpoint, and another after each safe failure, `retries` times at most.
-        With `keep`, the endpoint stays counted in flight (a stream holds it until it ends)."""
+        """The attempts after the first failed safely: each on an endpoint not yet `tried`
+        (any, once all were), after a jittered wait when all were, until one answers or
+        `retries` were made. With `keep`, the endpoint that answers stays counted in flight
+        (a stream holds it until it ends)."""
         settings = self._settings
         key = key_of(request.payload, settings.affinity, settings.affinity_prefix_chars)
-        tried: list[Endpoint] = []
         while True:
+            if all(e in tried for e in self.balancer.rotation()):
+                await asyncio.sleep(random.uniform(0, BACKOFF * len(tried)))
             endpoint = self.balancer.pick(key, tried)
             if endpoint is None:
                 raise BackendUnavailable(f"backend '{self.name}' has no endpoint yet")
@@ -112,8 +161,6 @@ class PooledBackend:
                     raise
                 tried.append(endpoint)
                 self._retried.inc()
-                if all(e in tried for e in self.balancer.rotation()):
-                    await asyncio.sleep(random.uniform(0, BACKOFF * len(tried)))
                 continue
             except BaseException:  # cancelled: the client left, no verdict on the endpoint
                 self._leave(endpoint)

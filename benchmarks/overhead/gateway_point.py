@@ -1,8 +1,10 @@
 """One gateway load point, for comparing commits: req/s, latency and CPU per request.
 
-Usage: ``python benchmarks/overhead/gateway_point.py CONNECTIONS SECONDS [shadow] [poll=US]``
-(``shadow``: every request also shadowed to a second nginx, as the overhead run's shadow point;
-``poll=US``: the gateway's ``GATEWAY_BUSY_POLL_US``, ``auto`` (its default) when not given)
+Usage: ``python benchmarks/overhead/gateway_point.py CONNECTIONS SECONDS [shadow] [pool]
+[poll=US]`` (``shadow``: every request also shadowed to a second nginx, as the overhead run's
+shadow point; ``pool``: the primary a replica pool of three nginx, as the overhead run's pool
+point; ``poll=US``: the gateway's ``GATEWAY_BUSY_POLL_US``, ``auto`` (its default) when not
+given)
 
 Starts nginx's static answer (core 0) and ``python -m gateway serve`` (core 1) from whatever
 ``gateway`` package Python imports, so ``PYTHONPATH=<a worktree of another commit>`` measures that
@@ -43,6 +45,12 @@ def main() -> int:
         upstream = start_nginx(stack, tmp / "nginx", 0)
         if shadowed:
             settings = shadowed_settings(stack, upstream, tmp)
+        elif "pool" in options:
+            more = []
+            for n in (2, 3):
+                (tmp / f"nginx-{n}").mkdir()
+                more.append(start_nginx(stack, tmp / f"nginx-{n}", 0))
+            settings = gateway_settings(upstream, tmp, pool=more)
         else:
             settings = gateway_settings(upstream, tmp)
         settings["GATEWAY_BUSY_POLL_US"] = poll_us
