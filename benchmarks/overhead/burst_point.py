@@ -1,11 +1,13 @@
 """Streams in engine steps through one gateway, for comparing commits: delay and CPU per chunk.
 
 Usage: ``python benchmarks/overhead/burst_point.py synchronised|cadence [quick] [shadow]
-[direct] [floor] [poll-off] [by-index]``
+[direct] [direct-shadowed] [floor] [poll-off] [by-index]``
 
 ``quick``: the overhead run's ``--quick`` loads; ``shadow``: every stream shadowed to a second
 ticked upstream; ``direct`` and ``floor``: the upstream without a proxy and the Python floor,
-measured first, in the same run; ``poll-off``: the
+measured first, in the same run; ``direct-shadowed``: direct while a second ticked upstream on
+the load core streams the same load to a second client on the gateway's core, which is what a
+shadowed gateway's candidate upstream adds to the load core with no proxy at all; ``poll-off``: the
 gateway with ``GATEWAY_BUSY_POLL_US=0``; ``by-index``: also the delay p99 of each chunk index.
 
 Starts the ticked SSE upstream (core 0) and ``python -m gateway serve`` (core 1) from whatever
@@ -15,6 +17,7 @@ after every stream opened) barely moves with other processes on the machine, whe
 do: it is the figure to compare on a shared machine.
 """
 
+import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -25,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.u
 from loads import BurstLoad, BurstResult, Point, burst_point
 from procs import (
     GATEWAY_CORE,
+    HERE,
     LOAD_CORE,
     burst_settings,
     start_floor_proxy,
@@ -32,6 +36,8 @@ from procs import (
     start_sse_upstream,
 )
 from run import FULL, QUICK
+
+from benchmarks.upstream_client.servers import pinned
 
 
 def main() -> int:
@@ -50,8 +56,10 @@ def main() -> int:
                 floor = start_floor_proxy(inner, tmp / "floor", GATEWAY_CORE, sse)
                 points.append(burst_point(mode, "floor", floor.url, load, floor.pid, by_index))
         candidate = None
-        if "shadow" in flags:
+        if "shadow" in flags or "direct-shadowed" in flags:
             candidate = start_sse_upstream(stack, tmp / "cand", LOAD_CORE, 0.0, load.tick_ms).url
+        if candidate is not None and "direct-shadowed" in flags:
+            points.append(direct_shadowed(mode, sse, candidate, load, by_index))
         settings = burst_settings(sse, tmp, candidate)
         if "poll-off" in flags:
             settings["GATEWAY_BUSY_POLL_US"] = "0"
@@ -60,6 +68,18 @@ def main() -> int:
     for point in points:
         show(point)
     return 1 if any(point.result.errors for point in points) else 0
+
+
+def direct_shadowed(
+    mode: str, primary: str, candidate: str, load: BurstLoad, by_index: bool
+) -> Point:
+    """Direct, while `candidate` streams the same load to a client on the gateway's core."""
+    command = [*pinned(GATEWAY_CORE), sys.executable, str(HERE / "burst_client.py"), candidate]
+    command += ["--streams", str(load.streams), "--chunks", str(load.chunks)]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL) as sink:
+        point = burst_point(mode, "direct-shadowed", primary, load, None, by_index)
+        sink.wait(timeout=120)
+    return point
 
 
 def show(point: Point) -> None:
