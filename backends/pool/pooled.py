@@ -79,14 +79,16 @@ class PooledBackend:
         return self._template.sampling(request)
 
     async def complete(self, request: UpstreamRequest) -> Completion:
-        endpoint = self._first(request)
+        key = self._key(request)
+        endpoint = self._pick(key)
         self._enter(endpoint)
         try:  # the first attempt runs bare, as most do: no closure, no coroutine around it
             completion = await endpoint.backend.complete(request)
         except GatewayError as exc:
-            self._leave(endpoint)
+            tried: list[Endpoint] = []
+            self._failed(endpoint, exc, tried)
             completion, endpoint = await self._attempts(
-                request, lambda e: e.backend.complete(request), self._failed(endpoint, exc)
+                key, lambda e: e.backend.complete(request), tried
             )
         except BaseException:  # cancelled: the client left, no verdict on the endpoint
             self._leave(endpoint)
@@ -97,43 +99,25 @@ class PooledBackend:
         return Completion(completion.body, completion.answer, completion.ids, endpoint.name)
 
     async def stream(self, request: UpstreamRequest) -> EventStream:
-        endpoint = self._first(request)
+        key = self._key(request)
+        endpoint = self._pick(key)
         self._enter(endpoint)  # left when the stream ends (`_PooledStream`)
         try:
             events = await endpoint.backend.stream(request)
         except GatewayError as exc:
-            self._leave(endpoint)
+            tried: list[Endpoint] = []
+            self._failed(endpoint, exc, tried)
             events, endpoint = await self._attempts(
-                request, lambda e: e.backend.stream(request), self._failed(endpoint, exc), True
+                key, lambda e: e.backend.stream(request), tried, keep=True
             )
         except BaseException:
             self._leave(endpoint)
             raise
         return _PooledStream(self, endpoint, events)
 
-    def _first(self, request: UpstreamRequest) -> Endpoint:
-        settings = self._settings
-        key = None
-        if settings.affinity != "none":
-            key = key_of(request.payload, settings.affinity, settings.affinity_prefix_chars)
-        endpoint = self.balancer.pick(key)
-        if endpoint is None:
-            raise BackendUnavailable(f"backend '{self.name}' has no endpoint yet")
-        return endpoint
-
-    def _failed(self, endpoint: Endpoint, exc: GatewayError) -> list[Endpoint]:
-        """The verdict on an attempt that failed; the endpoints tried so far, for the next
-        attempts, or the failure raised when it is not safe to repeat or none is left."""
-        self._settle(endpoint, exc)
-        exc.endpoint = endpoint.name
-        if not exc.retryable or self._settings.retries < 1:
-            raise exc
-        self._retried.inc()
-        return [endpoint]
-
     async def _attempts(
         self,
-        request: UpstreamRequest,
+        key: int | None,
         call: Callable[[Endpoint], Awaitable[T]],
         tried: list[Endpoint],
         keep: bool = False,
@@ -142,25 +126,15 @@ class PooledBackend:
         (any, once all were), after a jittered wait when all were, until one answers or
         `retries` were made. With `keep`, the endpoint that answers stays counted in flight
         (a stream holds it until it ends)."""
-        settings = self._settings
-        key = key_of(request.payload, settings.affinity, settings.affinity_prefix_chars)
         while True:
             if all(e in tried for e in self.balancer.rotation()):
                 await asyncio.sleep(random.uniform(0, BACKOFF * len(tried)))
-            endpoint = self.balancer.pick(key, tried)
-            if endpoint is None:
-                raise BackendUnavailable(f"backend '{self.name}' has no endpoint yet")
+            endpoint = self._pick(key, tried)
             self._enter(endpoint)
             try:
                 result = await call(endpoint)
             except GatewayError as exc:
-                self._leave(endpoint)
-                self._settle(endpoint, exc)
-                exc.endpoint = endpoint.name
-                if not exc.retryable or len(tried) >= settings.retries:
-                    raise
-                tried.append(endpoint)
-                self._retried.inc()
+                self._failed(endpoint, exc, tried)
                 continue
             except BaseException:  # cancelled: the client left, no verdict on the endpoint
                 self._leave(endpoint)
@@ -168,6 +142,29 @@ class PooledBackend:
             if not keep:
                 self._leave(endpoint)
             return result, endpoint
+
+    def _key(self, request: UpstreamRequest) -> int | None:
+        settings = self._settings
+        if settings.affinity == "none":
+            return None
+        return key_of(request.payload, settings.affinity, settings.affinity_prefix_chars)
+
+    def _pick(self, key: int | None, tried: list[Endpoint] | None = None) -> Endpoint:
+        endpoint = self.balancer.pick(key, tried or ())
+        if endpoint is None:
+            raise BackendUnavailable(f"backend '{self.name}' has no endpoint yet")
+        return endpoint
+
+    def _failed(self, endpoint: Endpoint, exc: GatewayError, tried: list[Endpoint]) -> None:
+        """The verdict on an attempt that failed: `exc` again, unless it is safe to repeat and
+        retries are left; then `endpoint` joins those `tried`."""
+        self._leave(endpoint)
+        self._settle(endpoint, exc)
+        exc.endpoint = endpoint.name
+        if not exc.retryable or len(tried) >= self._settings.retries:
+            raise exc
+        tried.append(endpoint)
+        self._retried.inc()
 
     def _enter(self, endpoint: Endpoint) -> None:
         endpoint.active += 1
