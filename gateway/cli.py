@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser(
         "demo", help="the local stack: a tiny tagger model, its shadow report PASS then FAIL"
     )
-    demo.add_argument("--port", type=int, default=8080, help="the gateway's port")
+    demo.add_argument(
+        "--port", type=int, default=8080, help="the gateway's port (0: a free one as it starts)"
+    )
     demo.add_argument("--keep-running", action="store_true", help="serve until Ctrl-C")
 
     evaluate = commands.add_parser(

@@ -23,7 +23,7 @@ from typing import Any
 from tests.engines import demo_traffic
 from tests.engines.tagger_model import build_tagger_model
 from tests.engines.triton_engine import TritonEngine
-from tests.engines.vllm_engine import VllmEngine
+from tests.engines.vllm_engine import VllmEngine, free_port
 
 CACHE = Path(os.environ.get("GATEWAY_DEMO_CACHE", ".cache")).resolve()
 SERVED_NAME = "tiny-phi3"
@@ -40,9 +40,11 @@ def run_demo(port: int, keep_running: bool = False) -> int:
     print("demo: building the tiny model trained for the tagger (a few minutes the first time)")
     model_dir = build_tagger_model(CACHE / "tiny-phi3")
     vllm = VllmEngine(model_dir, SERVED_NAME, log_path=CACHE / "demo-vllm.log")
-    triton = TritonEngine(model_dir, log_path=CACHE / "demo-triton.log")
-    print(f"demo: starting vLLM on {vllm.url} and Triton on {triton.grpc_url} (about a minute)")
-    with vllm, triton:
+    print(f"demo: starting vLLM on {vllm.url}, then Triton (about a minute)")
+    # Triton is made (its ports chosen) only once vLLM is up: chosen before vLLM's minute of
+    # start-up, one of them was once taken meanwhile ("Address already in use").
+    with vllm, TritonEngine(model_dir, log_path=CACHE / "demo-triton.log") as triton:
+        print(f"demo: Triton on {triton.grpc_url}")
         same = _candidate(triton.grpc_url, model_dir=str(model_dir), add_special_tokens=False)
         print("\ndemo: 1. the candidate is TensorRT-LLM's BLS interface on the same weights")
         good = _stage("same", vllm.url, same, port, examples=True, keep_running=keep_running)
@@ -137,6 +139,7 @@ def _environment(vllm_url: str, candidate: dict[str, Any], records: Path) -> dic
 
 @contextlib.contextmanager
 def _gateway(env: dict[str, str], port: int) -> Iterator[str]:
+    port = port or free_port()  # 0: one free now, not minutes ago before the engines started
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
     process = subprocess.Popen(command, env=env)
     url = f"http://127.0.0.1:{port}"
