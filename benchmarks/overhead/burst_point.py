@@ -25,10 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
 
-from loads import BurstLoad, BurstResult, Point, burst_point
+from loads import BurstLoad, BurstResult, Point, burst_client, burst_point
 from procs import (
     GATEWAY_CORE,
-    HERE,
     LOAD_CORE,
     burst_settings,
     start_floor_proxy,
@@ -36,8 +35,6 @@ from procs import (
     start_sse_upstream,
 )
 from run import FULL, QUICK
-
-from benchmarks.upstream_client.servers import pinned
 
 
 def main() -> int:
@@ -74,8 +71,7 @@ def direct_shadowed(
     mode: str, primary: str, candidate: str, load: BurstLoad, by_index: bool
 ) -> Point:
     """Direct, while `candidate` streams the same load to a client on the gateway's core."""
-    command = [*pinned(GATEWAY_CORE), sys.executable, str(HERE / "burst_client.py"), candidate]
-    command += ["--streams", str(load.streams), "--chunks", str(load.chunks)]
+    command = burst_client(GATEWAY_CORE, candidate, load)
     with subprocess.Popen(command, stdout=subprocess.DEVNULL) as sink:
         point = burst_point(mode, "direct-shadowed", primary, load, None, by_index)
         sink.wait(timeout=120)

@@ -217,14 +217,18 @@ class BurstLoad:
     tick_ms: float
 
 
+def burst_client(core: int, url: str, load: BurstLoad) -> list[str]:
+    """The command of ``burst_client.py`` running `load` against `url`, pinned to `core`."""
+    client = [*pinned(core), sys.executable, str(HERE / "burst_client.py"), url]
+    return [*client, "--streams", str(load.streams), "--chunks", str(load.chunks)]
+
+
 def burst_point(
     scenario: str, path: str, url: str, load: BurstLoad, proxy: int | None, by_index: bool = False
 ) -> Point:
     """``burst_client.py`` on the load core; the proxy's peak RSS, and its CPU time from the
     moment every stream had its first event to the end, per chunk relayed meanwhile."""
-    command = [*pinned(LOAD_CORE), sys.executable, str(HERE / "burst_client.py"), url]
-    command += ["--streams", str(load.streams), "--chunks", str(load.chunks)]
-    command += ["--by-index"] if by_index else []
+    command = burst_client(LOAD_CORE, url, load) + (["--by-index"] if by_index else [])
     opened: list[tuple[int, int]] = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as client:
         lines: list[str] = []
