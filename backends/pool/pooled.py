@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from backends.base import Backend, Completion, EventStream, Health, UpstreamRequest
@@ -149,8 +149,8 @@ class PooledBackend:
             return None
         return key_of(request.payload, settings.affinity, settings.affinity_prefix_chars)
 
-    def _pick(self, key: int | None, tried: list[Endpoint] | None = None) -> Endpoint:
-        endpoint = self.balancer.pick(key, tried or ())
+    def _pick(self, key: int | None, tried: Sequence[Endpoint] = ()) -> Endpoint:
+        endpoint = self.balancer.pick(key, tried)
         if endpoint is None:
             raise BackendUnavailable(f"backend '{self.name}' has no endpoint yet")
         return endpoint
