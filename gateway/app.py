@@ -40,7 +40,7 @@ from gateway.proxy.relay import Exchange, send_error
 from gateway.proxy.routing import Router
 from gateway.ratelimit.limiter import RateLimiter, RatePolicy
 from gateway.records.store import Recorder, open_store
-from gateway.runtime import Runtime, build_router
+from gateway.runtime import Runtime, build_router, stream_reader
 from gateway.settings import Settings, describe_errors
 from gateway.tasks.config import TaskConfigError
 from gateway.tasks.task import Task, load_tasks
@@ -190,7 +190,10 @@ class Gateway:
         tasks: dict[str, Task],
         backends: dict[str, Guarded],
     ) -> Runtime:
-        router, shadows = build_router(settings, backends, tasks, self.recorder, self.metrics)
+        reader = stream_reader(settings)
+        router, shadows = build_router(
+            settings, backends, tasks, self.recorder, self.metrics, reader
+        )
         names = list(backends)
         for name, health in zip(
             names, await asyncio.gather(*(backends[n].health() for n in names)), strict=True
@@ -212,8 +215,18 @@ class Gateway:
             router, keys, self.metrics, settings.max_body_bytes, served, self.conformance, limits
         )
         runtime = Runtime(
-            settings, backends, router, proxy, keys, self.metrics, int(time.time()), shadows
+            settings,
+            backends,
+            router,
+            proxy,
+            keys,
+            self.metrics,
+            int(time.time()),
+            shadows,
+            reader,
         )
+        if reader is not None:  # last of what can fail: nothing else needs undoing
+            await reader.start()  # ReaderFailed: this configuration cannot shadow as asked
         if settings.probe_interval > 0:
             runtime.prober = asyncio.create_task(_probe(backends, router, settings.probe_interval))
         if settings.probe_conformance_interval > 0:
@@ -234,6 +247,8 @@ class Gateway:
                 await asyncio.sleep(0.05)
         for shadow in runtime.shadows:
             await shadow.close(shadow.longest_call)
+        if runtime.reader is not None:
+            await runtime.reader.close()
         for backend in runtime.backends.values():
             await backend.close()
 

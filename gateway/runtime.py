@@ -21,6 +21,7 @@ from gateway.records.store import Recorder
 from gateway.routes import RouteSpec
 from gateway.settings import Settings
 from gateway.shadow.leg import ShadowConfig, ShadowLeg
+from gateway.shadow.reader import StreamReader
 from gateway.tasks.task import Task
 
 
@@ -36,6 +37,7 @@ class Runtime:
     metrics: Metrics
     started_at: int
     shadows: list[ShadowLeg]  # one per route that shadows
+    reader: StreamReader | None = None  # the child reading streamed shadow calls, if one
     prober: asyncio.Task[None] | None = None  # readiness probes
     conformer: asyncio.Task[None] | None = None  # conformance probes
 
@@ -69,9 +71,11 @@ def build_router(
     tasks: Mapping[str, Task],
     recorder: Recorder,
     metrics: Metrics,
+    reader: StreamReader | None = None,
 ) -> tuple[Router, list[ShadowLeg]]:
     """Every route of the configuration with its backends and shadow leg; a task alias runs
-    on the route that names it (in the single-model shorthand, on the one route)."""
+    on the route that names it (in the single-model shorthand, on the one route). `reader`:
+    where the shadow legs read streamed calls, if not inline (`shadow_reader`)."""
     routes, legs = [], []
     on: dict[str, ModelRoute] = {}
     for spec in settings.route_table():
@@ -83,12 +87,30 @@ def build_router(
                 route.primary, backends[spec.settings.shadow], shadow_config(settings, spec),
                 recorder, metrics.shadow_for(route.label),
                 task_schemas={alias: task.schema for alias, task in tasks.items()},
+                reader=reader,
             )  # fmt: skip
             leg.route = route.label
             route.shadow = leg
             legs.append(leg)
         routes.append(route)
     return Router(routes, on), legs
+
+
+def stream_reader(settings: Settings) -> StreamReader | None:
+    """The child process for `shadow_reader = "process"`, knowing every backend a shadow
+    leg calls (the candidate, and the primary for the noise floor), not yet started; None when
+    calls are read inline or nothing shadows."""
+    if settings.shadow_reader != "process":
+        return None
+    called: set[str] = set()
+    for spec in settings.route_table():
+        if spec.settings.shadow is not None:
+            called.add(spec.settings.shadow)
+            if spec.settings.noise_rate > 0:
+                called.add(spec.settings.primary)
+    if not called:
+        return None
+    return StreamReader({name: settings.backends[name] for name in called}, settings.log_level)
 
 
 def shadow_config(settings: Settings, spec: RouteSpec) -> ShadowConfig:

@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         default=128, ge=0, description="Sampled requests that may wait for a slot; more drop."
     )
     shadow_timeout: float = Field(default=30.0, gt=0, description="Seconds per shadow call.")
+    shadow_reader: Literal["inline", "process"] = Field(
+        default="inline",
+        description="Where the shadow's streamed calls are read: in the worker's own event loop, "
+        "or in a child process at a lower CPU priority, so the relay never waits behind them.",
+    )
     noise_rate: float = Field(
         default=_ROUTE["noise_rate"].default,
         ge=0.0,

@@ -8,7 +8,8 @@ the pair (`gateway.shadow.pairing`). A fraction of sampled requests also goes to
 second time: the noise floor. The leg is bounded: at most `max_in_flight` calls run, `queue` more
 wait, the rest are dropped and counted; one timer ends the calls past the shadow timeout.
 Admission is counted when `mirror` returns, not when the task first runs, so a burst of
-requests cannot overfill the queue.
+requests cannot overfill the queue. Given a `StreamReader`, streamed calls are read in its child
+process (`gateway.shadow.reader`), out of the relay's turns.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from gateway.shadow.compare import agrees, failed
 from gateway.shadow.legs import Parser
 from gateway.shadow.pairing import PrimaryOutcome, pair_of, params_of, primary_leg
 from gateway.shadow.pairs import Leg, PairKind, PairRecord, Params
+from gateway.shadow.reader import StreamReader
 
 log = logging.getLogger("gateway.shadow.leg")
 SWEEPS_PER_TIMEOUT = 4  # `ShadowLeg._sweep` runs every quarter of a shadow timeout
@@ -87,6 +89,7 @@ class ShadowLeg:
         counts: ShadowCounts,
         draw: Callable[[], float] = random.random,
         task_schemas: Mapping[str, dict[str, Any]] | None = None,
+        reader: StreamReader | None = None,
     ) -> None:
         self.primary = primary
         self.candidate = candidate
@@ -104,6 +107,7 @@ class ShadowLeg:
         self._sweeper: asyncio.TimerHandle | None = None
         self._closing = False
         self._turns = OnePerTurn()  # streamed legs are read and paired one per loop turn
+        self._reader = reader  # where streamed calls are read, if not in this process
 
     def mirror(
         self,
@@ -289,6 +293,10 @@ class ShadowLeg:
                 body, answer = completion.body, completion.answer
                 leg = legs.from_body(backend.name, body, _ms(started), parse, answer)
                 return leg, completion.ids, completion.endpoint
+            if self._reader is not None and parse is None:  # a task's parser stays here
+                answered = await self._reader.read(backend.name, request, started)
+                await self._turns.next()  # paired when the streams ending now were relayed
+                return answered
             chunks: list[tuple[float, bytes]] = []
 
             def keep(chunk: bytes) -> bool:

@@ -10,6 +10,7 @@ is flagged with the fields that differ.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -39,17 +40,33 @@ CHAT: list[ChatCompletionMessageParam] = [
 
 
 def shadowed(
-    primary: BackendSettings, candidate: BackendSettings, store: Path, requests: int = 3
+    primary: BackendSettings,
+    candidate: BackendSettings,
+    store: Path,
+    requests: int = 3,
+    stream: bool = False,
+    **extra: Any,
 ) -> list[PairRecord]:
     """`requests` chats without temperature through a gateway shadowing every one."""
     settings = Settings(
         backends={"vllm": primary, "cand": candidate}, primary="vllm", models=[QWEN3_MODEL],
         shadow="cand", shadow_rate=1.0, noise_rate=0.0, records_url=f"sqlite:///{store}",
-        records_text="full",
+        records_text="full", **extra,
     )  # fmt: skip
     with ThreadedServer(create_app(settings)) as server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
         for _ in range(requests):
+            if stream:
+                chunks = list(client.chat.completions.create(
+                    model=QWEN3_MODEL, messages=CHAT, max_tokens=8, stream=True,
+                    stream_options={"include_usage": True},
+                ))  # fmt: skip
+                assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                for chunk in chunks:  # the ids were taken out of every event
+                    assert (chunk.model_extra or {}).get("prompt_token_ids") is None
+                    assert all((c.model_extra or {}).get("token_ids") is None
+                               for c in chunk.choices)  # fmt: skip
+                continue
             answer = client.chat.completions.create(model=QWEN3_MODEL, messages=CHAT, max_tokens=8)
             assert answer.choices[0].message.content is not None
             # The gateway asked vLLM for the ids and took them out of the client's answer.
@@ -62,9 +79,16 @@ def vllm(engine: VllmEngine, model_dir: Path) -> VllmSettings:
     return VllmSettings(url=engine.url, model=QWEN3_MODEL, model_dir=model_dir)
 
 
-@pytest.mark.parametrize("kind", ["trtllm-serve", "trtllm-grpc"])
+@pytest.mark.parametrize(
+    ("kind", "stream", "reader"),
+    [("trtllm-serve", False, "inline"), ("trtllm-grpc", False, "inline"),
+     # Streamed, the candidate's answer read in the shadow reader's child process.
+     ("trtllm-serve", True, "process"), ("trtllm-grpc", True, "process")],
+)  # fmt: skip
 def test_both_legs_run_the_same_request(
     kind: str,
+    stream: bool,
+    reader: str,
     vllm_qwen3_engine: VllmEngine,
     trtllm_serve_qwen3_engine: TrtllmServeEngine,
     trtllm_grpc_qwen3_engine: TrtllmGrpcEngine,
@@ -76,8 +100,11 @@ def test_both_legs_run_the_same_request(
         if kind == "trtllm-serve"
         else TrtllmGrpcSettings(url=trtllm_grpc_qwen3_engine.address, model_dir=tiny_qwen3_dir)
     )
-    found = shadowed(vllm(vllm_qwen3_engine, tiny_qwen3_dir), candidate, tmp_path / "r.db")
+    primary = vllm(vllm_qwen3_engine, tiny_qwen3_dir)
+    store = tmp_path / "r.db"
+    found = shadowed(primary, candidate, store, stream=stream, shadow_reader=reader)
     assert len(found) == 3
+    assert all(pair.params.stream == stream for pair in found)
     expected = resolve({"max_tokens": 8}, model_defaults(tiny_qwen3_dir), OPENAI_DEFAULTS)
     assert (expected.temperature, expected.top_p, expected.top_k) == (0.6, 0.95, 20)
     for pair in found:
