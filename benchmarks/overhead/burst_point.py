@@ -1,14 +1,16 @@
 """Streams in engine steps through one gateway, for comparing commits: delay and CPU per chunk.
 
 Usage: ``python benchmarks/overhead/burst_point.py synchronised|cadence [quick] [shadow]
-[direct] [direct-shadowed] [floor] [poll-off] [by-index]``
+[direct] [direct-shadowed] [floor] [poll-off] [reader] [by-index]``
 
 ``quick``: the overhead run's ``--quick`` loads; ``shadow``: every stream shadowed to a second
 ticked upstream; ``direct`` and ``floor``: the upstream without a proxy and the Python floor,
 measured first, in the same run; ``direct-shadowed``: direct while a second ticked upstream on
 the load core streams the same load to a second client on the gateway's core, which is what a
 shadowed gateway's candidate upstream adds to the load core with no proxy at all; ``poll-off``: the
-gateway with ``GATEWAY_BUSY_POLL_US=0``; ``by-index``: also the delay p99 of each chunk index.
+gateway with ``GATEWAY_BUSY_POLL_US=0``; ``reader``: the shadowed streams read in a child
+process (``GATEWAY_SHADOW_READER=process``; the CPU and RSS figures include the child's);
+``by-index``: also the delay p99 of each chunk index.
 
 Starts the ticked SSE upstream (core 0) and ``python -m gateway serve`` (core 1) from whatever
 ``gateway`` package Python imports, so ``PYTHONPATH=<a worktree of another commit>`` measures that
@@ -60,6 +62,8 @@ def main() -> int:
         settings = burst_settings(sse, tmp, candidate)
         if "poll-off" in flags:
             settings["GATEWAY_BUSY_POLL_US"] = "0"
+        if "reader" in flags:
+            settings["GATEWAY_SHADOW_READER"] = "process"
         gateway = start_gateway(stack, tmp, str(GATEWAY_CORE), settings, "gateway")
         points.append(burst_point(mode, "gateway", gateway.url, load, gateway.pid, by_index))
     for point in points:

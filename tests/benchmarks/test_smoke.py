@@ -86,7 +86,8 @@ def test_overhead(tmp_path: Path) -> None:
         ("shadow", "gateway, shadow 100%", 64),
         ("workers", "gateway, 2 workers on cores 0+1", 64),
     ]
-    bursts = ("direct", "nginx", "Python floor", "gateway", "gateway, shadow 100%")
+    child = "gateway, shadow 100%, read in a child"  # GATEWAY_SHADOW_READER=process
+    bursts = ("direct", "nginx", "Python floor", "gateway", "gateway, shadow 100%", child)
     expected += [("synchronised", path, 100) for path in bursts]
     expected += [("cadence", path, 32) for path in bursts]
     pool = "gateway, pool of 3"  # a replica pool of three upstreams
@@ -118,14 +119,17 @@ def test_overhead(tmp_path: Path) -> None:
         ("same, busy poll off", "-"),
         ("same, busy poll off", "-"),
     ]
-    shadowed = rows[("synchronised", "gateway, shadow 100%", 100)]["extra"]
-    assert shadowed["completed"] == shadowed["sampled"] == 100  # every stream, none dropped
+    for path in ("gateway, shadow 100%", child):
+        shadowed = rows[("synchronised", path, 100)]["extra"]
+        assert shadowed["completed"] == shadowed["sampled"] == 100  # every stream, none dropped
     burst_targets = report["summary"]["burst_targets"]
     assert [t["name"] for t in burst_targets] == [
         "synchronised, 100 streams: added chunk delay p99", "same, every stream shadowed",
-        "gateway RSS, synchronised", "cadence, 32 streams: added gap p99",
-        "same, every stream shadowed", "chunks coalesced or reordered",
-        "chunks coalesced or reordered, shadowed", "gateway RSS, cadence",
+        "same, every stream shadowed, read in a child", "gateway RSS, synchronised",
+        "cadence, 32 streams: added gap p99", "same, every stream shadowed",
+        "same, every stream shadowed, read in a child", "chunks coalesced or reordered",
+        "chunks coalesced or reordered, shadowed", "chunks coalesced or reordered, read in a child",
+        "gateway RSS, cadence",
     ]  # fmt: skip
     assert all(t["measured"] is not None for t in burst_targets)
     pooled = report["summary"]["pool_targets"]
@@ -230,6 +234,17 @@ def test_stream_point(streams: str) -> None:
 def test_burst_point() -> None:
     fields = point("burst_point.py", "cadence", "quick", "floor")
     assert fields["errors"] == "0"
+    assert float(fields["cpu_per_chunk"]) > 0
+    assert float(fields["delay_p99"]) > 0
+    assert fields["coalesced"] == "0"
+
+
+@pytest.mark.usefixtures("load_tools")
+def test_burst_point_shadowed_with_a_reader_process() -> None:
+    fields = point("burst_point.py", "cadence", "quick", "shadow", "reader")
+    assert fields["errors"] == "0"
+    assert float(fields["cpu_per_chunk"]) > 0
+    assert fields["coalesced"] == "0"
     assert float(fields["cpu_per_chunk"]) > 0
     assert float(fields["delay_p99"]) > 0
     assert fields["coalesced"] == "0"
