@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 from backends.base import Backend, TokenIds, UpstreamRequest
 from backends.errors import GatewayError
-from backends.piping import pipe
 from backends.transport.turns import OnePerTurn
 from gateway.metrics import ShadowCounts
 from gateway.shadow import legs
@@ -32,7 +31,7 @@ from gateway.shadow.compare import agrees, failed
 from gateway.shadow.legs import Parser
 from gateway.shadow.pairing import PrimaryOutcome, pair_of, params_of, primary_leg
 from gateway.shadow.pairs import Leg, PairKind, PairRecord, Params
-from gateway.shadow.reader import StreamReader
+from gateway.shadow.reader import StreamReader, read_events
 
 log = logging.getLogger("gateway.shadow.leg")
 SWEEPS_PER_TIMEOUT = 4  # `ShadowLeg._sweep` runs every quarter of a shadow timeout
@@ -297,18 +296,7 @@ class ShadowLeg:
                 answered = await self._reader.read(backend.name, request, started)
                 await self._turns.next()  # paired when the streams ending now were relayed
                 return answered
-            chunks: list[tuple[float, bytes]] = []
-
-            def keep(chunk: bytes) -> bool:
-                chunks.append((perf_counter(), chunk))
-                return True
-
-            events = await backend.stream(request)
-            try:
-                await pipe(events, keep)  # from the socket's callback: no task wake per event
-            finally:
-                await events.aclose()
-            ended = perf_counter()
+            chunks, ended, events = await read_events(backend, request)
             await self._turns.next()  # read when the other streams ending now have been relayed
             leg = legs.from_events(backend.name, chunks, started, ended, parse)
             return leg, events.ids, events.endpoint

@@ -36,7 +36,7 @@ from time import perf_counter
 from typing import Any
 
 from backends import registry
-from backends.base import Backend, TokenIds, UpstreamRequest
+from backends.base import Backend, EventStream, TokenIds, UpstreamRequest
 from backends.errors import GatewayError
 from backends.piping import pipe
 from backends.registry import BackendSettings
@@ -266,7 +266,17 @@ async def _serve(channel: int) -> None:
 
 
 async def _read(backend: Backend, request: UpstreamRequest, started: float) -> Answered:
-    """As the inline leg reads a streamed answer (`ShadowLeg._answer`)."""
+    chunks, ended, events = await read_events(backend, request)
+    leg = legs.from_events(backend.name, chunks, started, ended)
+    return leg, events.ids, events.endpoint
+
+
+async def read_events(
+    backend: Backend, request: UpstreamRequest
+) -> tuple[list[tuple[float, bytes]], float, EventStream]:
+    """A streamed answer's chunks, each with the time it arrived, the time it ended, and the
+    stream (its token ids and endpoint); piped from the socket's callback, no task wake per
+    event. The inline leg and the child read the same way."""
     chunks: list[tuple[float, bytes]] = []
 
     def keep(chunk: bytes) -> bool:
@@ -278,8 +288,7 @@ async def _read(backend: Backend, request: UpstreamRequest, started: float) -> A
         await pipe(events, keep)
     finally:
         await events.aclose()
-    leg = legs.from_events(backend.name, chunks, started, perf_counter())
-    return leg, events.ids, events.endpoint
+    return chunks, perf_counter(), events
 
 
 def main() -> None:
