@@ -40,8 +40,9 @@ OPTIONAL = {
     "gateway/records/postgres.py": "records-postgres",
     "gateway/ratelimit/shared.py": "rate-limit-redis",
 }
-# Installed for the runtime, imported by no module of it: the event loop uvicorn runs on.
-NOT_IMPORTED = {"uvloop"}
+# Installed for the runtime, imported by no module of it (none since the shadow reader's child
+# runs its loop on uvloop, as uvicorn runs the workers').
+NOT_IMPORTED: set[str] = set()
 
 
 def names(requirements: list[str]) -> set[str]:

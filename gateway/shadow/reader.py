@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+import uvloop
+
 from backends import registry
 from backends.base import Backend, EventStream, TokenIds, UpstreamRequest
 from backends.errors import GatewayError
@@ -300,9 +302,4 @@ def main() -> None:
         signal.signal(sig, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(NICE)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_serve(channel))
-    else:
-        uvloop.run(_serve(channel))
+    uvloop.run(_serve(channel))  # the loop the gateway's workers run on
