@@ -121,10 +121,12 @@ class StreamReader:
                 await child.wait()
                 if isinstance(exc, asyncio.CancelledError):
                     raise
-                raise ReaderFailed(
+                failed = ReaderFailed(
                     f"the shadow reader process did not start ({type(exc).__name__}; "
                     f"exit code {child.returncode})"
-                ) from None
+                )
+                log.error("%s", failed.message)  # the caller may log only the error's type
+                raise failed from None
             self._child = child
             self._listener = asyncio.create_task(self._listen(child))
 
@@ -151,11 +153,8 @@ class StreamReader:
         finally:
             del self._calls[call]
         if isinstance(reply, Failure):
-            return (
-                legs.failed(name, reply.status, reply.message, _ms(started)),
-                None,
-                reply.endpoint,
-            )
+            leg = legs.failed(name, reply.status, reply.message, _ms(started))
+            return leg, None, reply.endpoint
         return reply
 
     async def close(self) -> None:

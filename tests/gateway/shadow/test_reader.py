@@ -198,7 +198,9 @@ def test_closing_lets_the_calls_under_way_finish_and_the_child_leave(fake_upstre
         os.waitpid(child, os.WNOHANG)
 
 
-def test_a_child_that_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_child_that_cannot_start_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr("sys.executable", "/bin/false")
 
     async def scenario() -> str:
@@ -211,6 +213,7 @@ def test_a_child_that_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyPa
 
     message = asyncio.run(scenario())
     assert message.startswith("the shadow reader process did not start")
+    assert message in caplog.messages  # logged with its reason, for a gateway that stops on it
 
 
 def test_the_gateway_reads_its_shadow_streams_in_a_child_it_stops(
