@@ -201,8 +201,13 @@ class StreamReader:
 
 def _write(child: asyncio.subprocess.Process, message: object) -> None:
     assert child.stdin is not None
+    child.stdin.write(_framed(message))
+
+
+def _framed(message: object) -> bytes:
+    """One frame, as `_frame` reads it: its length, then its pickle."""
     data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-    child.stdin.write(_LENGTH.pack(len(data)) + data)
+    return _LENGTH.pack(len(data)) + data
 
 
 async def _frame(stream: asyncio.StreamReader) -> Any:
@@ -226,8 +231,7 @@ async def _serve(channel: int) -> None:
     writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(channel, "wb", 0))
 
     def send(message: object) -> None:
-        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-        writer.write(_LENGTH.pack(len(data)) + data)
+        writer.write(_framed(message))
 
     level, settings = await _frame(incoming)
     configure_logging(level)
