@@ -73,9 +73,10 @@ def random_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_model_dir: Path) -> Iterator[VllmEngine]:
     """Real vLLM (CPU build) serving the tiny model: started once per test run."""
-    from tests.engines.vllm_engine import VllmEngine
+    from tests.engines.vllm_engine import EAGER, VllmEngine
 
-    engine = VllmEngine(tiny_model_dir, served_name=TINY_MODEL, log_path=CACHE / "vllm.log")
+    log = CACHE / "vllm.log"
+    engine = VllmEngine(tiny_model_dir, served_name=TINY_MODEL, log_path=log, extra_args=EAGER)
     engine.start()
     try:
         yield engine
@@ -89,12 +90,10 @@ def vllm_replicas(vllm_engine: VllmEngine, tiny_model_dir: Path) -> Iterator[lis
     started at once. A test may kill one of the two, and must start it again on its port."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.engines.vllm_engine import VllmEngine
+    from tests.engines.vllm_engine import EAGER, VllmEngine
 
-    more = [
-        VllmEngine(tiny_model_dir, served_name=TINY_MODEL, log_path=CACHE / f"vllm-{n}.log")
-        for n in (2, 3)
-    ]
+    logs = [CACHE / f"vllm-{n}.log" for n in (2, 3)]
+    more = [VllmEngine(tiny_model_dir, TINY_MODEL, log_path=log, extra_args=EAGER) for log in logs]
     try:
         with ThreadPoolExecutor(len(more)) as starting:
             list(starting.map(lambda engine: engine.start(), more))
@@ -117,9 +116,10 @@ def tiny_qwen3_dir() -> Path:
 def vllm_qwen3_engine(tiny_qwen3_dir: Path) -> Iterator[VllmEngine]:
     """Real vLLM serving the tiny Qwen3 as the team serves its model: no sampling flags, so
     vLLM's default ``--generation-config auto`` applies generation_config.json."""
-    from tests.engines.vllm_engine import VllmEngine
+    from tests.engines.vllm_engine import EAGER, VllmEngine
 
-    engine = VllmEngine(tiny_qwen3_dir, served_name=QWEN3_MODEL, log_path=CACHE / "vllm-qwen3.log")
+    log = CACHE / "vllm-qwen3.log"
+    engine = VllmEngine(tiny_qwen3_dir, served_name=QWEN3_MODEL, log_path=log, extra_args=EAGER)
     engine.start()
     try:
         yield engine

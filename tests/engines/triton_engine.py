@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         grpc_address="127.0.0.1", grpc_port=args.grpc_port,
         http_address="127.0.0.1", http_port=args.http_port,
         metrics_address="127.0.0.1", metrics_port=args.metrics_port,
-        exit_timeout_secs=5,
+        exit_timeout_secs=1,  # every stop waited out 5 s (7.1 s a stop, 4.0 s with 1)
     )  # fmt: skip
     triton = Triton(config=config)
     try:
