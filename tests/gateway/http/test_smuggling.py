@@ -80,6 +80,7 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,14 @@ def exchange(address: Address, data: bytes) -> Answer:
     return Answer(tuple(int(code) for code in STATUS_LINE.findall(received)), closed)
 
 
+def exchanges(address: Address) -> dict[str, Answer]:
+    """Every vector, each on its own connection, all at once: a connection kept open takes
+    `QUIET` to tell, and one after another they took 20 s."""
+    with ThreadPoolExecutor(len(VECTORS)) as sending:
+        answers = sending.map(lambda vector: exchange(address, vector.data), VECTORS)
+        return {vector.name: answer for vector, answer in zip(VECTORS, answers, strict=True)}
+
+
 @pytest.mark.parametrize("vector", VECTORS, ids=[vector.name for vector in VECTORS])
 def test_each_vector_gets_the_strict_answer(
     gateway: Address, fake_upstream: Fake, vector: Vector
@@ -146,8 +155,8 @@ def test_nginx_answers_as_recorded(
     folder, and nginx's must be those recorded above (a newer nginx that answers otherwise
     fails here until the record says what it does)."""
     with nginx(tmp_path) as address:
-        live = {vector.name: exchange(address, vector.data) for vector in VECTORS}
-    ours = {vector.name: exchange(gateway, vector.data) for vector in VECTORS}
+        live = exchanges(address)
+    ours = exchanges(gateway)
     version = nginx_version()
     rows = [f"| {name} | {ours[name]} | {answer} |" for name, answer in live.items()]
     notes = tmp_path.parent / "smuggling-vs-nginx.md"
