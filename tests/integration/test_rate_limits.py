@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
@@ -68,10 +69,35 @@ def test_an_answer_is_charged_its_usage(client: openai.OpenAI) -> None:
 
 def test_a_stream_with_include_usage_is_charged_its_usage(client: openai.OpenAI) -> None:
     began, left = time.monotonic(), probe(client)
+    before = settled(client)
     stream = client.chat.completions.create(
         model=TINY_MODEL, messages=MESSAGES, max_tokens=8, temperature=0, stream=True,
         stream_options={"include_usage": True},
     )  # fmt: skip
     usage = [chunk.usage for chunk in stream if chunk.usage is not None]
     assert len(usage) == 1
+    # A stream is charged as its request ends, a moment after the client read [DONE] (the
+    # gateway's bookkeeping follows the last write): a probe sent at once once came first.
+    deadline = time.monotonic() + 5
+    while ended(client) == before and time.monotonic() < deadline:
+        time.sleep(0.01)
     charged_between(client, usage[0].total_tokens, began, left)
+
+
+def ended(client: openai.OpenAI) -> float:
+    """The requests the gateway has finished (counted after their tokens were charged)."""
+    metrics = httpx.get(str(client.base_url).removesuffix("v1/") + "metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("gateway_requests_total{")
+    )
+
+
+def settled(client: openai.OpenAI) -> float:
+    """`ended` once it stops moving: the requests before have all been counted."""
+    previous, count = -1.0, ended(client)
+    while count != previous:
+        time.sleep(0.05)
+        previous, count = count, ended(client)
+    return count
