@@ -56,7 +56,6 @@ from report import (
 
 from benchmarks.upstream_client.servers import run_main, start_nginx, start_proxy
 
-CONNECTIONS = (1, 16, 64, 256)
 FLOOR = "raw ASGI + aiohttp"  # benchmarks/upstream_client/proxy_asgi_aiohttp.py
 PYTHON_FLOOR = "Python floor"  # floor_proxy.py: the loop, two sockets, two parsers, no more
 PACKAGES = ["uvicorn", "uvloop", "httptools", "aiohttp", "orjson", "pydantic", "prometheus-client"]
@@ -73,6 +72,7 @@ class Plan:
     many: StreamLoad  # many concurrent streams: gaps under load, memory
     synchronised: BurstLoad  # streams opened together, every chunk on the same engine step
     cadence: BurstLoad  # fewer streams, many short steps
+    connections: tuple[int, ...] = (1, 16, 64, 256)  # wrk's, at each non-streaming path
 
     def with_itl(self, itl_ms: float) -> "Plan":
         """The same plan at another inter-token delay; many streams start spread over one."""
@@ -89,7 +89,7 @@ FULL = Plan(
 )  # fmt: skip
 QUICK = Plan(
     1, 0, 100.0, StreamLoad(1, 2, 0.5, 0.2, 0.0), StreamLoad(100, 3, 1.0, 0.4, 0.3),
-    BurstLoad(100, 4, 200.0), BurstLoad(32, 20, 25.0),
+    BurstLoad(100, 4, 200.0), BurstLoad(32, 20, 25.0), connections=(1, 64),
 )  # fmt: skip
 
 
@@ -131,7 +131,7 @@ def main() -> int:
         report = {
             "command": shlex.join(["python", *sys.argv]),
             "machine": {**machine(), "loadavg_before": load_before},
-            "plan": {**asdict(plan), "connections": CONNECTIONS},
+            "plan": asdict(plan),
             "seconds": round(time.monotonic() - started, 1),
             "points": [p.as_json() for p in points],
             "summary": summary(points),
@@ -226,20 +226,22 @@ def pool_streams(
 
 def http_paths(plan: Plan, tmp: Path, upstream: str) -> list[Point]:
     """Direct, nginx, the two Python floors and the gateway at every concurrency."""
-    points = [_http(plan, "http", "direct", upstream, c, None) for c in CONNECTIONS]
+    points = [_http(plan, "http", "direct", upstream, c, None) for c in plan.connections]
     with ExitStack() as stack:
         nginx = start_nginx_proxy(stack, tmp / "nginx-proxy", GATEWAY_CORE, upstream)
-        points += [_http(plan, "http", "nginx", nginx.url, c, nginx.pid) for c in CONNECTIONS]
+        points += [_http(plan, "http", "nginx", nginx.url, c, nginx.pid) for c in plan.connections]
     with ExitStack() as stack:  # upstream_client's floor: parse, forward, relay, nothing else
         url = start_proxy(stack, "proxy_asgi_aiohttp", upstream, _dir(tmp / "asgi"), GATEWAY_CORE)
-        points += [_http(plan, "http", FLOOR, url, c, None) for c in CONNECTIONS]
+        points += [_http(plan, "http", FLOOR, url, c, None) for c in plan.connections]
     with ExitStack() as stack:
         floor = start_floor_proxy(stack, tmp / "floor", GATEWAY_CORE, upstream)
-        points += [_http(plan, "http", PYTHON_FLOOR, floor.url, c, floor.pid) for c in CONNECTIONS]
+        points += [
+            _http(plan, "http", PYTHON_FLOOR, floor.url, c, floor.pid) for c in plan.connections
+        ]
     with ExitStack() as stack:
         home = _dir(tmp / "gw")
         gw = start_gateway(stack, home, str(GATEWAY_CORE), gateway_settings(upstream, home), "gw")
-        points += [_http(plan, "http", "gateway", gw.url, c, gw.pid) for c in CONNECTIONS]
+        points += [_http(plan, "http", "gateway", gw.url, c, gw.pid) for c in plan.connections]
     return points + many_routes(plan, tmp, upstream) + busy_polled(plan, tmp, upstream)
 
 

@@ -73,7 +73,7 @@ def test_overhead(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     rows = {(p["scenario"], p["path"], p["concurrency"]): p for p in report["points"]}
     paths = ("direct", "nginx", "raw ASGI + aiohttp", "Python floor", "gateway")
-    expected = [("http", path, c) for path in paths for c in (1, 16, 64, 256)]
+    expected = [("http", path, c) for path in paths for c in (1, 64)]  # the quick plan's
     streamed = ("direct", "nginx", "Python floor", "gateway")
     expected += [("stream", path, n) for path in streamed for n in (1, 100)]
     expected += [
