@@ -42,7 +42,7 @@ def main() -> int:
     model_dir = build_tagger_model(ROOT / ".cache" / "tiny-phi3")
     with ExitStack() as stack:
         vllm = stack.enter_context(
-            VllmEngine(model_dir, "tiny-phi3", log_path=args.output / "vllm.log")
+            VllmEngine(model_dir, "tiny-phi3", log_path=args.output / "vllm.log", compiled=True)
         )
         triton = stack.enter_context(TritonEngine(model_dir, log_path=args.output / "triton.log"))
         backends: dict[str, BackendSettings] = {

@@ -73,10 +73,9 @@ def random_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_model_dir: Path) -> Iterator[VllmEngine]:
     """Real vLLM (CPU build) serving the tiny model: started once per test run."""
-    from tests.engines.vllm_engine import EAGER, VllmEngine
+    from tests.engines.vllm_engine import VllmEngine
 
-    log = CACHE / "vllm.log"
-    engine = VllmEngine(tiny_model_dir, served_name=TINY_MODEL, log_path=log, extra_args=EAGER)
+    engine = VllmEngine(tiny_model_dir, served_name=TINY_MODEL, log_path=CACHE / "vllm.log")
     engine.start()
     try:
         yield engine
@@ -90,10 +89,12 @@ def vllm_replicas(vllm_engine: VllmEngine, tiny_model_dir: Path) -> Iterator[lis
     started at once. A test may kill one of the two, and must start it again on its port."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.engines.vllm_engine import EAGER, VllmEngine
+    from tests.engines.vllm_engine import VllmEngine
 
-    logs = [CACHE / f"vllm-{n}.log" for n in (2, 3)]
-    more = [VllmEngine(tiny_model_dir, TINY_MODEL, log_path=log, extra_args=EAGER) for log in logs]
+    more = [
+        VllmEngine(tiny_model_dir, served_name=TINY_MODEL, log_path=CACHE / f"vllm-{n}.log")
+        for n in (2, 3)
+    ]
     try:
         with ThreadPoolExecutor(len(more)) as starting:
             list(starting.map(lambda engine: engine.start(), more))
@@ -116,10 +117,9 @@ def tiny_qwen3_dir() -> Path:
 def vllm_qwen3_engine(tiny_qwen3_dir: Path) -> Iterator[VllmEngine]:
     """Real vLLM serving the tiny Qwen3 as the team serves its model: no sampling flags, so
     vLLM's default ``--generation-config auto`` applies generation_config.json."""
-    from tests.engines.vllm_engine import EAGER, VllmEngine
+    from tests.engines.vllm_engine import VllmEngine
 
-    log = CACHE / "vllm-qwen3.log"
-    engine = VllmEngine(tiny_qwen3_dir, served_name=QWEN3_MODEL, log_path=log, extra_args=EAGER)
+    engine = VllmEngine(tiny_qwen3_dir, served_name=QWEN3_MODEL, log_path=CACHE / "vllm-qwen3.log")
     engine.start()
     try:
         yield engine

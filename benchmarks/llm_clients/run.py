@@ -138,7 +138,7 @@ def summarise(reports: dict[str, list[dict[str, Any]]], overhead_ms: float) -> d
 def start_engine(stack: ExitStack, tmp: Path) -> str:
     """vLLM's OpenAI server on the tiny model (built once into .cache), stopped on exit."""
     model_dir = build_tagger_model(ROOT / ".cache" / "tiny-phi3")
-    engine = VllmEngine(model_dir, served_name=SERVED, log_path=tmp / "vllm.log")
+    engine = VllmEngine(model_dir, served_name=SERVED, log_path=tmp / "vllm.log", compiled=True)
     stack.enter_context(engine)
     return engine.url
 

@@ -23,7 +23,7 @@ from typing import Any
 from tests.engines import demo_traffic
 from tests.engines.tagger_model import build_tagger_model
 from tests.engines.triton_engine import TritonEngine
-from tests.engines.vllm_engine import EAGER, VllmEngine, free_port
+from tests.engines.vllm_engine import VllmEngine, free_port
 
 CACHE = Path(os.environ.get("GATEWAY_DEMO_CACHE", ".cache")).resolve()
 SERVED_NAME = "tiny-phi3"
@@ -39,7 +39,7 @@ NOT_JUDGED = (
 def run_demo(port: int, keep_running: bool = False) -> int:
     print("demo: building the tiny model trained for the tagger (a few minutes the first time)")
     model_dir = build_tagger_model(CACHE / "tiny-phi3")
-    vllm = VllmEngine(model_dir, SERVED_NAME, log_path=CACHE / "demo-vllm.log", extra_args=EAGER)
+    vllm = VllmEngine(model_dir, SERVED_NAME, log_path=CACHE / "demo-vllm.log")
     print(f"demo: starting vLLM on {vllm.url}, then Triton (about a minute)")
     # Triton is made (its ports chosen) only once vLLM is up: chosen before vLLM's minute of
     # start-up, one of them was once taken meanwhile ("Address already in use").

@@ -34,13 +34,6 @@ _STOP_GRACE_SECONDS = 20.0
 _SAMPLE = re.compile(r"^(?P<name>[^\s{]+)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
-# Engines the tests start skip torch.compile (vLLM's `-O0`): its warm-up cost about 10 s of
-# each start on this CPU (33.5 -> 23.0 s measured), and vLLM 0.32's compile cache fails to load
-# here ("'function' object has no attribute 'finalize_loading'"), so every start paid it. The
-# model's ops and answers are the same. Engines run as a user runs them (the seed's command,
-# the benchmarks') keep vLLM's default.
-EAGER = ("-O0",)
-
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -62,6 +55,7 @@ class VllmEngine(Started):
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
         cwd: Path | None = None,
+        compiled: bool = False,
     ) -> None:
         self.model_dir = model_dir
         self.served_name = served_name
@@ -70,6 +64,12 @@ class VllmEngine(Started):
         self.log_path = log_path or _temp_log_path()
         self.extra_args = tuple(extra_args)
         self.cwd = cwd  # where a relative --model path is resolved
+        # Not compiled, vLLM skips torch.compile (`-O0`): its warm-up cost about 10 s of each
+        # start on this CPU (33.5 -> 23.0 s measured), and vLLM 0.32's compile cache fails to
+        # load here ("'function' object has no attribute 'finalize_loading'"), so every start
+        # paid it. The model's ops and answers are the same. Benchmarks run vLLM compiled, as
+        # users do.
+        self.compiled = compiled
         self._process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -82,6 +82,7 @@ class VllmEngine(Started):
             "--port", str(self.port),
             "--host", "127.0.0.1",
             "--dtype", "bfloat16",
+            *(() if self.compiled else ("-O0",)),
             *self.extra_args,
         ]  # fmt: skip
 

@@ -21,7 +21,7 @@ from gateway.settings import Settings
 from tests.conftest import CACHE, TINY_MODEL
 from tests.engines.tiny_model import build_tiny_model
 from tests.engines.triton_engine import TritonEngine
-from tests.engines.vllm_engine import EAGER, VllmEngine
+from tests.engines.vllm_engine import VllmEngine
 from tests.support.servers import ThreadedServer
 
 PUBLIC = "phi-3-mini"
@@ -95,9 +95,7 @@ def test_vllm_killed_mid_stream(
 ) -> None:
     """The client of the cut stream gets an SSE error event (the SDK raises APIError); later
     clients are served by the fallback once the dead engine's circuit opens."""
-    victim = VllmEngine(
-        random_model_dir, TINY_MODEL, log_path=tmp_path / "victim.log", extra_args=EAGER
-    )
+    victim = VllmEngine(random_model_dir, TINY_MODEL, log_path=tmp_path / "victim.log")
     victim.start()
     try:
         with fault_gateway(victim.url, vllm_engine.url, tmp_path) as server:
@@ -126,7 +124,7 @@ def test_vllm_engine_dead_behind_a_healthy_api_is_detected(
     dies at the first generation and every request is a 500: the gateway answers 502, opens
     the circuit after `circuit_failures`, and the fallback serves."""
     broken_dir = build_tiny_model(CACHE / "tiny-phi3-head16", heads=8)
-    broken = VllmEngine(broken_dir, TINY_MODEL, log_path=tmp_path / "broken.log", extra_args=EAGER)
+    broken = VllmEngine(broken_dir, TINY_MODEL, log_path=tmp_path / "broken.log")
     broken.start()
     try:
         with fault_gateway(broken.url, vllm_engine.url, tmp_path) as server:
