@@ -40,9 +40,6 @@ OPTIONAL = {
     "gateway/records/postgres.py": "records-postgres",
     "gateway/ratelimit/shared.py": "rate-limit-redis",
 }
-# Installed for the runtime, imported by no module of it (none since the shadow reader's child
-# runs its loop on uvloop, as uvicorn runs the workers').
-NOT_IMPORTED: set[str] = set()
 
 
 def names(requirements: list[str]) -> set[str]:
@@ -77,7 +74,7 @@ def test_base_dependencies_are_exactly_what_the_runtime_imports() -> None:
     for path in [*ROOT.joinpath("gateway").rglob("*.py"), *ROOT.joinpath("backends").rglob("*.py")]:
         extra = OPTIONAL.get(path.relative_to(ROOT).as_posix())
         (by_extra.setdefault(extra, set()) if extra else base).update(third_party_imports(path))
-    assert base == names(PROJECT["dependencies"]) - NOT_IMPORTED
+    assert base == names(PROJECT["dependencies"])
     for extra, imported in by_extra.items():
         assert imported - base <= names(PROJECT["optional-dependencies"][extra]), extra
 

@@ -16,7 +16,7 @@ from gateway.app import create_app
 from gateway.ratelimit.config import RateLimits
 from gateway.settings import Settings
 from tests.conftest import TINY_MODEL
-from tests.engines.vllm_engine import VllmEngine
+from tests.engines.vllm_engine import VllmEngine, sum_samples
 from tests.support.servers import ThreadedServer
 
 PER_MINUTE = 600  # tokens: ten come back each second, so the refill is small beside usage
@@ -87,11 +87,7 @@ def test_a_stream_with_include_usage_is_charged_its_usage(client: openai.OpenAI)
 def ended(client: openai.OpenAI) -> float:
     """The requests the gateway has finished (counted after their tokens were charged)."""
     metrics = httpx.get(str(client.base_url).removesuffix("v1/") + "metrics").text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("gateway_requests_total{")
-    )
+    return sum_samples(metrics, "gateway_requests_total", {})
 
 
 def settled(client: openai.OpenAI) -> float:
