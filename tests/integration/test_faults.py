@@ -95,15 +95,23 @@ def test_vllm_killed_mid_stream(
 ) -> None:
     """The client of the cut stream gets an SSE error event (the SDK raises APIError); later
     clients are served by the fallback once the dead engine's circuit opens."""
-    victim = VllmEngine(random_model_dir, TINY_MODEL, log_path=tmp_path / "victim.log")
+    # An answer far longer than the kill takes: vLLM's API server can lag its engine by seconds
+    # on a busy machine (a first chunk 9 s late, then 550 in half a second), and a 1,500-token
+    # answer was once written whole before the client read its first chunk.
+    long_context = '{"max_position_embeddings": 32768}'
+    victim = VllmEngine(
+        random_model_dir, TINY_MODEL, log_path=tmp_path / "victim.log",
+        extra_args=("--max-model-len", "32768", "--hf-overrides", long_context),
+    )  # fmt: skip
     victim.start()
     try:
         with fault_gateway(victim.url, vllm_engine.url, tmp_path) as server:
             client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
             stream = client.chat.completions.create(
                 model=PUBLIC, messages=[{"role": "user", "content": "kể chuyện"}],
-                max_tokens=1500, stream=True, extra_body={"ignore_eos": True},
+                max_tokens=32000, stream=True, extra_body={"ignore_eos": True},
             )  # fmt: skip
+            assert stream.response.headers["x-gateway-backend"] == "broken"
             chunks = iter(stream)
             next(chunks)
             victim.kill()
