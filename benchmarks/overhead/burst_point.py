@@ -32,6 +32,7 @@ from procs import (
     GATEWAY_CORE,
     LOAD_CORE,
     burst_settings,
+    keep_to_the_load_core,
     start_floor_proxy,
     start_gateway,
     start_sse_upstream,
@@ -40,6 +41,7 @@ from run import FULL, QUICK
 
 
 def main() -> int:
+    keep_to_the_load_core()
     mode, flags = sys.argv[1], set(sys.argv[2:])
     plan = QUICK if "quick" in flags else FULL
     load: BurstLoad = plan.synchronised if mode == "synchronised" else plan.cadence

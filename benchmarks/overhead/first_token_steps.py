@@ -153,8 +153,17 @@ def main() -> int:
     # package where its PYTHONPATH says, not in this checkout.
     sys.path[:0] = [str(HERE), str(HERE.parents[1])]  # loads, procs; benchmarks.upstream_client
     from loads import stream_point
-    from procs import GATEWAY_CORE, LOAD_CORE, gateway_settings, start_gateway, start_sse_upstream
+    from procs import (
+        GATEWAY_CORE,
+        LOAD_CORE,
+        gateway_settings,
+        keep_to_the_load_core,
+        start_gateway,
+        start_sse_upstream,
+    )
     from run import FULL
+
+    keep_to_the_load_core()
 
     load = FULL.one
     if args.duration is not None:

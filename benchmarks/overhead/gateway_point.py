@@ -20,7 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
 
-from procs import cpu_ticks, gateway_settings, metrics, shadowed_settings, start_gateway
+from procs import (
+    cpu_ticks,
+    gateway_settings,
+    keep_to_the_load_core,
+    metrics,
+    shadowed_settings,
+    start_gateway,
+)
 
 from benchmarks.upstream_client.servers import start_nginx
 from benchmarks.upstream_client.wrkload import run_wrk
@@ -35,6 +42,7 @@ COUNTS = {  # read before and after the measured load, one scrape each
 
 
 def main() -> int:
+    keep_to_the_load_core()
     connections, seconds = int(sys.argv[1]), int(sys.argv[2])
     options = sys.argv[3:]
     shadowed = "shadow" in options

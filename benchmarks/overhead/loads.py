@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from procs import HERE, LOAD_CORE, cpu_split, cpu_ticks, metric, rss_mb
+from procs import HERE, LOAD_CORE, cpu_split, cpu_ticks, metric, process_tree, rss_mb
 
 from benchmarks.upstream_client.interference import (
     Snapshot,
@@ -146,6 +146,7 @@ def stream_point(path: str, url: str, load: StreamLoad, proxy: int | None) -> Po
     }  # fmt: skip
     command += [str(item) for pair in options.items() for item in pair]
     peak_rss, in_flight = 0.0, 0.0
+    tree = process_tree(proxy) if proxy is not None else []
     counted_from = time.monotonic() + load.warmup
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as client:
         try:
@@ -153,7 +154,7 @@ def stream_point(path: str, url: str, load: StreamLoad, proxy: int | None) -> Po
                 time.sleep(0.2)
                 if proxy is None or time.monotonic() < counted_from:
                     continue
-                peak_rss = max(peak_rss, rss_mb(proxy))
+                peak_rss = max(peak_rss, rss_mb(tree))
                 half_way = counted_from + load.duration / 2
                 if path.startswith("gateway") and not in_flight and time.monotonic() >= half_way:
                     in_flight = metric(url, "gateway_in_flight_requests")
@@ -230,21 +231,22 @@ def burst_point(
     moment every stream had its first event to the end, per chunk relayed meanwhile."""
     command = burst_client(LOAD_CORE, url, load) + (["--by-index"] if by_index else [])
     opened: list[tuple[int, int]] = []
+    tree = process_tree(proxy) if proxy is not None else []
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as client:
         lines: list[str] = []
-        reader = threading.Thread(target=_read_lines, args=(client, lines, opened, proxy))
+        reader = threading.Thread(target=_read_lines, args=(client, lines, opened, tree))
         reader.start()
         peak_rss = 0.0
         try:
             while client.poll() is None:
                 time.sleep(0.2)
-                if proxy is not None and opened:
-                    peak_rss = max(peak_rss, rss_mb(proxy))
+                if tree and opened:
+                    peak_rss = max(peak_rss, rss_mb(tree))
             reader.join(timeout=60)
         finally:
             client.kill()  # a no-op once it has exited
         time.sleep(SETTLE_S)  # the proxy's work after the last chunk: stream ends, shadow pairs
-        spent = cpu_split(proxy) if proxy is not None else (0, 0)
+        spent = cpu_split(tree)
     if client.returncode != 0 or not lines:
         raise RuntimeError(f"burst_client exited with {client.returncode}")
     fields = json.loads(lines[-1])
@@ -263,12 +265,12 @@ def _read_lines(
     client: "subprocess.Popen[str]",
     lines: list[str],
     opened: list[tuple[int, int]],
-    proxy: int | None,
+    tree: list[int],
 ) -> None:
     """The client's output; the proxy's CPU ticks when it says every stream has opened."""
     assert client.stdout is not None
     for line in client.stdout:
         if line.strip() == "opened":
-            opened.append(cpu_split(proxy) if proxy is not None else (0, 0))
+            opened.append(cpu_split(tree))
         else:
             lines.append(line)

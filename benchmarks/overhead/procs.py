@@ -236,20 +236,33 @@ def cpu_ticks(pid: int) -> int:
     return own_ticks(pid) + sum(tree_ticks(pid).values())
 
 
-def cpu_split(pid: int) -> tuple[int, int]:
-    """(user, system) ticks of ``pid`` and its live descendants: the Python and the loop's own
-    work apart from the system calls (the socket reads and writes)."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a gateway's workers, its shadow reader), from one scan
+    of /proc. A point finds them before its load: a scan costs milliseconds, and run while the
+    proxy works it is time taken from the proxy or its load."""
+    return [pid, *tree_ticks(pid)]
+
+
+def cpu_split(pids: Sequence[int]) -> tuple[int, int]:
+    """(user, system) ticks of ``pids``: the Python and the loop's own work apart from the
+    system calls (the socket reads and writes)."""
     user = system = 0
-    for each in [pid, *tree_ticks(pid)]:
+    for each in pids:
         fields = stat_fields(each)
         if fields is not None:
             user, system = user + int(fields[11]), system + int(fields[12])
     return user, system
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its live descendants, in MiB (VmRSS)."""
-    return sum(_vm_rss_kb(p) for p in [pid, *tree_ticks(pid)]) / 1024.0
+def rss_mb(pids: Sequence[int]) -> float:
+    """Resident memory of ``pids`` together, in MiB (VmRSS)."""
+    return sum(_vm_rss_kb(p) for p in pids) / 1024.0
+
+
+def keep_to_the_load_core() -> None:
+    """Pins this process (a benchmark's harness) and what it starts unpinned to the load core:
+    left to the scheduler, its sampling ran on the proxy's core, where it delayed the proxy."""
+    os.sched_setaffinity(0, {LOAD_CORE})
 
 
 def _vm_rss_kb(pid: int) -> int:

@@ -36,6 +36,7 @@ from procs import (
     burst_settings,
     cpu_ticks,
     gateway_settings,
+    keep_to_the_load_core,
     metric,
     shadowed_settings,
     start_gateway,
@@ -51,6 +52,7 @@ WARMUP_S = 2
 
 
 def main() -> int:
+    keep_to_the_load_core()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds sampled")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")

@@ -32,6 +32,7 @@ from procs import (
     LOAD_CORE,
     burst_settings,
     gateway_settings,
+    keep_to_the_load_core,
     metrics,
     shadowed_settings,
     start_floor_proxy,
@@ -94,6 +95,7 @@ QUICK = Plan(
 
 
 def main() -> int:
+    keep_to_the_load_core()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, help="seconds per non-streaming point (>= 1)")
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")

@@ -16,11 +16,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
 
 from loads import StreamLoad, StreamResult, stream_point
-from procs import GATEWAY_CORE, LOAD_CORE, gateway_settings, start_gateway, start_sse_upstream
+from procs import (
+    GATEWAY_CORE,
+    LOAD_CORE,
+    gateway_settings,
+    keep_to_the_load_core,
+    start_gateway,
+    start_sse_upstream,
+)
 from run import FULL, QUICK
 
 
 def main() -> int:
+    keep_to_the_load_core()
     streams = int(sys.argv[1])
     plan = QUICK if sys.argv[2:] == ["quick"] else FULL
     load: StreamLoad = plan.one if streams == 1 else plan.many

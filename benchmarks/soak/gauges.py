@@ -11,12 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.overhead.procs import Server, metrics, rss_mb
+from benchmarks.overhead.procs import Server, metrics, process_tree, rss_mb
 from benchmarks.upstream_client.interference import (
     Snapshot,
     other_cpu_percent,
     snapshot,
-    tree_ticks,
 )
 
 LISTEN, CLOSE_WAIT = "0A", "08"  # states in /proc/net/tcp (hex)
@@ -54,7 +53,7 @@ class Gauges:
 
     def sample(self, at: float) -> Sample:
         """Blocking (/proc and one HTTP GET): call it in a thread from the event loop."""
-        pids = [self._gateway.pid, *tree_ticks(self._gateway.pid)]
+        pids = process_tree(self._gateway.pid)
         fds, sockets, not_sockets = open_fds(pids)
         # By inode: a socket can be listed twice while the table changes under the reader.
         rows = {inode: (state, remote) for inode, state, remote in tcp_table() if inode in sockets}
@@ -64,7 +63,7 @@ class Gauges:
         scraped = metrics(self._gateway.url, GATEWAY_GAUGES)
         return Sample(
             at=at,
-            rss_mb=round(rss_mb(self._gateway.pid), 1),
+            rss_mb=round(rss_mb(pids), 1),
             fds=fds,
             non_socket_fds=not_sockets,
             tcp=sum(state != LISTEN for state, _ in states),
