@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from backends.arrivals import Arrivals
 from backends.base import Backend, Route, UpstreamRequest
 from backends.constraints import constraint_field
 from backends.errors import (
@@ -325,7 +326,7 @@ class Proxy:
         events = await until_disconnect(backend.stream(upstream), receive)
         exchange.upstream_wait = perf_counter() - waited
         counted = exchange.mirror is not None or exchange.grant is not None
-        chunks: list[tuple[float, bytes]] | None = [] if counted else None
+        chunks = Arrivals() if counted else None
         relay = Relay(exchange, self._tails)
         try:  # from here on, whatever happens closes the upstream stream
             headers = SSE_HEADERS + exchange.headers()
@@ -338,7 +339,7 @@ class Proxy:
         finally:
             await events.aclose()
             if exchange.grant is not None and chunks is not None:
-                exchange.tokens = streamed([chunk for _, chunk in chunks], upstream.raw)
+                exchange.tokens = streamed(chunks.pieces, upstream.raw)
             if exchange.mirror is not None and chunks is not None:
                 done = 200 if relay.delivered else CLIENT_CLOSED
                 ended = exchange.answered or perf_counter()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+from backends.arrivals import Arrivals
 from backends.base import EventStream, Route
 from backends.errors import GatewayError
 from backends.piping import pipe
@@ -78,9 +79,7 @@ class Relay:
         self._exchange = exchange
         self._tails = tails  # where a stream whose client has its end waits for a quiet turn
 
-    async def pump(
-        self, events: EventStream, send: Send, capture: list[tuple[float, bytes]] | None = None
-    ) -> None:
+    async def pump(self, events: EventStream, send: Send, capture: Arrivals | None = None) -> None:
         """`capture` keeps (arrival time, chunk) of a shadowed request, read off the hot path."""
         error: GatewayError | None = None
         try:
@@ -99,14 +98,14 @@ class Relay:
         if error is not None and not self.delivered:
             body = error.to_sse() + DONE_EVENT
             if capture is not None:
-                capture.append((perf_counter(), body))
+                capture.add(perf_counter(), body)
             await send({"type": "http.response.body", "body": body, "more_body": True})
         self.delivered = self.delivered or error is None
         if not self._ended:
             await send({"type": "http.response.body", "body": b""})
 
     async def _pipe(
-        self, events: EventStream, writer: BodyWriter, capture: list[tuple[float, bytes]] | None
+        self, events: EventStream, writer: BodyWriter, capture: Arrivals | None
     ) -> None:
         exchange = self._exchange
         own = 0.0  # seconds spent on the events handed over: the gateway's, not the upstream's
@@ -119,7 +118,7 @@ class Relay:
             began = perf_counter()
             try:
                 if capture is not None:
-                    capture.append((began, chunk))
+                    capture.add(began, chunk)
                 # At [DONE] the client has its whole answer: the body ends in the same write,
                 # and an SDK may hang up before the engine's last bytes have been read.
                 last = chunk.endswith(DONE_EVENT)
@@ -151,9 +150,7 @@ class Relay:
                 return
             await writer.writable()  # the client's socket is full, or it left
 
-    async def _pull(
-        self, events: EventStream, send: Send, capture: list[tuple[float, bytes]] | None
-    ) -> None:
+    async def _pull(self, events: EventStream, send: Send, capture: Arrivals | None) -> None:
         upstream = aiter(events)
         exchange = self._exchange
         while True:
@@ -165,7 +162,7 @@ class Relay:
             if chunk is None:
                 return
             if capture is not None:
-                capture.append((perf_counter(), chunk))
+                capture.add(perf_counter(), chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if chunk.endswith(DONE_EVENT):
                 self.delivered = True  # as in `_pipe`

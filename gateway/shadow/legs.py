@@ -6,7 +6,7 @@ both are read by the same code and timed by the same clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -53,7 +53,7 @@ def from_body(
 
 def from_events(
     backend: str,
-    chunks: Sequence[tuple[float, bytes]],
+    chunks: Iterable[tuple[float, bytes]],
     started: float,
     ended: float,
     parse: Parser | None = None,

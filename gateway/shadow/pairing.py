@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from backends.arrivals import Arrivals
 from backends.base import TokenIds, UpstreamRequest
 from gateway.shadow import legs
 from gateway.shadow.compare import Role, failed, schema_valid
@@ -44,7 +45,7 @@ class PrimaryOutcome:
     ended: float = 0.0
     body: bytes | None = None
     answer: dict[str, Any] | None = None  # the body parsed (`Completion.answer`), if it was
-    chunks: list[tuple[float, bytes]] = field(default_factory=list)
+    chunks: Arrivals = field(default_factory=Arrivals)
     error: str | None = None
     ids: TokenIds | None = None  # the token ids, where the primary's engine gave them
     endpoint: str | None = None  # the endpoint of a replica pool that answered, if one

@@ -38,6 +38,7 @@ from typing import Any
 import uvloop
 
 from backends import registry
+from backends.arrivals import Arrivals
 from backends.base import Backend, EventStream, TokenIds, UpstreamRequest
 from backends.errors import GatewayError
 from backends.piping import pipe
@@ -278,14 +279,14 @@ async def _read(backend: Backend, request: UpstreamRequest, started: float) -> A
 
 async def read_events(
     backend: Backend, request: UpstreamRequest
-) -> tuple[list[tuple[float, bytes]], float, EventStream]:
+) -> tuple[Arrivals, float, EventStream]:
     """A streamed answer's chunks, each with the time it arrived, the time it ended, and the
     stream (its token ids and endpoint); piped from the socket's callback, no task wake per
     event. The inline leg and the child read the same way."""
-    chunks: list[tuple[float, bytes]] = []
+    chunks = Arrivals()
 
     def keep(chunk: bytes) -> bool:
-        chunks.append((perf_counter(), chunk))
+        chunks.add(perf_counter(), chunk)
         return True
 
     events = await backend.stream(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from backends.arrivals import Arrivals
 from backends.base import Route, UpstreamRequest
 from gateway.shadow.pairing import PrimaryOutcome, pair_of, params_of, primary_leg
 from gateway.shadow.pairs import Leg
@@ -41,7 +42,9 @@ def test_the_primary_leg_is_read_from_what_the_proxy_handed_over() -> None:
     cut = primary_leg("vllm", PrimaryOutcome(499, 1.0, 1.5), stream=False)
     assert (cut.status, cut.text, cut.error) == (499, None, "failed")
     chunk = b'data: {"choices": [{"delta": {"content": "yo"}, "finish_reason": "stop"}]}\n\n'
-    streamed = primary_leg("vllm", PrimaryOutcome(200, 1.0, 2.0, chunks=[(1.1, chunk)]), True)
+    chunks = Arrivals()
+    chunks.add(1.1, chunk)
+    streamed = primary_leg("vllm", PrimaryOutcome(200, 1.0, 2.0, chunks=chunks), True)
     assert streamed.text == "yo"
     assert streamed.ttft_ms == pytest.approx(100.0)
 

@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from backends import registry
+from backends.arrivals import Arrivals
 from backends.base import Route, UpstreamRequest
 from backends.vllm import VllmSettings
 from gateway.app import create_app
@@ -53,7 +54,9 @@ def primary_outcome() -> PrimaryOutcome:
     event = {"choices": [{"index": 0, "delta": {"content": "hello"}, "finish_reason": "stop"}]}
     now = perf_counter()
     chunk = b"data: " + orjson.dumps(event) + b"\n\ndata: [DONE]\n\n"
-    return PrimaryOutcome(200, now - 0.01, now, chunks=[(now, chunk)])
+    chunks = Arrivals()
+    chunks.add(now, chunk)
+    return PrimaryOutcome(200, now - 0.01, now, chunks=chunks)
 
 
 async def shadowed(
