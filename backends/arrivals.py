@@ -2,17 +2,17 @@
 per piece.
 
 Kept as a list of `(time, piece)` tuples, every event of a shadowed stream left one more object
-for the cyclic collector to count: at a 256-stream engine step with the candidate read in the
-same process, a young collection every 20 steps and, every few seconds, an older one that walked
-every open stream's coroutines and stalled the loop for 30 ms (benchmarks/README.md, "The
-collector at engine steps"). Times go to an `array` of doubles and pieces to a list of bytes;
-the collector tracks neither their items nor the floats.
+for the cyclic collector to count: with many streams at an engine's step, young collections came
+every few steps and, now and then, an older one that walked every open stream's coroutines and
+stopped the loop for longer than a step (benchmarks/README.md, "The collector at engine steps").
+Times go to an `array` of doubles and pieces to a list of bytes; the collector tracks neither
+their items nor the floats.
 
 Example::
 
     arrivals = Arrivals()
     arrivals.add(12.5, b"data: {...}\\n\\n")
-    [(at, len(piece)) for at, piece in arrivals]     # [(12.5, 15)]
+    [(at, len(piece)) for at, piece in arrivals]     # [(12.5, 13)]
 """
 
 from __future__ import annotations
