@@ -36,6 +36,3 @@ class Arrivals:
 
     def __iter__(self) -> Iterator[tuple[float, bytes]]:
         return zip(self.times, self.pieces, strict=True)
-
-    def __len__(self) -> int:
-        return len(self.pieces)

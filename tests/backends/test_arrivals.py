@@ -1,5 +1,4 @@
 import gc
-import pickle
 
 from backends.arrivals import Arrivals
 
@@ -9,7 +8,6 @@ def test_pieces_come_back_in_order_with_their_times() -> None:
     arrivals.add(2.5, b"data: a\n\n")
     arrivals.add(2.75, b"data: b\n\n")
     assert list(arrivals) == [(2.5, b"data: a\n\n"), (2.75, b"data: b\n\n")]
-    assert len(arrivals) == 2
     assert arrivals.pieces == [b"data: a\n\n", b"data: b\n\n"]
 
 
@@ -27,11 +25,4 @@ def test_keeping_pieces_leaves_the_collector_nothing_new_to_count() -> None:
     finally:
         gc.enable()
     assert grown < 10  # the array's and the list's own growth allocate no tracked objects
-    assert len(arrivals) == 10_000
-
-
-def test_arrivals_cross_a_pipe_as_a_pickle() -> None:
-    arrivals = Arrivals()
-    arrivals.add(1.0, b"data: x\n\n")
-    copy = pickle.loads(pickle.dumps(arrivals, pickle.HIGHEST_PROTOCOL))  # noqa: S301
-    assert list(copy) == [(1.0, b"data: x\n\n")]
+    assert len(arrivals.pieces) == len(arrivals.times) == 10_000
