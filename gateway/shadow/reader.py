@@ -3,8 +3,8 @@
 Every stream shadowed, the candidate's events are read in the same turns of the event loop as
 the primary's, so at an engine's step a primary chunk can wait behind the candidate's whole step
 (benchmarks/README.md, "Streams in engine steps"). In a child process the kernel shares the core
-instead, and the child runs at a lower priority (`NICE`): the relay goes first when both have
-work, and the child takes what the relay leaves.
+instead, and the child runs at a lower priority (`NICE`) and gives the core back after each
+read: the relay goes first when both have work, and the child takes what the relay leaves.
 
 The parent (the gateway's worker) still samples, pairs and records; the child only calls the
 backend and reads the streamed answer into a `Leg`, timed on the same clock (`perf_counter`:
@@ -242,7 +242,7 @@ async def _serve(channel: int) -> None:
 
     async def run(call: int, name: str, request: UpstreamRequest, started: float) -> None:
         try:
-            answer: Answered | Failure = await _read(backends[name], request, started)
+            answer: Answered | Failure = await read_leg(backends[name], request, started)
         except GatewayError as exc:
             answer = Failure(exc.status_code, exc.message, exc.endpoint)
         except asyncio.CancelledError:
@@ -271,22 +271,35 @@ async def _serve(channel: int) -> None:
     writer.close()
 
 
-async def _read(backend: Backend, request: UpstreamRequest, started: float) -> Answered:
-    chunks, ended, events = await read_events(backend, request)
+async def read_leg(backend: Backend, request: UpstreamRequest, started: float) -> Answered:
+    """One call, as the child reads it: the answer's events read into a `Leg`, timed from
+    `started` (the moment the parent started the call)."""
+    chunks, ended, events = await read_events(backend, request, yielding=True)
     leg = legs.from_events(backend.name, chunks, started, ended)
+    _yield_core()  # building a long leg takes a while
     return leg, events.ids, events.endpoint
 
 
+def _yield_core() -> None:
+    """Hands the core to the relay now if it is waiting to run. A lower priority is not
+    enough: a waking worker still waited for the child's time slice to end (its run-queue
+    wait, benchmarks/README.md, "The child yields"); when nobody waits, this is one syscall."""
+    os.sched_yield()
+
+
 async def read_events(
-    backend: Backend, request: UpstreamRequest
+    backend: Backend, request: UpstreamRequest, yielding: bool = False
 ) -> tuple[Arrivals, float, EventStream]:
     """A streamed answer's chunks, each with the time it arrived, the time it ended, and the
     stream (its token ids and endpoint); piped from the socket's callback, no task wake per
-    event. The inline leg and the child read the same way."""
+    event. The inline leg and the child read the same way; the child `yielding` the core after
+    each read (`_yield_core`)."""
     chunks = Arrivals()
 
     def keep(chunk: bytes) -> bool:
         chunks.add(perf_counter(), chunk)
+        if yielding:
+            _yield_core()
         return True
 
     events = await backend.stream(request)

@@ -27,6 +27,7 @@ from backends.vllm import VllmSettings
 from gateway.app import create_app
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.shadow import reader
 from gateway.shadow.leg import ShadowConfig, ShadowLeg
 from gateway.shadow.pairing import PrimaryOutcome
 from gateway.shadow.pairs import Leg, PairRecord
@@ -132,6 +133,33 @@ def test_the_child_records_the_pairs_the_inline_leg_records(fake_upstream: Fake)
     assert long.e2e_ms is not None
     assert 0 < long.ttft_ms < long.e2e_ms
     assert long.e2e_ms >= 50
+
+
+def test_the_child_gives_the_core_back_after_each_read_and_each_leg(
+    fake_upstream: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child's reads yield the core (to a relay waiting for it); the inline leg's never
+    do, since the relay is its own process."""
+    yields = []
+    monkeypatch.setattr(os, "sched_yield", lambda: yields.append(perf_counter()))
+    settings = VllmSettings(url=fake_upstream[1].url, model=MODEL)
+
+    async def scenario() -> tuple[int, int, str | None]:
+        backend = registry.create("cand", settings)
+        try:
+            chunks, _, _ = await reader.read_events(backend, request("long:5"))
+            inline = len(yields)
+            leg, _, _ = await reader.read_leg(backend, request("long:5"), perf_counter())
+        finally:
+            await backend.close()
+        return inline, len(list(chunks)), leg.text
+
+    inline, pieces, text = asyncio.run(scenario())
+    assert inline == 0
+    assert text == "hello from fake....."
+    # Six events 10 ms apart come in at least six reads: one yield each, and one for the leg.
+    assert pieces >= 6
+    assert len(yields) >= pieces + 1
 
 
 def test_a_call_cancelled_by_the_shadow_timeout_is_cut_in_the_child(fake_upstream: Fake) -> None:
