@@ -7,15 +7,17 @@ instead, and the child runs at a lower priority (`NICE`) and gives the core back
 read: the relay goes first when both have work, and the child takes what the relay leaves.
 
 The parent (the gateway's worker) still samples, pairs and records; the child only calls the
-backend and reads the streamed answer into a `Leg`, timed on the same clock (`perf_counter`:
-CLOCK_MONOTONIC in both processes) from the moment the parent started the call. A call the
+backend and reads the streamed answer into a `Leg`, timed from the moment the child started the
+call, as the primary's leg is from the moment the relay did: a call waiting in the pipe or for
+the child's turn on the core is the gateway's delay, not the candidate's. The child builds one
+leg per turn of its loop, so the streams ending at the same step are read when they end. A call the
 parent cancels (the shadow timeout, shutdown) is cancelled in the child, which closes the
 upstream connection as the inline leg does. A child that dies fails its calls as `503` legs
 and is started again by the next call.
 
 Frames on the child's stdin and stdout: a 4-byte length, then a pickle (parent and child are
 the same program). Parent to child: the log level and the backends' settings once, then one
-`(id, backend name, request, started)` per call and `(id,)` to cancel one. Child to parent:
+`(id, backend name, request)` per call and `(id,)` to cancel one. Child to parent:
 `READY` once its backends are built, then `(id, answer)` per call, the answer an `Answered` or
 a `Failure`.
 """
@@ -43,6 +45,7 @@ from backends.base import Backend, EventStream, TokenIds, UpstreamRequest
 from backends.errors import GatewayError
 from backends.piping import pipe
 from backends.registry import BackendSettings
+from backends.transport.turns import OnePerTurn
 from gateway.logs import configure_logging
 from gateway.shadow import legs
 from gateway.shadow.pairs import Leg
@@ -145,7 +148,7 @@ class StreamReader:
         answer: asyncio.Future[Answered | Failure] = asyncio.get_running_loop().create_future()
         self._calls[call] = answer
         try:
-            _write(child, (call, name, request, started))
+            _write(child, (call, name, request))
             reply = await answer
         except asyncio.CancelledError:
             if child.returncode is None:
@@ -239,10 +242,11 @@ async def _serve(channel: int) -> None:
     backends = {name: registry.create(name, config) for name, config in settings.items()}
     send(READY)
     running: dict[int, asyncio.Task[None]] = {}
+    turns = OnePerTurn()
 
-    async def run(call: int, name: str, request: UpstreamRequest, started: float) -> None:
+    async def run(call: int, name: str, request: UpstreamRequest) -> None:
         try:
-            answer: Answered | Failure = await read_leg(backends[name], request, started)
+            answer: Answered | Failure = await read_leg(backends[name], request, turns)
         except GatewayError as exc:
             answer = Failure(exc.status_code, exc.message, exc.endpoint)
         except asyncio.CancelledError:
@@ -271,12 +275,15 @@ async def _serve(channel: int) -> None:
     writer.close()
 
 
-async def read_leg(backend: Backend, request: UpstreamRequest, started: float) -> Answered:
+async def read_leg(backend: Backend, request: UpstreamRequest, turns: OnePerTurn) -> Answered:
     """One call, as the child reads it: the answer's events read into a `Leg`, timed from
-    `started` (the moment the parent started the call)."""
+    now, built in a turn of its own (`turns`): building a long leg takes a while, and the other
+    streams' last events, read meanwhile, would be timed late."""
+    started = perf_counter()
     chunks, ended, events = await read_events(backend, request, yielding=True)
+    await turns.next()
     leg = legs.from_events(backend.name, chunks, started, ended)
-    _yield_core()  # building a long leg takes a while
+    _yield_core()
     return leg, events.ids, events.endpoint
 
 
@@ -290,7 +297,8 @@ def _yield_core() -> None:
 async def read_events(
     backend: Backend, request: UpstreamRequest, yielding: bool = False
 ) -> tuple[Arrivals, float, EventStream]:
-    """A streamed answer's chunks, each with the time it arrived, the time it ended, and the
+    """A streamed answer's chunks, each with the time it arrived, the time it ended (its last
+    piece's arrival: this task resumes later, after whatever else the loop runs first), and the
     stream (its token ids and endpoint); piped from the socket's callback, no task wake per
     event. The inline leg and the child read the same way; the child `yielding` the core after
     each read (`_yield_core`)."""
@@ -307,7 +315,8 @@ async def read_events(
         await pipe(events, keep)
     finally:
         await events.aclose()
-    return chunks, perf_counter(), events
+    ended = chunks.times[-1] if chunks.times else perf_counter()
+    return chunks, ended, events
 
 
 def main() -> None:

@@ -244,10 +244,18 @@ def test_burst_point_shadowed_with_a_reader_process() -> None:
     fields = point("burst_point.py", "cadence", "quick", "shadow", "reader")
     assert fields["errors"] == "0"
     assert float(fields["cpu_per_chunk"]) > 0
-    assert fields["coalesced"] == "0"
-    assert float(fields["cpu_per_chunk"]) > 0
     assert float(fields["delay_p99"]) > 0
     assert fields["coalesced"] == "0"
+
+
+@pytest.mark.usefixtures("load_tools")
+def test_shadow_timing() -> None:
+    fields = point("shadow_timing.py", "cadence", "quick", "reader")
+    assert int(fields["pairs"]) == int(fields["streams"]) > 0  # every stream paired
+    for figure in ("ttft", "e2e"):
+        assert 0 < float(fields[f"{figure}_primary_p50"]) <= float(fields[f"{figure}_primary_p95"])
+        assert float(fields[f"{figure}_candidate_p95"]) > 0
+        assert float(fields[f"{figure}_p95_ratio"]) > 0
 
 
 def test_burst_client_counts_each_chunk() -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from dataclasses import replace
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import Any, cast
 
 import openai
 import orjson
@@ -22,7 +23,9 @@ import pytest
 
 from backends import registry
 from backends.arrivals import Arrivals
-from backends.base import Route, UpstreamRequest
+from backends.base import EventStream, Route, UpstreamRequest
+from backends.piping import Deliver, pipe
+from backends.transport.turns import OnePerTurn
 from backends.vllm import VllmSettings
 from gateway.app import create_app
 from gateway.metrics import Metrics
@@ -152,7 +155,7 @@ def test_the_child_gives_the_core_back_after_each_read_and_each_leg(
             chunks, _, _ = await reader.read_events(backend, request("long:5"), yielding=True)
             per_read = len(yields) - inline
             before = len(yields)
-            leg, _, _ = await reader.read_leg(backend, request("hi"), perf_counter())
+            leg, _, _ = await reader.read_leg(backend, request("hi"), OnePerTurn())
         finally:
             await backend.close()
         return inline, per_read, len(list(chunks)), len(yields) - before, leg.text
@@ -163,6 +166,76 @@ def test_the_child_gives_the_core_back_after_each_read_and_each_leg(
     assert per_read == reads
     assert text == "hello from fake"
     assert for_leg >= 2  # its reads, then the leg
+
+
+class Hogged:
+    """A real stream whose reader's loop is held up once the answer's last piece was read, before
+    the reading task can resume: what other streams' work does to it at an engine's step."""
+
+    def __init__(self, events: EventStream, seconds: float) -> None:
+        self._events, self._seconds = events, seconds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._events, name)
+
+    async def pipe(self, deliver: Deliver) -> bool:
+        def hog_after_the_end(piece: bytes) -> bool:
+            kept = deliver(piece)
+            if b"[DONE]" in piece:  # the loop busy elsewhere before the reading task resumes
+                time.sleep(self._seconds)
+            return kept
+
+        return await pipe(self._events, hog_after_the_end)
+
+
+def test_a_leg_ends_when_its_last_piece_came_not_when_its_task_resumed(
+    fake_upstream: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = VllmSettings(url=fake_upstream[1].url, model=MODEL)
+
+    async def scenario() -> tuple[Leg, float]:
+        backend = registry.create("cand", settings)
+        real = backend.stream
+
+        async def hogged(upstream: UpstreamRequest) -> EventStream:
+            return cast(EventStream, Hogged(await real(upstream), 0.3))
+
+        monkeypatch.setattr(backend, "stream", hogged)
+        try:
+            began = perf_counter()
+            leg, _, _ = await reader.read_leg(backend, request("long:5"), OnePerTurn())
+            return leg, perf_counter() - began
+        finally:
+            await backend.close()
+
+    leg, took = asyncio.run(scenario())
+    assert took >= 0.3  # the hog did hold the reading task up
+    assert leg.text == "hello from fake....."
+    assert leg.e2e_ms is not None
+    assert 50 <= leg.e2e_ms < 250  # six events 10 ms apart; not the hog's 300 ms
+
+
+def test_the_child_times_a_call_from_when_it_started_it(fake_upstream: Fake) -> None:
+    """Not from when the worker asked: a call waiting in the pipe, or for the child's turn on
+    the core, is the gateway's delay, and the primary's leg is timed from its own call too."""
+    settings = {"cand": VllmSettings(url=fake_upstream[1].url, model=MODEL)}
+
+    async def scenario() -> Leg:
+        child = StreamReader(settings)
+        await child.start()
+        try:
+            asked_long_ago = perf_counter() - 10.0
+            leg, _, _ = await child.read("cand", request("long:5"), asked_long_ago)
+        finally:
+            await child.close()
+        return leg
+
+    leg = asyncio.run(scenario())
+    assert leg.text == "hello from fake....."
+    assert leg.ttft_ms is not None
+    assert leg.e2e_ms is not None
+    assert 0 < leg.ttft_ms < leg.e2e_ms
+    assert 50 <= leg.e2e_ms < 5000  # six events 10 ms apart, not the 10 s since it was asked
 
 
 def test_a_call_cancelled_by_the_shadow_timeout_is_cut_in_the_child(fake_upstream: Fake) -> None:
