@@ -61,11 +61,9 @@ def main() -> int:
             candidate = start_sse_upstream(stack, tmp / "cand", LOAD_CORE, 0.0, load.tick_ms).url
         if candidate is not None and "direct-shadowed" in flags:
             points.append(direct_shadowed(mode, sse, candidate, load, by_index))
-        settings = burst_settings(sse, tmp, candidate)
+        settings = burst_settings(sse, tmp, candidate, reader="reader" in flags)
         if "poll-off" in flags:
             settings["GATEWAY_BUSY_POLL_US"] = "0"
-        if "reader" in flags:
-            settings["GATEWAY_SHADOW_READER"] = "process"
         gateway = start_gateway(stack, tmp, str(GATEWAY_CORE), settings, "gateway")
         points.append(burst_point(mode, "gateway", gateway.url, load, gateway.pid, by_index))
     for point in points:

@@ -148,12 +148,17 @@ def shadowed_settings(stack: ExitStack, primary: str, home: Path) -> dict[str, s
     return gateway_settings(primary, home, shadow=start_nginx(stack, folder, LOAD_CORE))
 
 
-def burst_settings(primary: str, home: Path, candidate: str | None = None) -> dict[str, str]:
+def burst_settings(
+    primary: str, home: Path, candidate: str | None = None, reader: bool = False
+) -> dict[str, str]:
     """`gateway_settings` for streams in engine steps: nothing refused or queued, and with a
-    ``candidate``, every stream shadowed to it (streamed too), none dropped."""
+    ``candidate``, every stream shadowed to it (streamed too), none dropped; with ``reader``,
+    read in the worker's child (``GATEWAY_SHADOW_READER=process``)."""
     env = gateway_settings(primary, home, candidate, capacity=BURST_CAPACITY)  # probes off
     if candidate is not None:
         env |= {"GATEWAY_SHADOW_MAX_IN_FLIGHT": str(BURST_CAPACITY)}
+    if reader:
+        env |= {"GATEWAY_SHADOW_READER": "process"}
     return env
 
 

@@ -341,7 +341,7 @@ def burst_paths(scenario: str, load: BurstLoad, tmp: Path, retries: int) -> list
         with ExitStack() as inner:
             candidate = start_sse_upstream(inner, home / "candidate", LOAD_CORE, 0.0, load.tick_ms)
             gw_home = _dir(home / "gw-shadow-child")
-            env = burst_settings(sse, gw_home, candidate.url) | {"GATEWAY_SHADOW_READER": "process"}
+            env = burst_settings(sse, gw_home, candidate.url, reader=True)
             gw = start_gateway(inner, gw_home, str(GATEWAY_CORE), env, "gw-shadow-child")
             # The gateway's CPU and RSS include its child's (procs.cpu_split, rss_mb).
             child = _burst(scenario, SHADOWED_CHILD, gw.url, load, gw.pid, retries)

@@ -31,6 +31,8 @@ from procs import (
 )
 from run import FULL, QUICK
 
+from gateway.stats import latency
+
 FIGURES = ("ttft_ms", "e2e_ms")
 
 
@@ -44,9 +46,7 @@ def main() -> int:
         with ExitStack() as stack:
             primary = start_sse_upstream(stack, tmp / "primary", LOAD_CORE, 0.0, load.tick_ms)
             candidate = start_sse_upstream(stack, tmp / "cand", LOAD_CORE, 0.0, load.tick_ms)
-            settings = burst_settings(primary.url, tmp, candidate.url)
-            if "reader" in flags:
-                settings["GATEWAY_SHADOW_READER"] = "process"
+            settings = burst_settings(primary.url, tmp, candidate.url, reader="reader" in flags)
             gateway = start_gateway(stack, tmp, str(GATEWAY_CORE), settings, "gateway")
             point = burst_point(mode, "gateway", gateway.url, load, gateway.pid, False)
             time.sleep(2.0)  # the last pairs are built one per turn, then written in batches
@@ -55,14 +55,12 @@ def main() -> int:
     pairs = len(legs["primary_ttft_ms"])
     print(f"mode={mode} reader={'reader' in flags} streams={load.streams} pairs={pairs} "
           f"delay_p99={point.result.delay_p99_ms}")  # fmt: skip
-    for figure in FIGURES:
-        first, second = legs[f"primary_{figure}"], legs[f"candidate_{figure}"]
+    for figure in FIGURES:  # as the report reads them (`gateway.report.summary`)
+        first, second = latency(legs[f"primary_{figure}"]), latency(legs[f"candidate_{figure}"])
         name = figure.removesuffix("_ms")
-        print(f"  {name}_primary_p50={percentile(first, 50):.1f} "
-              f"{name}_primary_p95={percentile(first, 95):.1f} "
-              f"{name}_candidate_p50={percentile(second, 50):.1f} "
-              f"{name}_candidate_p95={percentile(second, 95):.1f} "
-              f"{name}_p95_ratio={percentile(second, 95) / percentile(first, 95):.3f}")  # fmt: skip
+        print(f"  {name}_primary_p50={first.p50:.1f} {name}_primary_p95={first.p95:.1f} "
+              f"{name}_candidate_p50={second.p50:.1f} {name}_candidate_p95={second.p95:.1f} "
+              f"{name}_p95_ratio={second.p95 / first.p95:.3f}")  # fmt: skip
     return 0
 
 
@@ -74,13 +72,7 @@ def read_legs(path: Path) -> dict[str, list[float]]:
             f"SELECT {', '.join(columns)} FROM pairs WHERE kind = 'shadow' "  # noqa: S608
             "AND primary_status = 200 AND candidate_status = 200"
         ).fetchall()
-    return {name: sorted(row[n] for row in rows) for n, name in enumerate(columns)}
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """The nearest-rank percentile of sorted values."""
-    rank = max(1, round(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
+    return {name: [row[n] for row in rows] for n, name in enumerate(columns)}
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ The parent (the gateway's worker) still samples, pairs and records; the child on
 backend and reads the streamed answer into a `Leg`, timed from the moment the child started the
 call, as the primary's leg is from the moment the relay did: a call waiting in the pipe or for
 the child's turn on the core is the gateway's delay, not the candidate's. The child builds one
-leg per turn of its loop, so the streams ending at the same step are read when they end. A call the
-parent cancels (the shadow timeout, shutdown) is cancelled in the child, which closes the
+leg per turn of its loop, so the streams ending at the same step are read when they end. A call
+the parent cancels (the shadow timeout, shutdown) is cancelled in the child, which closes the
 upstream connection as the inline leg does. A child that dies fails its calls as `503` legs
 and is started again by the next call.
 
