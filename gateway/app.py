@@ -379,10 +379,11 @@ def create_app(settings: Settings | None = None) -> Gateway:
 
 
 async def _probe(backends: dict[str, Guarded], router: Router, interval: float) -> None:
-    """Readiness probes: a failing one opens the backend's circuit, a passing one closes it,
-    and a route still learning its name takes it from its primary's answer. A probe gets at
-    least `PROBE_TIMEOUT`: a replica pool probes each endpoint within its own bound and is
-    ready while one is, so a slow endpoint must not open the whole pool's circuit."""
+    """Readiness probes: a failing one opens the backend's circuit (unless requests are being
+    answered: `gateway.proxy.guard`), a passing one closes it, and a route still learning its
+    name takes it from its primary's answer. A probe gets at least `PROBE_TIMEOUT`: a replica
+    pool probes each endpoint within its own bound and is ready while one is, so a slow
+    endpoint must not open the whole pool's circuit."""
     while True:
         await asyncio.sleep(interval)
         for backend in backends.values():
@@ -391,6 +392,6 @@ async def _probe(backends: dict[str, Guarded], router: Router, interval: float) 
                 health = await asyncio.wait_for(backend.health(), timeout=timeout)
                 router.note_health(backend.name, health)
             except TimeoutError:
-                backend.circuit.trip()
+                backend.probe_failed()
             except Exception as exc:  # a probe must never end the loop
                 log.warning("probe of %s failed: %s", backend.name, type(exc).__name__)

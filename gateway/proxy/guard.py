@@ -7,6 +7,10 @@ every engine gets the same rules. The circuit:
     open --(after `cooldown` seconds)--> half-open: one request probes the engine
     half-open --(its success)--> closed;  --(its failure)--> open again
 
+A failed readiness probe does not open it while requests are being answered (one was since the
+previous probe): an engine too busy to answer its probe in time is serving, not down, and a
+whole pool of busy replicas must not turn into 503s for a cooldown.
+
 Overload answers 429 and an open circuit 503, both with `Retry-After`, because the SDKs retry
 those after waiting instead of piling onto an engine that cannot keep up.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
@@ -32,6 +37,7 @@ from backends.sampling import Sampling
 
 # Errors that say the engine is unwell (not that the request was bad).
 ENGINE_FAILURES = (BackendUnavailable, BackendTimeout, BackendProtocolError)
+log = logging.getLogger("gateway.proxy.guard")
 
 
 class Circuit:
@@ -46,6 +52,7 @@ class Circuit:
         self._failures = 0
         self._opened_at: float | None = None
         self._probing = False
+        self._answered = False  # a request was answered since the last readiness probe
 
     @property
     def state(self) -> str:
@@ -72,6 +79,7 @@ class Circuit:
         self._failures = 0
         self._opened_at = None
         self._probing = False
+        self._answered = True
 
     def failed(self) -> None:
         self._failures += 1
@@ -85,9 +93,21 @@ class Circuit:
         self._probing = False
 
     def trip(self) -> None:
-        """A readiness probe failed: open now."""
+        """Open now, whatever the count."""
         self._opened_at = self._clock()
         self._probing = False
+
+    def probe_failed(self) -> bool:
+        """A readiness probe failed: opens the circuit unless a request was answered since the
+        previous probe. True when it opened (or stays open)."""
+        answered, self._answered = self._answered, False
+        if answered and self._opened_at is None:
+            return False
+        self.trip()
+        return True
+
+    def probe_passed(self) -> None:
+        self._answered = False
 
 
 class Guarded:
@@ -168,11 +188,23 @@ class Guarded:
 
     async def health(self) -> Health:
         health = await self.inner.health()
-        if not health.ready:
-            self.circuit.trip()
-        elif self.circuit.state != "closed" and self.circuit.allow():
-            self.circuit.succeeded()  # the probe is the half-open request
+        if health.ready:
+            if self.circuit.state != "closed" and self.circuit.allow():
+                self.circuit.succeeded()  # the probe is the half-open request
+            self.circuit.probe_passed()
+        else:
+            self.probe_failed()
         return health
+
+    def probe_failed(self) -> None:
+        """A readiness probe failed or got no answer: see `Circuit.probe_failed`."""
+        was = self.circuit.state
+        if self.circuit.probe_failed():
+            if was == "closed":  # the detail may quote an address: `/ready` shows it
+                log.warning("backend %s failed its readiness probe: circuit open", self.name)
+        else:
+            log.info("backend %s failed its readiness probe while answering requests: "
+                     "circuit kept closed", self.name)  # fmt: skip
 
     async def close(self) -> None:
         await self.inner.close()

@@ -55,17 +55,22 @@ def _chunk(text: str) -> bytes:
 
 
 class FakeUpstream:
-    """A raw ASGI app; `calls` counts requests, `cancelled` counts streams cut by the client."""
+    """A raw ASGI app; `calls` counts requests, `cancelled` counts streams cut by the client;
+    `/health` answers after `health_delay` seconds (an engine too busy for its probe)."""
 
     def __init__(self) -> None:
         self.calls = 0
         self.cancelled = 0
+        self.health_delay = 0.0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         path = scope["path"]
         if path == "/health":
+            if self.health_delay:
+                await receive()  # the GET's empty body, so `_idle` waits for a disconnect
+                await _idle(receive, self.health_delay)
             await _send(send, 200, b"")
             return
         if path == "/v1/models":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Iterator
@@ -63,8 +64,58 @@ def test_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() -> Non
 
 def test_a_failed_readiness_probe_trips_the_circuit() -> None:
     circuit = Circuit(failures=5, cooldown=1, clock=Clock())
-    circuit.trip()
+    assert circuit.probe_failed()
     assert circuit.state == "open"
+
+
+def test_a_failed_probe_is_overruled_by_requests_answered_since_the_previous_one() -> None:
+    circuit = Circuit(failures=5, cooldown=1, clock=Clock())
+    circuit.succeeded()  # a request answered
+    assert not circuit.probe_failed()
+    assert circuit.state == "closed"
+    assert circuit.probe_failed()  # nothing answered since that probe
+    assert circuit.state == "open"
+    other = Circuit(failures=5, cooldown=1, clock=Clock())
+    other.succeeded()
+    other.probe_passed()  # the evidence belongs to the probe round it came in
+    assert other.probe_failed()
+    assert other.state == "open"
+
+
+def test_a_backend_too_busy_for_its_probe_keeps_serving_until_its_answers_stop(
+    fake_upstream: Fake, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every probe times out (the engine answers /health after 30 s, the probe waits 1.1 s)
+    while requests are answered: the circuit stays closed. Once no request is answered between
+    two probes, the next failed probe opens it."""
+    fake, upstream = fake_upstream
+    settings = Settings(
+        backends={"main": VllmSettings(url=upstream.url, model=MODEL, connect_timeout=0.1)},
+        primary="main", probe_interval=0.2, records_url="sqlite:///:memory:",
+    )  # fmt: skip
+    with ThreadedServer(create_app(settings)) as server, caplog.at_level(logging.INFO):
+        fake.health_delay = 30.0  # the fake is the session's: reset below
+        try:
+            answered_then_refused(server.url, caplog)
+        finally:
+            fake.health_delay = 0.0
+
+
+def answered_then_refused(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    statuses, until = [], time.monotonic() + 4.0  # three probe rounds fail, or more
+    while time.monotonic() < until:
+        statuses.append(chat(url, "hello").status_code)
+        time.sleep(0.05)
+    assert set(statuses) == {200}
+    kept = "backend main failed its readiness probe while answering requests"
+    assert caplog.text.count(kept) >= 2
+    deadline = time.monotonic() + 15
+    while "backend main failed its readiness probe: circuit open" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.1)
+    refused = chat(url, "hello")
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "circuit_open"
 
 
 def chat(url: str, cue: str, **headers: str) -> httpx.Response:
