@@ -19,7 +19,6 @@ after every stream opened) barely moves with other processes on the machine, whe
 do: it is the figure to compare on a shared machine.
 """
 
-import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
 
-from loads import BurstLoad, BurstResult, Point, burst_client, burst_point
+from loads import BurstLoad, BurstResult, Point, beside_candidate, burst_point
 from procs import (
     GATEWAY_CORE,
     LOAD_CORE,
@@ -60,7 +59,7 @@ def main() -> int:
         if "shadow" in flags or "direct-shadowed" in flags:
             candidate = start_sse_upstream(stack, tmp / "cand", LOAD_CORE, 0.0, load.tick_ms).url
         if candidate is not None and "direct-shadowed" in flags:
-            points.append(direct_shadowed(mode, sse, candidate, load, by_index))
+            points.append(beside_candidate(mode, "direct-shadowed", sse, candidate, load, by_index))
         settings = burst_settings(sse, tmp, candidate, reader="reader" in flags)
         if "poll-off" in flags:
             settings["GATEWAY_BUSY_POLL_US"] = "0"
@@ -69,17 +68,6 @@ def main() -> int:
     for point in points:
         show(point)
     return 1 if any(point.result.errors for point in points) else 0
-
-
-def direct_shadowed(
-    mode: str, primary: str, candidate: str, load: BurstLoad, by_index: bool
-) -> Point:
-    """Direct, while `candidate` streams the same load to a client on the gateway's core."""
-    command = burst_client(GATEWAY_CORE, candidate, load)
-    with subprocess.Popen(command, stdout=subprocess.DEVNULL) as sink:
-        point = burst_point(mode, "direct-shadowed", primary, load, None, by_index)
-        sink.wait(timeout=120)
-    return point
 
 
 def show(point: Point) -> None:

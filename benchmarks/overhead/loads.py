@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from procs import HERE, LOAD_CORE, cpu_split, cpu_ticks, metric, process_tree, rss_mb
+from procs import GATEWAY_CORE, HERE, LOAD_CORE, cpu_split, cpu_ticks, metric, process_tree, rss_mb
 
 from benchmarks.upstream_client.interference import (
     Snapshot,
@@ -222,6 +222,19 @@ def burst_client(core: int, url: str, load: BurstLoad) -> list[str]:
     """The command of ``burst_client.py`` running `load` against `url`, pinned to `core`."""
     client = [*pinned(core), sys.executable, str(HERE / "burst_client.py"), url]
     return [*client, "--streams", str(load.streams), "--chunks", str(load.chunks)]
+
+
+def beside_candidate(
+    scenario: str, path: str, url: str, candidate: str, load: BurstLoad, by_index: bool = False
+) -> Point:
+    """`burst_point` of `url` with no proxy, while `candidate` streams the same load to a client
+    on the proxy's core: what a shadowed gateway's candidate upstream adds to the load core."""
+    with subprocess.Popen(
+        burst_client(GATEWAY_CORE, candidate, load), stdout=subprocess.DEVNULL
+    ) as sink:
+        point = burst_point(scenario, path, url, load, None, by_index)
+        sink.wait(timeout=120)
+    return point
 
 
 def burst_point(

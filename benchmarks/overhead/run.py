@@ -19,13 +19,23 @@ import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.upstream_client
 
-from loads import BurstLoad, Point, StreamLoad, accounted, burst_point, http_point, stream_point
+from loads import (
+    BurstLoad,
+    Point,
+    StreamLoad,
+    accounted,
+    beside_candidate,
+    burst_point,
+    http_point,
+    stream_point,
+)
 from plot import render_svg
 from procs import (
     GATEWAY_CORE,
@@ -41,6 +51,7 @@ from procs import (
     start_sse_upstream,
 )
 from report import (
+    BESIDE_CANDIDATE,
     BUSY_POLL,
     BUSY_POLL_US,
     CADENCE,
@@ -314,7 +325,8 @@ def stream_paths(plan: Plan, tmp: Path, sse: str) -> list[Point]:
 
 def burst_paths(scenario: str, load: BurstLoad, tmp: Path, retries: int) -> list[Point]:
     """Streams in engine steps through each path; the gateway also with every stream shadowed
-    to a second ticked upstream (on the load core, as the primary)."""
+    to a second ticked upstream (on the load core, as the primary), and direct while that
+    upstream streams to a client on the proxy's core (the shadowed rows' baseline)."""
     home = _dir(tmp / scenario)
     with ExitStack() as stack:
         sse = start_sse_upstream(stack, home / "primary", LOAD_CORE, 0.0, load.tick_ms).url
@@ -332,6 +344,8 @@ def burst_paths(scenario: str, load: BurstLoad, tmp: Path, retries: int) -> list
             points.append(_burst(scenario, "gateway", gw.url, load, gw.pid, retries))
         with ExitStack() as inner:
             candidate = start_sse_upstream(inner, home / "candidate", LOAD_CORE, 0.0, load.tick_ms)
+            beside = partial(beside_candidate, scenario, BESIDE_CANDIDATE, sse, candidate.url, load)
+            points.append(accounted(beside, None, retries))
             gw_home = _dir(home / "gw-shadow")
             env = burst_settings(sse, gw_home, candidate.url)
             gw = start_gateway(inner, gw_home, str(GATEWAY_CORE), env, "gw-shadow")

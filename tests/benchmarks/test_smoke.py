@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -88,8 +89,9 @@ def test_overhead(tmp_path: Path) -> None:
     ]
     child = "gateway, shadow 100%, read in a child"  # GATEWAY_SHADOW_READER=process
     bursts = ("direct", "nginx", "Python floor", "gateway", "gateway, shadow 100%", child)
-    expected += [("synchronised", path, 100) for path in bursts]
-    expected += [("cadence", path, 32) for path in bursts]
+    beside = "direct, candidate streaming too"  # the shadowed rows' baseline
+    expected += [("synchronised", path, 100) for path in (*bursts, beside)]
+    expected += [("cadence", path, 32) for path in (*bursts, beside)]
     pool = "gateway, pool of 3"  # a replica pool of three upstreams
     expected += [("http", pool, c) for c in (1, 64)] + [("stream", pool, n) for n in (1, 100)]
     assert sorted(rows) == sorted(expected)
@@ -100,7 +102,7 @@ def test_overhead(tmp_path: Path) -> None:
             assert row["counted"] > 0, key
             assert row["short_streams"] == 0, key
             assert numbers(row, "delay_p50_ms", "delay_p99_ms", "gap_p99_ms"), key
-            assert (row["cpu_us_per_chunk"] is None) == (key[1] == "direct"), key
+            assert (row["cpu_us_per_chunk"] is None) == key[1].startswith("direct"), key
         elif key[0] == "stream":
             assert row["streams"] > 0, key
             assert row["short_streams"] == 0, key
@@ -141,6 +143,37 @@ def test_overhead(tmp_path: Path) -> None:
     assert all(t["measured"] is not None for t in pooled)
     assert report["machine"]["nproc"] >= 1
     assert ET.fromstring(plot.read_text()).tag.endswith("svg")  # noqa: S314  (our own file)
+
+
+@pytest.mark.usefixtures("load_tools")
+def test_burst_rounds(tmp_path: Path) -> None:
+    out = tmp_path / "rounds.json"
+    run(BENCH / "overhead" / "burst_rounds.py", "--quick", "--rounds", "2", "--json", str(out))
+    report = json.loads(out.read_text())
+    assert len(report["rounds"]) == len(report["targets_by_round"]) == 2
+    for points in report["rounds"]:
+        assert all(p["errors"] == 0 and p["counted"] > 0 for p in points)
+        paths = {(p["scenario"], p["path"]) for p in points}
+        assert ("cadence", "direct, candidate streaming too") in paths
+    # The shadowed rows' figure is over the direct run beside the candidate's upstream.
+    for points, targets in zip(report["rounds"], report["targets_by_round"], strict=True):
+        rows = {(p["scenario"], p["path"]): p for p in points}
+        shadowed = next(t for t in targets if t["name"] == "same, every stream shadowed")
+        base = rows[("synchronised", "direct, candidate streaming too")]["delay_p99_ms"]
+        mine = rows[("synchronised", "gateway, shadow 100%")]["delay_p99_ms"]
+        assert shadowed["measured"] == pytest.approx(mine - base, abs=1e-3)
+    merged = report["targets"]
+    for i, target in enumerate(merged):
+        values = [targets[i]["measured"] for targets in report["targets_by_round"]]
+        if target["limit"] == "<= 0":  # a count that must be zero: its worst round
+            assert target["measured"] == max(values), target
+        else:
+            assert target["measured"] == pytest.approx(statistics.median(values), abs=1e-3)
+        if target["doubles"] is not None:
+            doubled = next(t for t in merged if t["name"] == target["doubles"])
+            bound = 2 * doubled["measured"]
+            assert target["verdict"] == ("PASS" if target["measured"] <= bound else "MISS")
+    assert {t["verdict"] for t in merged} <= {"PASS", "MISS", "-"}
 
 
 def test_hot_path_steps_are_recognised() -> None:
