@@ -29,6 +29,7 @@ from backends.errors import (
     BackendUnavailable,
     GatewayError,
 )
+from backends.piping import Deliver, pipe
 from backends.pool import discovery
 from backends.pool.affinity import key_of
 from backends.pool.balance import Balancer, Endpoint, Rules
@@ -270,7 +271,9 @@ class PooledBackend:
 
 class _PooledStream:
     """An endpoint's stream; the endpoint stays in flight until the stream ends, and a failure
-    while it runs counts against it."""
+    while it runs counts against it. Piped (`backends.piping`) when its endpoint's stream can
+    be, as a single backend's stream is: pulled, every event woke a task and climbed a
+    generator more (benchmarks/README.md, "A replica pool at engine steps")."""
 
     def __init__(self, pool: PooledBackend, endpoint: Endpoint, events: EventStream) -> None:
         self._pool = pool
@@ -282,6 +285,17 @@ class _PooledStream:
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self._relayed
+
+    async def pipe(self, deliver: Deliver) -> bool:
+        try:
+            ended = await pipe(self._events, deliver)
+        except GatewayError as exc:
+            exc.endpoint = self.endpoint
+            self._done(exc)
+            raise
+        if ended:
+            self._done(None)
+        return ended
 
     async def _relay(self) -> AsyncGenerator[bytes, None]:
         try:

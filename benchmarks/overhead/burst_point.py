@@ -1,7 +1,7 @@
 """Streams in engine steps through one gateway, for comparing commits: delay and CPU per chunk.
 
 Usage: ``python benchmarks/overhead/burst_point.py synchronised|cadence [quick] [shadow]
-[direct] [direct-shadowed] [floor] [poll-off] [reader] [by-index]``
+[direct] [direct-shadowed] [floor] [poll-off] [reader] [pool] [by-index]``
 
 ``quick``: the overhead run's ``--quick`` loads; ``shadow``: every stream shadowed to a second
 ticked upstream; ``direct`` and ``floor``: the upstream without a proxy and the Python floor,
@@ -10,7 +10,8 @@ the load core streams the same load to a second client on the gateway's core, wh
 shadowed gateway's candidate upstream adds to the load core with no proxy at all; ``poll-off``: the
 gateway with ``GATEWAY_BUSY_POLL_US=0``; ``reader``: the shadowed streams read in a child
 process (``GATEWAY_SHADOW_READER=process``; the CPU and RSS figures include the child's);
-``by-index``: also the delay p99 of each chunk index.
+``pool``: the gateway's backend a replica pool of three ticked upstreams (the streams spread
+over them); ``by-index``: also the delay p99 of each chunk index.
 
 Starts the ticked SSE upstream (core 0) and ``python -m gateway serve`` (core 1) from whatever
 ``gateway`` package Python imports, so ``PYTHONPATH=<a worktree of another commit>`` measures that
@@ -60,7 +61,11 @@ def main() -> int:
             candidate = start_sse_upstream(stack, tmp / "cand", LOAD_CORE, 0.0, load.tick_ms).url
         if candidate is not None and "direct-shadowed" in flags:
             points.append(beside_candidate(mode, "direct-shadowed", sse, candidate, load, by_index))
-        settings = burst_settings(sse, tmp, candidate, reader="reader" in flags)
+        pool = []
+        if "pool" in flags:  # two more ticked upstreams, for a replica pool of three
+            pool = [start_sse_upstream(stack, tmp / f"replica{n}", LOAD_CORE, 0.0, load.tick_ms).url
+                    for n in (2, 3)]  # fmt: skip
+        settings = burst_settings(sse, tmp, candidate, reader="reader" in flags, pool=pool)
         if "poll-off" in flags:
             settings["GATEWAY_BUSY_POLL_US"] = "0"
         gateway = start_gateway(stack, tmp, str(GATEWAY_CORE), settings, "gateway")

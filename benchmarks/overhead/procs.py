@@ -123,7 +123,8 @@ def start_gateway(
     env.update(settings, GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port))
     # From tmpdir, `-m gateway` would import the gateway the interpreter has installed, which
     # in a git worktree sharing another checkout's venv is that other checkout's.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
+    # A PYTHONPATH of one's own goes first: it names the tree to measure (another commit's).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(CHECKOUT)]))
     command = ["taskset", "-c", cores, "env", "-C", str(tmpdir), sys.executable]
     log = tmpdir / f"{name}.log"
     child = spawn(stack, [*command, "-m", "gateway", "serve"], log, env)
@@ -149,12 +150,17 @@ def shadowed_settings(stack: ExitStack, primary: str, home: Path) -> dict[str, s
 
 
 def burst_settings(
-    primary: str, home: Path, candidate: str | None = None, reader: bool = False
+    primary: str,
+    home: Path,
+    candidate: str | None = None,
+    reader: bool = False,
+    pool: Sequence[str] = (),
 ) -> dict[str, str]:
     """`gateway_settings` for streams in engine steps: nothing refused or queued, and with a
     ``candidate``, every stream shadowed to it (streamed too), none dropped; with ``reader``,
-    read in the worker's child (``GATEWAY_SHADOW_READER=process``)."""
-    env = gateway_settings(primary, home, candidate, capacity=BURST_CAPACITY)  # probes off
+    read in the worker's child (``GATEWAY_SHADOW_READER=process``); with ``pool``, the primary
+    is a replica pool of ``primary`` and those endpoints."""
+    env = gateway_settings(primary, home, candidate, capacity=BURST_CAPACITY, pool=pool)
     if candidate is not None:
         env |= {"GATEWAY_SHADOW_MAX_IN_FLIGHT": str(BURST_CAPACITY)}
     if reader:

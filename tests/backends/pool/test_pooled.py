@@ -14,6 +14,7 @@ import pytest
 from backends import registry
 from backends.base import Route, UpstreamRequest
 from backends.errors import BackendProtocolError, GatewayError
+from backends.piping import pipe
 from backends.pool.pooled import PooledBackend
 from backends.pool.stats import LocalStats
 from backends.vllm import VllmSettings
@@ -160,6 +161,40 @@ def test_a_stream_names_its_endpoint_and_a_failure_in_it_counts_there(
         assert backend.balancer.members[0].active == 0
 
     run([url, other], scenario)
+
+
+def test_a_piped_stream_hands_events_on_from_the_socket_and_settles_its_endpoint(
+    fakes: list[tuple[FakeUpstream, ThreadedServer]],
+) -> None:
+    """Piped, a pool's stream hands each read on from the connection's read callback, where no
+    task runs (pulled, every event would wake the reader's task), and gives its endpoint the
+    same verdicts as when pulled."""
+    url = fakes[0][1].url
+
+    async def scenario(backend: PooledBackend, stats: LocalStats) -> None:
+        backend.balancer.members[1].ready = False  # all to the first
+        handed: list[tuple[bytes, asyncio.Task[Any] | None]] = []
+
+        def deliver(events: bytes) -> bool:
+            handed.append((events, asyncio.current_task()))
+            return True
+
+        events = await backend.stream(ask("long:20", stream=True))  # 20 events 10 ms apart
+        assert await pipe(events, deliver)
+        await events.aclose()
+        assert b"".join(chunk for chunk, _ in handed).endswith(b"[DONE]\n\n")
+        # What came with the answer's head is handed on at once, in this task; the rest not.
+        assert sum(task is None for _, task in handed) >= 20, handed
+        broken = await backend.stream(ask("reset-mid-stream", stream=True))
+        with pytest.raises(BackendProtocolError) as failure:
+            await pipe(broken, deliver)
+        await broken.aclose()
+        assert failure.value.endpoint == name(url)
+        counted = stats.endpoints[name(url)]
+        assert (counted.answered.value, counted.failed.value, counted.in_flight.value) == (1, 1, 0)
+        assert backend.balancer.members[0].active == 0
+
+    run([url, fakes[1][1].url], scenario)
 
 
 def test_a_client_leaving_a_stream_frees_the_endpoint_without_a_verdict(
