@@ -59,12 +59,12 @@ def find(points: Sequence[Point], scenario: str, path: str, concurrency: int) ->
 
 
 def added(
-    points: Sequence[Point], point: Point | None, field: str, base: str = "direct"
+    points: Sequence[Point], point: Point | None, field: str, over: str = "direct"
 ) -> float | None:
-    """``field`` of ``point`` minus the `base` path's at the same scenario and load."""
+    """``field`` of ``point`` minus the `over` path's at the same scenario and load."""
     if point is None:
         return None
-    direct = find(points, point.scenario, base, point.concurrency)
+    direct = find(points, point.scenario, over, point.concurrency)
     mine, base = value_of(point, field), value_of(direct, field)
     return None if mine is None or base is None else round(mine - base, 4)
 
