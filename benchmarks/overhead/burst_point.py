@@ -1,7 +1,7 @@
 """Streams in engine steps through one gateway, for comparing commits: delay and CPU per chunk.
 
 Usage: ``python benchmarks/overhead/burst_point.py synchronised|cadence [quick] [shadow]
-[direct] [direct-shadowed] [floor] [poll-off] [reader] [pool] [by-index]``
+[direct] [direct-shadowed] [floor] [poll-off] [reader] [pool] [half-step] [by-index]``
 
 ``quick``: the overhead run's ``--quick`` loads; ``shadow``: every stream shadowed to a second
 ticked upstream; ``direct`` and ``floor``: the upstream without a proxy and the Python floor,
@@ -11,7 +11,9 @@ shadowed gateway's candidate upstream adds to the load core with no proxy at all
 gateway with ``GATEWAY_BUSY_POLL_US=0``; ``reader``: the shadowed streams read in a child
 process (``GATEWAY_SHADOW_READER=process``; the CPU and RSS figures include the child's);
 ``pool``: the gateway's backend a replica pool of three ticked upstreams (the streams spread
-over them); ``by-index``: also the delay p99 of each chunk index.
+over them); ``half-step``: the candidate's upstream steps half a step after the primary's (as
+another engine on its own clock would), where by default both step on the same grid;
+``by-index``: also the delay p99 of each chunk index.
 
 Starts the ticked SSE upstream (core 0) and ``python -m gateway serve`` (core 1) from whatever
 ``gateway`` package Python imports, so ``PYTHONPATH=<a worktree of another commit>`` measures that
@@ -58,7 +60,10 @@ def main() -> int:
                 points.append(burst_point(mode, "floor", floor.url, load, floor.pid, by_index))
         candidate = None
         if "shadow" in flags or "direct-shadowed" in flags:
-            candidate = start_sse_upstream(stack, tmp / "cand", LOAD_CORE, 0.0, load.tick_ms).url
+            phase = 0.5 if "half-step" in flags else 0.0  # the candidate's steps, half a step on
+            candidate = start_sse_upstream(
+                stack, tmp / "cand", LOAD_CORE, 0.0, load.tick_ms, phase
+            ).url
         if candidate is not None and "direct-shadowed" in flags:
             points.append(beside_candidate(mode, "direct-shadowed", sse, candidate, load, by_index))
         pool = []

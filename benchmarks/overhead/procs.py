@@ -51,11 +51,16 @@ class Server:
 
 
 def start_sse_upstream(
-    stack: ExitStack, tmpdir: Path, core: int, delay_ms: float, tick_ms: float = 0.0
+    stack: ExitStack,
+    tmpdir: Path,
+    core: int,
+    delay_ms: float,
+    tick_ms: float = 0.0,
+    phase: float = 0.0,
 ) -> Server:
     """The paced SSE upstream (``sse_upstream.py``) pinned to ``core``; with ``tick_ms``, its
-    streams run in engine steps (``ticks.py``)."""
-    ticks = ["--tick-ms", str(tick_ms)] if tick_ms else []
+    streams run in engine steps (``ticks.py``), ``phase`` of a step after the grid's."""
+    ticks = ["--tick-ms", str(tick_ms), "--tick-phase", str(phase)] if tick_ms else []
     return start_script(stack, tmpdir, core, "sse_upstream.py", "--delay-ms", str(delay_ms), *ticks)
 
 

@@ -145,9 +145,9 @@ class Upstream(asyncio.Protocol):
             self.transport.write(json_response(COMPLETION))
 
 
-async def serve(port: int, chunks: int, delay: float, tick: float) -> None:
+async def serve(port: int, chunks: int, delay: float, tick: float, phase: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
-    ticker = Ticker(tick, MODEL) if tick > 0 else None
+    ticker = Ticker(tick, MODEL, phase) if tick > 0 else None
     server = await loop.create_server(
         lambda: Upstream(chunks, delay, ticker), "127.0.0.1", port, backlog=4096
     )
@@ -162,8 +162,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20, help="events without max_tokens")
     parser.add_argument("--delay-ms", type=float, default=50.0, help="inter-token delay")
     parser.add_argument("--tick-ms", type=float, default=0.0, help="engine steps (0: paced)")
+    parser.add_argument(
+        "--tick-phase", type=float, default=0.0, help="the steps' offset, in steps (0 to 1)"
+    )
     args = parser.parse_args()
-    uvloop.run(serve(args.port, max(args.chunks, 1), args.delay_ms / 1000.0, args.tick_ms / 1000))
+    delay, tick = args.delay_ms / 1000.0, args.tick_ms / 1000.0
+    uvloop.run(serve(args.port, max(args.chunks, 1), delay, tick, args.tick_phase))
 
 
 if __name__ == "__main__":

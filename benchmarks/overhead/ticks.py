@@ -80,8 +80,9 @@ class TickedStream:
 class Ticker:
     """Every ``period`` seconds, the next chunk of every open stream, in one callback."""
 
-    def __init__(self, period: float, model: str) -> None:
+    def __init__(self, period: float, model: str, phase: float = 0.0) -> None:
         self.period, self.model = period, model.encode()
+        self.phase = phase  # the grid's offset, in periods: another engine's steps
         self.streams: list[TickedStream] = []
         self.timer: asyncio.TimerHandle | None = None
         self.due = 0  # the index of the next tick on the grid
@@ -95,12 +96,15 @@ class Ticker:
         if stream.step():
             self.streams.append(stream)
             if self.timer is None:
-                self.schedule(math.floor(time.monotonic() / self.period) + 1)
+                self.schedule(self.ticks_passed() + 1)
         return stream
+
+    def ticks_passed(self) -> int:
+        return math.floor(time.monotonic() / self.period - self.phase)
 
     def schedule(self, due: int) -> None:
         self.due = due
-        delay = due * self.period - time.monotonic()
+        delay = (due + self.phase) * self.period - time.monotonic()
         self.timer = asyncio.get_running_loop().call_later(max(delay, 0.0), self.tick)
 
     def tick(self) -> None:
@@ -109,5 +113,4 @@ class Ticker:
         self.timer = None
         self.streams = [stream for stream in self.streams if stream.step()]
         if self.streams:
-            now = math.floor(time.monotonic() / self.period) + 1
-            self.schedule(max(self.due + 1, now))
+            self.schedule(max(self.due + 1, self.ticks_passed() + 1))
