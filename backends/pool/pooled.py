@@ -290,7 +290,6 @@ class _PooledStream:
         try:
             ended = await pipe(self._events, deliver)
         except GatewayError as exc:
-            exc.endpoint = self.endpoint
             self._done(exc)
             raise
         if ended:
@@ -302,12 +301,14 @@ class _PooledStream:
             async for chunk in self._events:
                 yield chunk
         except GatewayError as exc:
-            exc.endpoint = self.endpoint
             self._done(exc)
             raise
         self._done(None)
 
     def _done(self, failure: GatewayError | None) -> None:
+        """The stream ended, whole or with `failure` (which then names the endpoint)."""
+        if failure is not None:
+            failure.endpoint = self.endpoint
         endpoint, self._endpoint = self._endpoint, None
         if endpoint is not None:
             self._pool._leave(endpoint)
