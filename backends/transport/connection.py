@@ -182,7 +182,9 @@ class Connection(asyncio.Protocol):
     def _hold(self) -> None:
         """The sink can take no more for now: pause reading, and let `pipe` return."""
         self._sink = None
-        if not self._paused and self.transport is not None:
+        # A whole answer leaves nothing to hold back, and a kept-alive connection paused here
+        # would never read the answer to its next call (a read timeout, after a client left).
+        if not self.done and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
         self._wake()

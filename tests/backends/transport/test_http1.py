@@ -648,6 +648,33 @@ def test_a_refusing_sink_pauses_reading_loses_nothing_and_never_times_out(run: R
     run(scenario())
 
 
+def test_an_answer_ended_in_a_refused_read_leaves_its_connection_reading(run: Run) -> None:
+    # The sink refuses the read that also ends the answer (its client left, or is slow): the
+    # connection is whole and kept, so the next call on it must have its answer read.
+    async def scenario() -> None:
+        last = chunk(b"data: 1\n\n") + END
+        async with Scripted(
+            send(CHUNKED + chunk(b"data: 0\n\n"), last, pause=0.05), send(OK)
+        ) as server:
+            pool = pool_for(server.url)
+            response = await pool.open(pool.head("POST", "/"), b"{}")
+            received: list[bytes] = []
+
+            def sink(piece: bytes) -> bool:
+                received.append(piece)
+                return False
+
+            while not await response.pipe(sink):
+                pass
+            assert received == [b"data: 0\n\n", b"data: 1\n\n"]
+            response.close()
+            assert (await pool.fetch(pool.head("POST", "/"), b"{}")).status == 200
+            await pool.close()
+        assert server.connections == 1  # read to its end: the connection was kept
+
+    run(scenario())
+
+
 def test_a_pipe_raises_what_reading_would_after_the_pieces_before(run: Run) -> None:
     async def scenario() -> None:
         async with Scripted(send(CHUNKED + chunk(b"data: 1\n\n"), b"zz\r\n", keep=False)) as server:
