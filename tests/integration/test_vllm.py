@@ -140,6 +140,7 @@ def test_stream_relays_done_marker(gateway: ThreadedServer) -> None:
         "model": TINY_MODEL,
         "messages": MESSAGES,
         "max_tokens": 5,
+        "temperature": 0,  # greedy, so no sampled end-of-text cuts the answer short
         "stream": True,
         "stream_options": {"include_usage": True},
     }
