@@ -161,7 +161,8 @@ def test_burst_rounds(tmp_path: Path) -> None:
     base = rows[("synchronised", "direct, candidate streaming too")]["delay_p99_ms"]
     mine = rows[("synchronised", "gateway, shadow 100%")]["delay_p99_ms"]
     assert shadowed["measured"] == pytest.approx(mine - base, abs=1e-3)
-    assert [t["measured"] for t in report["targets"]] == [t["measured"] for t in targets]
+    for merged, alone in zip(report["targets"], targets, strict=True):  # one round's median
+        assert merged["measured"] == pytest.approx(alone["measured"], abs=1e-3), merged
     assert {t["verdict"] for t in report["targets"]} <= {"PASS", "MISS", "-"}
 
 
