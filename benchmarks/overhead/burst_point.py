@@ -1,13 +1,16 @@
 """Streams in engine steps through one gateway, for comparing commits: delay and CPU per chunk.
 
 Usage: ``python benchmarks/overhead/burst_point.py synchronised|cadence [quick] [shadow]
-[direct] [direct-shadowed] [floor] [poll-off] [reader] [pool] [half-step] [by-index]``
+[direct] [direct-shadowed] [beside] [floor] [poll-off] [reader] [pool] [half-step] [by-index]``
 
 ``quick``: the overhead run's ``--quick`` loads; ``shadow``: every stream shadowed to a second
 ticked upstream; ``direct`` and ``floor``: the upstream without a proxy and the Python floor,
 measured first, in the same run; ``direct-shadowed``: direct while a second ticked upstream on
 the load core streams the same load to a second client on the gateway's core, which is what a
-shadowed gateway's candidate upstream adds to the load core with no proxy at all; ``poll-off``: the
+shadowed gateway's candidate upstream adds to the load core with no proxy at all; ``beside``:
+an unshadowed gateway alone, then while a plain client on its core reads the candidate's
+upstream, at the worker's priority and at the shadow reader's (the cheapest shadow there could
+be), before the gateway of the other flags; ``poll-off``: the
 gateway with ``GATEWAY_BUSY_POLL_US=0``; ``reader``: the shadowed streams read in a child
 process (``GATEWAY_SHADOW_READER=process``; the CPU and RSS figures include the child's);
 ``pool``: the gateway's backend a replica pool of three ticked upstreams (the streams spread
@@ -33,6 +36,7 @@ from loads import BurstLoad, BurstResult, Point, beside_candidate, burst_point
 from procs import (
     GATEWAY_CORE,
     LOAD_CORE,
+    READER_NICE,
     burst_settings,
     keep_to_the_load_core,
     start_floor_proxy,
@@ -59,18 +63,32 @@ def main() -> int:
                 floor = start_floor_proxy(inner, tmp / "floor", GATEWAY_CORE, sse)
                 points.append(burst_point(mode, "floor", floor.url, load, floor.pid, by_index))
         candidate = None
-        if "shadow" in flags or "direct-shadowed" in flags:
+        if flags & {"shadow", "direct-shadowed", "beside"}:
             phase = 0.5 if "half-step" in flags else 0.0  # the candidate's steps, half a step on
             candidate = start_sse_upstream(
                 stack, tmp / "cand", LOAD_CORE, 0.0, load.tick_ms, phase
             ).url
         if candidate is not None and "direct-shadowed" in flags:
             points.append(beside_candidate(mode, "direct-shadowed", sse, candidate, load, by_index))
+        if candidate is not None and "beside" in flags:
+            with ExitStack() as inner:
+                home = tmp / "beside"
+                home.mkdir()
+                plain = start_gateway(
+                    inner, home, str(GATEWAY_CORE), burst_settings(sse, home), "gateway"
+                )
+                points.append(burst_point(mode, "gateway", plain.url, load, plain.pid, by_index))
+                for nice in (0, READER_NICE):
+                    path = f"gateway, a reader beside at nice {nice}"
+                    points.append(beside_candidate(
+                        mode, path, plain.url, candidate, load, by_index, plain.pid, nice
+                    ))  # fmt: skip
         pool = []
         if "pool" in flags:  # two more ticked upstreams, for a replica pool of three
             pool = [start_sse_upstream(stack, tmp / f"replica{n}", LOAD_CORE, 0.0, load.tick_ms).url
                     for n in (2, 3)]  # fmt: skip
-        settings = burst_settings(sse, tmp, candidate, reader="reader" in flags, pool=pool)
+        shadow_to = candidate if "shadow" in flags else None
+        settings = burst_settings(sse, tmp, shadow_to, reader="reader" in flags, pool=pool)
         if "poll-off" in flags:
             settings["GATEWAY_BUSY_POLL_US"] = "0"
         gateway = start_gateway(stack, tmp, str(GATEWAY_CORE), settings, "gateway")

@@ -225,15 +225,23 @@ def burst_client(core: int, url: str, load: BurstLoad) -> list[str]:
 
 
 def beside_candidate(
-    scenario: str, path: str, url: str, candidate: str, load: BurstLoad, by_index: bool = False
+    scenario: str,
+    path: str,
+    url: str,
+    candidate: str,
+    load: BurstLoad,
+    by_index: bool = False,
+    proxy: int | None = None,
+    nice: int = 0,
 ) -> Point:
-    """`burst_point` of `url` with no proxy, while `candidate` streams the same load to a client
-    on the proxy's core: what a shadowed gateway's candidate upstream adds to the load core."""
-    with subprocess.Popen(
-        burst_client(GATEWAY_CORE, candidate, load), stdout=subprocess.DEVNULL
-    ) as sink:
-        point = burst_point(scenario, path, url, load, None, by_index)
-        sink.wait(timeout=120)
+    """`burst_point` of `url` while `candidate` streams the same load to a client on the
+    proxy's core, at CPU priority `nice`. With no proxy: what a shadowed gateway's candidate
+    upstream adds to the load core. With an unshadowed gateway: the cheapest shadow there could
+    be, a plain reader of the candidate's streams sharing the gateway's core."""
+    sink = burst_client(GATEWAY_CORE, candidate, load)
+    with subprocess.Popen(["nice", "-n", str(nice), *sink], stdout=subprocess.DEVNULL) as reader:
+        point = burst_point(scenario, path, url, load, proxy, by_index)
+        reader.wait(timeout=120)
     return point
 
 

@@ -35,6 +35,9 @@ CHECKOUT = HERE.parents[1]  # the repository holding this benchmark
 LISTENING = re.compile(r"listening on (\d+)")
 MODEL = "phi-3-mini-4k-instruct"  # what post.lua and sse_client.py send
 SHADOW_IN_FLIGHT = 64  # the shadow points' concurrency
+# The shadow reader's CPU priority, gateway.shadow.reader.NICE (not imported: the harness may
+# measure another commit's gateway), for a plain reader standing in for it.
+READER_NICE = 10
 BURST_CAPACITY = 4096  # issue 23: backends' max_concurrency and max_queue, so none is refused
 ATTEMPTS = 3  # nginx cannot bind port 0 and report it: a free port may be taken meanwhile
 # Load generator and upstreams share the first allowed core; the gateway gets the second.

@@ -31,6 +31,9 @@ SHADOWED_CHILD = "gateway, shadow 100%, read in a child"  # GATEWAY_SHADOW_READE
 # Direct while the candidate's upstream streams the same load to a client on the proxy's core:
 # what shadowing adds to the load core with no proxy at all, the baseline of the shadowed rows.
 BESIDE_CANDIDATE = "direct, candidate streaming too"
+# The unshadowed gateway while a plain client on its core reads the candidate's streams at the
+# shadow reader's priority: the least any shadow reading the candidate on that core can cost.
+SHADOW_FLOOR = "gateway, a reader of the candidate beside"
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,8 @@ def burst_targets(points: Sequence[Point]) -> list[Target]:
 
     The shadowed rows' added figure is over direct with the candidate's upstream streaming too
     (`BESIDE_CANDIDATE`) when the run has that point: the second upstream shares the load core
-    with the client, which costs direct itself a few ms with no proxy at all."""
+    with the client, which costs direct itself a few ms with no proxy at all. So is the shadow's
+    floor (`SHADOW_FLOOR`), shown beside them for reference when measured."""
     rows: list[Target] = []
     modes = ((SYNCHRONISED, "delay_p99_ms", 5.0), (CADENCE, "gap_p99_ms", 1.0))
     for scenario, field, limit in modes:
@@ -136,6 +140,10 @@ def burst_targets(points: Sequence[Point]) -> list[Target]:
         for label, point in (("", shadowed), (", read in a child", child)):
             theirs = added(points, point, field, base)
             rows.append(twice(f"same, every stream shadowed{label}", theirs, unshadowed, mine))
+        floor = find(points, scenario, SHADOW_FLOOR, n) if plain else None
+        if floor is not None:  # judged by none: what reading the candidate costs by itself
+            least = added(points, floor, field, base)
+            rows.append(_target("same, unshadowed, a plain reader beside", REFERENCE, least))
         if scenario == CADENCE:
             spoilable = (("", plain), (", shadowed", shadowed), (", read in a child", child))
             for label, point in spoilable:

@@ -40,6 +40,7 @@ from plot import render_svg
 from procs import (
     GATEWAY_CORE,
     LOAD_CORE,
+    READER_NICE,
     burst_settings,
     gateway_settings,
     keep_to_the_load_core,
@@ -59,6 +60,7 @@ from report import (
     POOL,
     ROUTED,
     ROUTES,
+    SHADOW_FLOOR,
     SHADOWED,
     SHADOWED_CHILD,
     SYNCHRONISED,
@@ -325,8 +327,9 @@ def stream_paths(plan: Plan, tmp: Path, sse: str) -> list[Point]:
 
 def burst_paths(scenario: str, load: BurstLoad, tmp: Path, retries: int) -> list[Point]:
     """Streams in engine steps through each path; the gateway also with every stream shadowed
-    to a second ticked upstream (on the load core, as the primary), and direct while that
-    upstream streams to a client on the proxy's core (the shadowed rows' baseline)."""
+    to a second ticked upstream (on the load core, as the primary), direct while that upstream
+    streams to a client on the proxy's core (the shadowed rows' baseline), and the unshadowed
+    gateway with that client beside it at the shadow reader's priority (the shadow's floor)."""
     home = _dir(tmp / scenario)
     with ExitStack() as stack:
         sse = start_sse_upstream(stack, home / "primary", LOAD_CORE, 0.0, load.tick_ms).url
@@ -346,6 +349,16 @@ def burst_paths(scenario: str, load: BurstLoad, tmp: Path, retries: int) -> list
             candidate = start_sse_upstream(inner, home / "candidate", LOAD_CORE, 0.0, load.tick_ms)
             beside = partial(beside_candidate, scenario, BESIDE_CANDIDATE, sse, candidate.url, load)
             points.append(accounted(beside, None, retries))
+            with ExitStack() as plain:
+                gw_home = _dir(home / "gw-floor")
+                gw = start_gateway(
+                    plain, gw_home, str(GATEWAY_CORE), burst_settings(sse, gw_home), "gw-floor"
+                )
+                floor_point = partial(
+                    beside_candidate, scenario, SHADOW_FLOOR, gw.url, candidate.url, load,
+                    proxy=gw.pid, nice=READER_NICE,
+                )  # fmt: skip
+                points.append(accounted(floor_point, gw.pid, retries))
             gw_home = _dir(home / "gw-shadow")
             env = burst_settings(sse, gw_home, candidate.url)
             gw = start_gateway(inner, gw_home, str(GATEWAY_CORE), env, "gw-shadow")

@@ -90,8 +90,9 @@ def test_overhead(tmp_path: Path) -> None:
     child = "gateway, shadow 100%, read in a child"  # GATEWAY_SHADOW_READER=process
     bursts = ("direct", "nginx", "Python floor", "gateway", "gateway, shadow 100%", child)
     beside = "direct, candidate streaming too"  # the shadowed rows' baseline
-    expected += [("synchronised", path, 100) for path in (*bursts, beside)]
-    expected += [("cadence", path, 32) for path in (*bursts, beside)]
+    floor = "gateway, a reader of the candidate beside"  # the shadow's floor
+    expected += [("synchronised", path, 100) for path in (*bursts, beside, floor)]
+    expected += [("cadence", path, 32) for path in (*bursts, beside, floor)]
     pool = "gateway, pool of 3"  # a replica pool of three upstreams
     expected += [("http", pool, c) for c in (1, 64)] + [("stream", pool, n) for n in (1, 100)]
     assert sorted(rows) == sorted(expected)
@@ -127,9 +128,11 @@ def test_overhead(tmp_path: Path) -> None:
     burst_targets = report["summary"]["burst_targets"]
     assert [t["name"] for t in burst_targets] == [
         "synchronised, 100 streams: added chunk delay p99", "same, every stream shadowed",
-        "same, every stream shadowed, read in a child", "gateway RSS, synchronised",
+        "same, every stream shadowed, read in a child", "same, unshadowed, a plain reader beside",
+        "gateway RSS, synchronised",
         "cadence, 32 streams: added gap p99", "same, every stream shadowed",
-        "same, every stream shadowed, read in a child", "chunks coalesced or reordered",
+        "same, every stream shadowed, read in a child", "same, unshadowed, a plain reader beside",
+        "chunks coalesced or reordered",
         "chunks coalesced or reordered, shadowed", "chunks coalesced or reordered, read in a child",
         "gateway RSS, cadence",
     ]  # fmt: skip
@@ -161,6 +164,11 @@ def test_burst_rounds(tmp_path: Path) -> None:
     base = rows[("synchronised", "direct, candidate streaming too")]["delay_p99_ms"]
     mine = rows[("synchronised", "gateway, shadow 100%")]["delay_p99_ms"]
     assert shadowed["measured"] == pytest.approx(mine - base, abs=1e-3)
+    # So is the shadow's floor, shown for reference and judged by none.
+    floor = next(t for t in targets if t["name"] == "same, unshadowed, a plain reader beside")
+    least = rows[("synchronised", "gateway, a reader of the candidate beside")]["delay_p99_ms"]
+    assert floor["measured"] == pytest.approx(least - base, abs=1e-3)
+    assert (floor["limit"], floor["met"]) == ("(reference)", None)
     for merged, alone in zip(report["targets"], targets, strict=True):  # one round's median
         assert merged["measured"] == pytest.approx(alone["measured"], abs=1e-3), merged
     assert {t["verdict"] for t in report["targets"]} <= {"PASS", "MISS", "-"}
@@ -279,8 +287,14 @@ def test_stream_point(streams: str) -> None:
 
 @pytest.mark.usefixtures("load_tools")
 def test_burst_point() -> None:
-    fields = point("burst_point.py", "cadence", "quick", "floor")
-    assert fields["errors"] == "0"
+    out = overhead_script("burst_point.py", "cadence", "quick", "floor", "beside")
+    paths = [line.split(" streams=")[0] for line in out.splitlines() if line.startswith("path=")]
+    assert paths == [
+        "path=floor", "path=gateway", "path=gateway, a reader beside at nice 0",
+        "path=gateway, a reader beside at nice 10", "path=gateway",
+    ]  # fmt: skip
+    assert out.count("errors=0") == len(paths)
+    fields = dict(part.split("=") for part in out.split() if "=" in part)  # the last path's
     assert float(fields["cpu_per_chunk"]) > 0
     assert float(fields["delay_p99"]) > 0
     assert fields["coalesced"] == "0"
