@@ -10,9 +10,9 @@ the load core streams the same load to a second client on the gateway's core, wh
 shadowed gateway's candidate upstream adds to the load core with no proxy at all; ``beside``:
 an unshadowed gateway alone, then while a plain client on its core reads the candidate's
 upstream, at the worker's priority and at the shadow reader's (the cheapest shadow there could
-be), before the gateway of the other flags; ``poll-off``: the
-gateway with ``GATEWAY_BUSY_POLL_US=0``; ``reader``: the shadowed streams read in a child
-process (``GATEWAY_SHADOW_READER=process``; the CPU and RSS figures include the child's);
+be), before the gateway of the other flags; ``poll-off``: the gateway with
+``GATEWAY_BUSY_POLL_US=0``; ``reader``: the shadowed streams read in a child process
+(``GATEWAY_SHADOW_READER=process``; the CPU and RSS figures include the child's);
 ``pool``: the gateway's backend a replica pool of three ticked upstreams (the streams spread
 over them); ``half-step``: the candidate's upstream steps half a step after the primary's (as
 another engine on its own clock would), where by default both step on the same grid;
