@@ -262,7 +262,11 @@ def overhead_script(script: str, *args: str) -> str:
 
 def point(script: str, *args: str) -> dict[str, str]:
     """One of the overhead folder's A/B scripts, run; its `key=value` fields."""
-    out = overhead_script(script, *args)
+    return fields_of(overhead_script(script, *args))
+
+
+def fields_of(out: str) -> dict[str, str]:
+    """The `key=value` fields of a script's output (a key printed twice: its last value)."""
     return dict(part.split("=") for part in out.split() if "=" in part)
 
 
@@ -294,7 +298,7 @@ def test_burst_point() -> None:
         "path=gateway, a reader beside at nice 10", "path=gateway",
     ]  # fmt: skip
     assert out.count("errors=0") == len(paths)
-    fields = dict(part.split("=") for part in out.split() if "=" in part)  # the last path's
+    fields = fields_of(out)  # the last path's
     assert float(fields["cpu_per_chunk"]) > 0
     assert float(fields["delay_p99"]) > 0
     assert fields["coalesced"] == "0"
