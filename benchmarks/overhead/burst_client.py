@@ -11,6 +11,11 @@ token's business, not the relay's.
 
 Same build as ``sse_client.py``: a raw asyncio protocol on uvloop with httptools' C parser, no
 task per stream. Each connection carries one stream.
+
+``--sweep-ms MS``: after its first event, each stream's socket is read only every MS ms (all
+that came meanwhile at once), for the reader beside a gateway that asks whether reading in bulk
+costs the relay less ("The shadow's floor"); its delays then say when it read, not when the
+chunks came.
 """
 
 import argparse
@@ -51,6 +56,8 @@ class BurstStream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.now = time.monotonic()
         self.batch += 1
+        if self.first.sweeps is not None and self.stream.arrivals and self.transport is not None:
+            self.first.sweeps.hold(self.transport)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -88,12 +95,33 @@ class BurstStream(asyncio.Protocol):
             self.done.set_result(None)
 
 
+class Sweeps:
+    """Sockets held unread until the next sweep, every `every` seconds."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.held: list[asyncio.Transport] = []
+
+    def hold(self, transport: asyncio.Transport) -> None:
+        transport.pause_reading()
+        self.held.append(transport)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            held, self.held = self.held, []
+            for transport in held:
+                if not transport.is_closing():
+                    transport.resume_reading()
+
+
 class FirstEvents:
     """Says ``opened`` once every stream has its first event (or ended without one)."""
 
-    def __init__(self, streams: int) -> None:
+    def __init__(self, streams: int, sweeps: Sweeps | None = None) -> None:
         self.left = streams
         self.at = 0.0
+        self.sweeps = sweeps
 
     def arrived(self, now: float) -> None:
         self.left -= 1
@@ -120,11 +148,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     gc.freeze()
     gc.disable()  # one round, every sample kept until the end: nothing for the collector
     request = request_bytes(args.url, args.chunks)
-    first = FirstEvents(args.streams)
+    sweeps = Sweeps(args.sweep_ms / 1000.0) if args.sweep_ms > 0 else None
+    sweeping = None if sweeps is None else asyncio.create_task(sweeps.run())
+    first = FirstEvents(args.streams, sweeps)
     cpu_before, wall_before = os.times(), time.monotonic()
     streams = await asyncio.gather(
         *(one_stream(args.url, request, first) for _ in range(args.streams))
     )
+    if sweeping is not None:
+        sweeping.cancel()
     cpu_after, wall_after = os.times(), time.monotonic()
     cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
     summary = summarise(streams, args.chunks, first.at)
@@ -141,6 +173,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000, help="streams opened together")
     parser.add_argument("--chunks", type=int, default=20, help="events the upstream sends")
     parser.add_argument("--by-index", action="store_true", help="delay p99 per chunk index")
+    parser.add_argument("--sweep-ms", type=int, default=0, help="read only every MS after a "
+                        "stream's first event (0: as chunks come)")  # fmt: skip
     result = uvloop.run(run(parser.parse_args()))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 

@@ -1,7 +1,8 @@
 """Streams in engine steps through one gateway, for comparing commits: delay and CPU per chunk.
 
 Usage: ``python benchmarks/overhead/burst_point.py synchronised|cadence [quick] [shadow]
-[direct] [direct-shadowed] [beside] [floor] [poll-off] [reader] [pool] [half-step] [by-index]``
+[direct] [direct-shadowed] [beside] [floor] [poll-off] [reader] [pool] [half-step] [by-index]
+[sweep=MS] [idle]``
 
 ``quick``: the overhead run's ``--quick`` loads; ``shadow``: every stream shadowed to a second
 ticked upstream; ``direct`` and ``floor``: the upstream without a proxy and the Python floor,
@@ -16,7 +17,9 @@ be), before the gateway of the other flags; ``poll-off``: the gateway with
 ``pool``: the gateway's backend a replica pool of three ticked upstreams (the streams spread
 over them); ``half-step``: the candidate's upstream steps half a step after the primary's (as
 another engine on its own clock would), where by default both step on the same grid;
-``by-index``: also the delay p99 of each chunk index.
+``by-index``: also the delay p99 of each chunk index; ``sweep=MS``: the readers ``beside`` read
+each stream, after its first event, only every MS ms (a sweep longer than the run reads nothing
+until the end); ``idle``: the second reader ``beside`` runs under ``SCHED_IDLE``, not nice 10.
 
 Starts the ticked SSE upstream (core 0) and ``python -m gateway serve`` (core 1) from whatever
 ``gateway`` package Python imports, so ``PYTHONPATH=<a worktree of another commit>`` measures that
@@ -52,6 +55,7 @@ def main() -> int:
     plan = QUICK if "quick" in flags else FULL
     load: BurstLoad = plan.synchronised if mode == "synchronised" else plan.cadence
     by_index = "by-index" in flags
+    sweep_ms = next((int(flag[6:]) for flag in flags if flag.startswith("sweep=")), 0)
     points = []
     with tempfile.TemporaryDirectory(prefix="burst-point-") as name, ExitStack() as stack:
         tmp = Path(name)
@@ -78,10 +82,10 @@ def main() -> int:
                     inner, home, str(GATEWAY_CORE), burst_settings(sse, home), "gateway"
                 )
                 points.append(burst_point(mode, "gateway", plain.url, load, plain.pid, by_index))
-                for nice in (0, READER_NICE):
-                    path = f"gateway, a reader beside at nice {nice}"
+                for nice in (0, None if "idle" in flags else READER_NICE):
+                    path = "gateway, a reader beside at " + _priority(nice) + _reading(sweep_ms)
                     points.append(beside_candidate(
-                        mode, path, plain.url, candidate, load, by_index, plain.pid, nice
+                        mode, path, plain.url, candidate, load, by_index, plain.pid, nice, sweep_ms
                     ))  # fmt: skip
         pool = []
         if "pool" in flags:  # two more ticked upstreams, for a replica pool of three
@@ -96,6 +100,14 @@ def main() -> int:
     for point in points:
         show(point)
     return 1 if any(point.result.errors for point in points) else 0
+
+
+def _priority(nice: int | None) -> str:
+    return "SCHED_IDLE" if nice is None else f"nice {nice}"
+
+
+def _reading(sweep_ms: int) -> str:
+    return f", reading every {sweep_ms} ms" if sweep_ms else ""
 
 
 def show(point: Point) -> None:

@@ -232,14 +232,17 @@ def beside_candidate(
     load: BurstLoad,
     by_index: bool = False,
     proxy: int | None = None,
-    nice: int = 0,
+    nice: int | None = 0,
+    sweep_ms: int = 0,
 ) -> Point:
     """`burst_point` of `url` while `candidate` streams the same load to a client on the
-    proxy's core, at CPU priority `nice`. With no proxy: what a shadowed gateway's candidate
-    upstream adds to the load core. With an unshadowed gateway: the cheapest shadow there could
-    be, a plain reader of the candidate's streams sharing the gateway's core."""
-    sink = burst_client(GATEWAY_CORE, candidate, load)
-    with subprocess.Popen(["nice", "-n", str(nice), *sink], stdout=subprocess.DEVNULL) as reader:
+    proxy's core, at CPU priority `nice` (None: `SCHED_IDLE`), reading every `sweep_ms` (0: as
+    chunks come). With no proxy: what a shadowed gateway's candidate upstream adds to the load
+    core. With an unshadowed gateway: the cheapest shadow there could be, a plain reader of the
+    candidate's streams sharing the gateway's core."""
+    sink = [*burst_client(GATEWAY_CORE, candidate, load), "--sweep-ms", str(sweep_ms)]
+    priority = ["chrt", "--idle", "0"] if nice is None else ["nice", "-n", str(nice)]
+    with subprocess.Popen([*priority, *sink], stdout=subprocess.DEVNULL) as reader:
         point = burst_point(scenario, path, url, load, proxy, by_index)
         reader.wait(timeout=120)
     return point

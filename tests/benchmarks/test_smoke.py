@@ -324,6 +324,33 @@ def test_shadow_timing() -> None:
         assert float(fields[f"{figure}_p95_ratio"]) > 0
 
 
+def test_burst_client_reading_in_sweeps_reads_each_streams_chunks_together() -> None:
+    # `burst_point.py ... beside sweep=MS`: the reader beside reads in bulk, not chunk by chunk.
+    def read(port: str, sweep_ms: int) -> dict[str, Any]:
+        out = overhead_script(
+            "burst_client.py", f"http://127.0.0.1:{port}", "--streams", "4", "--chunks", "40",
+            "--sweep-ms", str(sweep_ms),
+        )  # fmt: skip
+        return dict(json.loads(out.splitlines()[-1]))
+
+    ticked = [BENCH / "overhead" / "sse_upstream.py", "--delay-ms", "0", "--tick-ms", "10"]
+    with subprocess.Popen([sys.executable, *map(str, ticked)], stdout=subprocess.PIPE, text=True,
+                          cwd=ROOT) as upstream:  # fmt: skip
+        try:
+            assert upstream.stdout is not None
+            port = upstream.stdout.readline().split()[-1]  # "listening on PORT"
+            as_they_come, in_sweeps = read(port, 0), read(port, 100)
+        finally:
+            upstream.terminate()
+    for got in (as_they_come, in_sweeps):
+        assert got["errors"] == 0
+        assert got["counted"] >= 4 * 30
+    # A step every 10 ms, a read every 100: about nine chunks in ten come with the one before.
+    assert in_sweeps["coalesced"] > in_sweeps["counted"] / 2
+    assert as_they_come["coalesced"] < as_they_come["counted"] / 2
+    assert in_sweeps["delay_p50_ms"] > as_they_come["delay_p50_ms"] + 20
+
+
 def test_burst_client_counts_each_chunk() -> None:
     from benchmarks.overhead.burst_stats import Arrival, Stream, summarise
     from benchmarks.overhead.ticks import event, stamps
