@@ -18,6 +18,7 @@ from backends.trtllm_grpc.adapter import TrtllmGrpcBackend
 from backends.trtllm_grpc.settings import TrtllmGrpcSettings
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.engines.hooks import fails_after
 from tests.engines.trtllm_grpc_engine import TrtllmGrpcEngine
 from tests.support.servers import ThreadedServer
 
@@ -90,12 +91,18 @@ def test_a_seed_repeats_a_sample_and_a_choice_is_honoured(client: openai.OpenAI)
 
 def test_an_engine_failure_mid_stream_is_an_error_event(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=PUBLIC, messages=[{"role": "user", "content": "[[fail:2]] Pika"}],
+        model=PUBLIC, messages=[{"role": "user", "content": fails_after(2)}],
         max_tokens=20, stream=True,
     )  # fmt: skip
+    before: list[str] = []
+
+    def read() -> None:
+        for chunk in stream:
+            before.extend(choice.delta.content or "" for choice in chunk.choices)
+
     with pytest.raises(openai.APIError):
-        for _ in stream:
-            pass
+        read()
+    assert "".join(before)  # text came before the fault: mid-stream, not instead of an answer
 
 
 def test_the_ids_are_the_gateways_tokenisation_and_the_engines_answer(

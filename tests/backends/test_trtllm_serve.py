@@ -19,6 +19,7 @@ from backends.prompting import Prompter
 from backends.trtllm_serve import TrtllmServeDialect, TrtllmServeSettings, keep_known_fields
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.engines.hooks import fails_after
 from tests.engines.trtllm_serve_engine import TrtllmServeEngine
 from tests.support.servers import ThreadedServer
 
@@ -151,7 +152,7 @@ def test_a_meaningful_field_it_lacks_is_refused_before_sending(client: openai.Op
 def test_a_chat_stream_the_engine_cuts_ends_with_an_error_event(client: openai.OpenAI) -> None:
     """trtllm-serve cuts a chat stream on an engine error, with no event and no [DONE]."""
     stream = client.chat.completions.create(
-        model="phi-3-mini", messages=[{"role": "user", "content": "[[fail:2]] Pika"}],
+        model="phi-3-mini", messages=[{"role": "user", "content": fails_after(2)}],
         max_tokens=20, stream=True,
     )  # fmt: skip
     with pytest.raises(openai.APIError):

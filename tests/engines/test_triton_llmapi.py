@@ -11,6 +11,7 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from tritonclient.utils import InferenceServerException
 
+from tests.engines.hooks import fails_after
 from tests.engines.triton_engine import TritonEngine
 from tests.engines.triton_llmapi import LLMAPI_INPUTS
 from tests.support.triton_calls import Inputs, Reply, array, call, model_config, stream, texts
@@ -211,7 +212,7 @@ def test_every_failure_is_one_error_response(engine: TritonEngine) -> None:
     with pytest.raises(InferenceServerException, match="Error generating request: Prompt length"):
         ask(engine, text_input="Hi", sampling_param_max_tokens=5000)
     replies, error = asyncio.run(
-        stream(engine.grpc_url, MODEL, inputs(text_input="[[fail:2]] hi", streaming=True),
+        stream(engine.grpc_url, MODEL, inputs(text_input=fails_after(2), streaming=True),
                ALL_OUTPUTS)
     )  # fmt: skip
     assert len(replies) == 2

@@ -18,6 +18,7 @@ import openai
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from tests.engines.hooks import fails_after
 from tests.engines.trtllm_serve_engine import TrtllmServeEngine
 
 VIETNAMESE = "Chúc mừng con!"
@@ -221,7 +222,7 @@ def test_openai_sdk_reads_the_stream_and_its_usage(engine: TrtllmServeEngine) ->
 
 def test_an_engine_error_cuts_a_chat_stream(engine: TrtllmServeEngine) -> None:
     parts: list[bytes] = []
-    body = _chat("Say something [[fail:3]]", max_tokens=30, stream=True)
+    body = _chat(fails_after(3), max_tokens=30, stream=True)
     with (
         httpx.Client(base_url=engine.url, timeout=60.0) as client,
         client.stream("POST", "/v1/chat/completions", json=body) as response,
@@ -237,7 +238,7 @@ def test_an_engine_error_cuts_a_chat_stream(engine: TrtllmServeEngine) -> None:
 
 
 def test_an_engine_error_ends_a_completion_stream_with_an_error_event(http: httpx.Client) -> None:
-    body = {"model": "m", "prompt": "Say something [[fail:2]]", "max_tokens": 30, "stream": True}
+    body = {"model": "m", "prompt": fails_after(2), "max_tokens": 30, "stream": True}
     events = _events(_stream(http, "/v1/completions", body))
     assert len(events) > 3
     error = events[-3]["error"] if events[-1] == events[-2] == "[DONE]" else events[-2]["error"]
@@ -248,7 +249,7 @@ def test_an_engine_error_ends_a_completion_stream_with_an_error_event(http: http
 
 
 def test_an_engine_error_without_streaming_is_a_400(http: httpx.Client) -> None:
-    response = http.post("/v1/chat/completions", json=_chat("Hi [[fail:1]]", max_tokens=5))
+    response = http.post("/v1/chat/completions", json=_chat(fails_after(1), max_tokens=5))
     assert response.status_code == 400
     assert set(response.json()) == ENVELOPE_KEYS
     assert "injected fault" in response.json()["message"]
