@@ -38,8 +38,8 @@ from ticks import stamps
 class BurstStream(asyncio.Protocol):
     """Sends one stream request and records every stamped chunk as it is read."""
 
-    def __init__(self, request: bytes, first: "FirstEvents") -> None:
-        self.request, self.first = request, first
+    def __init__(self, request: bytes, first: "FirstEvents", sweeps: "Sweeps | None") -> None:
+        self.request, self.first, self.sweeps = request, first, sweeps
         self.stream = Stream()
         self.parser = httptools.HttpResponseParser(self)
         self.pending = b""  # the start of an event whose end has not come yet
@@ -56,8 +56,8 @@ class BurstStream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.now = time.monotonic()
         self.batch += 1
-        if self.first.sweeps is not None and self.stream.arrivals and self.transport is not None:
-            self.first.sweeps.hold(self.transport)
+        if self.sweeps is not None and self.stream.arrivals and self.transport is not None:
+            self.sweeps.hold(self.transport)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -118,10 +118,9 @@ class Sweeps:
 class FirstEvents:
     """Says ``opened`` once every stream has its first event (or ended without one)."""
 
-    def __init__(self, streams: int, sweeps: Sweeps | None = None) -> None:
+    def __init__(self, streams: int) -> None:
         self.left = streams
         self.at = 0.0
-        self.sweeps = sweeps
 
     def arrived(self, now: float) -> None:
         self.left -= 1
@@ -131,10 +130,10 @@ class FirstEvents:
             sys.stdout.flush()
 
 
-async def one_stream(url: str, request: bytes, first: FirstEvents) -> Stream:
+async def one_stream(url: str, request: bytes, first: FirstEvents, sweeps: Sweeps | None) -> Stream:
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
-    protocol = BurstStream(request, first)
+    protocol = BurstStream(request, first, sweeps)
     try:
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         await loop.create_connection(lambda: protocol, host, port)
@@ -150,10 +149,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     request = request_bytes(args.url, args.chunks)
     sweeps = Sweeps(args.sweep_ms / 1000.0) if args.sweep_ms > 0 else None
     sweeping = None if sweeps is None else asyncio.create_task(sweeps.run())
-    first = FirstEvents(args.streams, sweeps)
+    first = FirstEvents(args.streams)
     cpu_before, wall_before = os.times(), time.monotonic()
     streams = await asyncio.gather(
-        *(one_stream(args.url, request, first) for _ in range(args.streams))
+        *(one_stream(args.url, request, first, sweeps) for _ in range(args.streams))
     )
     if sweeping is not None:
         sweeping.cancel()
