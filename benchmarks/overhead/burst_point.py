@@ -55,7 +55,7 @@ def main() -> int:
     plan = QUICK if "quick" in flags else FULL
     load: BurstLoad = plan.synchronised if mode == "synchronised" else plan.cadence
     by_index = "by-index" in flags
-    sweep_ms = next((int(flag[6:]) for flag in flags if flag.startswith("sweep=")), 0)
+    sweep_ms = next((int(f.removeprefix("sweep=")) for f in flags if f.startswith("sweep=")), 0)
     points = []
     with tempfile.TemporaryDirectory(prefix="burst-point-") as name, ExitStack() as stack:
         tmp = Path(name)
